@@ -1,0 +1,71 @@
+"""`slowfast-dist COMMAND ...`: one entry point, each command imported only when it runs.
+
+Every command lives in its own module that defines `add_arguments(parser)` and `run(args) -> int`.
+Those modules import nothing heavy at module level, so `slowfast-dist ava-eval` never imports
+torch and `slowfast-dist --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("slowfast_dist.train.cli", "train a model (any launcher: torchrun, mpirun, SLURM, PBS, SGE)"),
+    "test": ("slowfast_dist.train.test_cli", "run distributed inference and score it"),
+    "ava-eval": ("slowfast_dist.eval.cli", "score AVA detections exactly as the official evaluator"),
+    "make-synthetic": ("slowfast_dist.data.synthetic_cli", "write a small synthetic AVA-format data set"),
+    "model-info": ("slowfast_dist.models.info_cli", "parameters, GFLOPs and state-dict layout of a config"),
+    "nccl-report": ("slowfast_dist.profiling.nccl_report_cli", "read NCCL INFO logs: rings, hops, route problems"),
+    "scaling-model": ("slowfast_dist.profiling.scaling_model_cli", "predict step and run time at N nodes"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = [f"  {name:<16}{help_}" for name, (_, help_) in COMMANDS.items()]
+    return argparse.ArgumentParser(
+        prog="slowfast-dist",
+        usage="slowfast-dist COMMAND [ARGS...]",
+        description="Distributed SlowFast for AVA.\n\ncommands:\n" + "\n".join(lines),
+        epilog="Run `slowfast-dist COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _top_parser().print_help()
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from slowfast_dist import __version__
+
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"slowfast-dist: error: unknown command {name!r} (commands: {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"slowfast-dist {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+
+    from slowfast_dist.errors import UserError
+
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"slowfast-dist {name}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"slowfast-dist {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
