@@ -1,1 +1,1 @@
-
+"""Distributed start-up: launcher detection, init_distributed(), PySlowFast-style spawn."""

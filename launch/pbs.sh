@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# PBS Professional (ABCI 3.0 style). Submit:  qsub -v CFG=configs/demo.yaml launch/pbs.sh
+# Edit the #PBS lines: queue, node count (select=N), walltime and your group (-P).
+# One MPI process per node; each starts NUM_GPUS workers (study layout). Nodes come from
+# $PBS_NODEFILE (init_distributed reads it). Logs: $LOG_DIR/$PBS_JOBID/<host>.rank<R>.log.
+#PBS -q rt_HF
+#PBS -l select=2
+#PBS -l walltime=01:00:00
+#PBS -P gXXXXXX
+#PBS -j oe
+set -euo pipefail
+cd "${PBS_O_WORKDIR:-$(pwd)}"
+export SFD_ROOT="$(pwd)"
+CFG="${CFG:-configs/demo.yaml}"
+NPN="${NPN:-1}"   # processes per node
+NODES=$(sort -u "$PBS_NODEFILE" | wc -l)
+HF="$(mktemp)"; sort -u "$PBS_NODEFILE" > "$HF"
+export SFD_JOB_ID="${PBS_JOBID:-pbs}" NP=$((NODES * NPN)) HOSTFILE="$HF" CFG
+exec launch/mpirun.sh "$@"

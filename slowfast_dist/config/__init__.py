@@ -1,0 +1,170 @@
+"""Config: PySlowFast-keyed defaults, YAML + opts loading with clear errors, dump.
+
+Keys are classified in three groups: ours (in defaults.py), PySlowFast's but unused here (listed
+in pyslowfast_keys.txt: dropped, warned once, kept on the cfg for `model-info`), and unknown
+(UserError naming the key, where it came from and the closest valid key).
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+import tempfile
+import warnings
+from functools import lru_cache
+
+import yaml
+from fvcore.common.config import CfgNode
+
+from slowfast_dist.errors import UserError
+from .defaults import get_cfg
+
+__all__ = ["get_cfg", "load_config", "dump_config", "cfg_ignored_keys", "pyslowfast_keys"]
+
+_IGNORED_ATTR = "__ignored_keys__"
+
+
+@lru_cache(maxsize=1)
+def pyslowfast_keys() -> frozenset:
+    """Every full key name PySlowFast's defaults.py defines."""
+    path = os.path.join(os.path.dirname(__file__), "pyslowfast_keys.txt")
+    with open(path) as f:
+        return frozenset(l.strip() for l in f if l.strip() and not l.startswith("#"))
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, prefix + k + ".")
+        else:
+            yield prefix + k, v
+
+
+def _our_keys(cfg) -> list[str]:
+    return [k for k, _ in _flatten(cfg)]
+
+
+def _line_of(path, key):
+    """Line number of the key's last component in the file (cheap; None if not found)."""
+    leaf = key.split(".")[-1]
+    try:
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if re.match(rf"\s*{re.escape(leaf)}\s*:", line):
+                    return i
+    except OSError:
+        pass
+    return None
+
+
+def _where(src, key):
+    if src is None:
+        return "command line"
+    line = _line_of(src, key)
+    return f"{src}:{line}" if line else str(src)
+
+
+def _classify(flat: dict, ours: set, src) -> tuple[dict, list]:
+    keep, ignored = {}, []
+    for key, val in flat.items():
+        if key in ours:
+            keep[key] = val
+        elif key in pyslowfast_keys() or any(key.startswith(p + ".") for p in pyslowfast_keys()):
+            ignored.append(key)
+        else:
+            close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UserError(f"{_where(src, key)}: unknown config key {key}{hint}")
+    return keep, ignored
+
+
+def _set(cfg: CfgNode, key: str, val, src):
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node[p]
+    old = node[parts[-1]]
+    if isinstance(val, str) and not isinstance(old, str):
+        # Like yacs: strings (opts, and YAML scalars such as "1e-7" that PyYAML leaves as str)
+        # are decoded as Python literals, then as YAML ("true").
+        try:
+            val = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            try:
+                val = yaml.safe_load(val)
+            except yaml.YAMLError:
+                pass
+    # Same coercions yacs allows: int->float, list<->tuple; None only where the default is None.
+    if isinstance(old, float) and isinstance(val, int) and not isinstance(val, bool):
+        val = float(val)
+    elif isinstance(old, (list, tuple)) and isinstance(val, (list, tuple)):
+        val = type(old)(val)
+    if old is not None and type(val) is not type(old):
+        raise UserError(
+            f"{_where(src, key)}: {key} must be {type(old).__name__} (default {old!r}), got {val!r}"
+        )
+    node[parts[-1]] = val
+
+
+def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNode:
+    """Defaults, then the YAML at `path` (with `_BASE_`), then `KEY VALUE` opts; frozen."""
+    cfg = get_cfg()
+    ours = set(_our_keys(cfg))
+    ignored: list[str] = []
+    if path is not None:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: config file not found")
+        try:
+            loaded = CfgNode.load_yaml_with_base(path, allow_unsafe=False)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            loc = f"{path}:{mark.line + 1}" if mark else path
+            raise UserError(f"{loc}: malformed YAML ({getattr(e, 'problem', e)})") from None
+        except (OSError, KeyError) as e:
+            raise UserError(f"{path}: cannot load config ({e})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: top level must be a mapping of config keys")
+        keep, ign = _classify(dict(_flatten(loaded)), ours, path)
+        ignored += ign
+        for k, v in keep.items():
+            _set(cfg, k, v, path)
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise UserError(f"command line: opts must be KEY VALUE pairs, got odd count: {opts}")
+    flat = dict(zip(opts[0::2], opts[1::2]))
+    keep, ign = _classify(flat, ours, None)
+    ignored += ign
+    for k, v in keep.items():
+        _set(cfg, k, v, None)
+    if ignored:
+        warnings.warn(
+            "PySlowFast config keys not used by slowfast-dist (ignored): " + ", ".join(sorted(set(ignored))),
+            stacklevel=2,
+        )
+    # Stored outside the key tree so dumps stay loadable; read with cfg_ignored_keys().
+    object.__setattr__(cfg, _IGNORED_ATTR, tuple(sorted(set(ignored))))
+    cfg.freeze()
+    return cfg
+
+
+def cfg_ignored_keys(cfg: CfgNode) -> tuple[str, ...]:
+    """PySlowFast keys present in the loaded YAML/opts that this project ignores."""
+    return getattr(cfg, _IGNORED_ATTR, ())
+
+
+def dump_config(cfg: CfgNode, path: str) -> None:
+    """Write the resolved config as YAML, atomically (temp file + rename in the same dir)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".cfg-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(cfg.dump())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,212 @@
+"""Default config: PySlowFast key names and default values (slowfast/config/defaults.py),
+only for the keys this project reads, plus our extension keys in marked blocks."""
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---- PySlowFast keys (same names and defaults) ----
+_C.NUM_GPUS = 1
+_C.NUM_SHARDS = 1
+_C.SHARD_ID = 0
+_C.OUTPUT_DIR = "./tmp"
+_C.RNG_SEED = 1
+_C.LOG_PERIOD = 10
+_C.LOG_MODEL_INFO = True
+_C.DIST_BACKEND = "nccl"
+# PySlowFast passes INIT_METHOD on the command line (tcp://host:port); a key here so YAML/opts work.
+# Empty: the rendezvous comes from the launcher's environment (torchrun, MPI, SLURM, PBS, SGE).
+_C.INIT_METHOD = ""
+
+_C.BN = CfgNode()
+_C.BN.USE_PRECISE_STATS = False
+_C.BN.NUM_BATCHES_PRECISE = 200
+_C.BN.WEIGHT_DECAY = 0.0
+_C.BN.NORM_TYPE = "batchnorm"
+_C.BN.NUM_SPLITS = 1
+_C.BN.NUM_SYNC_DEVICES = 1
+# Newer PySlowFast defaults (its Kinetics/AVA YAMLs set BN.MOMENTUM).
+_C.BN.EPSILON = 1e-5
+_C.BN.MOMENTUM = 0.1
+
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+_C.TRAIN.DATASET = "kinetics"
+_C.TRAIN.BATCH_SIZE = 64
+_C.TRAIN.EVAL_PERIOD = 10
+_C.TRAIN.CHECKPOINT_PERIOD = 10
+_C.TRAIN.AUTO_RESUME = True
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+_C.TRAIN.CHECKPOINT_TYPE = "pytorch"
+_C.TRAIN.CHECKPOINT_INFLATE = False
+_C.TRAIN.CHECKPOINT_EPOCH_RESET = False
+_C.TRAIN.CHECKPOINT_CLEAR_NAME_PATTERN = ()
+# Newer PySlowFast versions define TRAIN.MIXED_PRECISION (autocast); default off.
+_C.TRAIN.MIXED_PRECISION = False
+
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "kinetics"
+_C.TEST.BATCH_SIZE = 8
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+_C.TEST.NUM_SPATIAL_CROPS = 3
+_C.TEST.CHECKPOINT_TYPE = "pytorch"
+_C.TEST.SAVE_RESULTS_PATH = ""
+
+_C.RESNET = CfgNode()
+_C.RESNET.TRANS_FUNC = "bottleneck_transform"
+_C.RESNET.NUM_GROUPS = 1
+_C.RESNET.WIDTH_PER_GROUP = 64
+_C.RESNET.INPLACE_RELU = True
+_C.RESNET.STRIDE_1X1 = False
+_C.RESNET.ZERO_INIT_FINAL_BN = False
+_C.RESNET.DEPTH = 50
+_C.RESNET.NUM_BLOCK_TEMP_KERNEL = [[3], [4], [6], [3]]
+_C.RESNET.SPATIAL_STRIDES = [[1], [2], [2], [2]]
+_C.RESNET.SPATIAL_DILATIONS = [[1], [1], [1], [1]]
+
+_C.NONLOCAL = CfgNode()
+_C.NONLOCAL.LOCATION = [[[]], [[]], [[]], [[]]]
+_C.NONLOCAL.GROUP = [[1], [1], [1], [1]]
+_C.NONLOCAL.INSTANTIATION = "dot_product"
+_C.NONLOCAL.POOL = [[[1, 2, 2], [1, 2, 2]]] * 4
+
+_C.MODEL = CfgNode()
+_C.MODEL.ARCH = "slowfast"
+_C.MODEL.MODEL_NAME = "SlowFast"
+_C.MODEL.NUM_CLASSES = 400
+_C.MODEL.LOSS_FUNC = "cross_entropy"
+_C.MODEL.SINGLE_PATHWAY_ARCH = ["2d", "c2d", "i3d", "slow", "x3d", "mvit"]
+_C.MODEL.MULTI_PATHWAY_ARCH = ["slowfast"]
+_C.MODEL.DROPOUT_RATE = 0.5
+_C.MODEL.DROPCONNECT_RATE = 0.0
+_C.MODEL.FC_INIT_STD = 0.01
+_C.MODEL.HEAD_ACT = "softmax"
+
+_C.SLOWFAST = CfgNode()
+_C.SLOWFAST.BETA_INV = 8
+_C.SLOWFAST.ALPHA = 8
+_C.SLOWFAST.FUSION_CONV_CHANNEL_RATIO = 2
+_C.SLOWFAST.FUSION_KERNEL_SZ = 5
+
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""
+_C.DATA.PATH_PREFIX = ""
+_C.DATA.NUM_FRAMES = 8
+_C.DATA.SAMPLING_RATE = 8
+_C.DATA.TRAIN_PCA_EIGVAL = [0.225, 0.224, 0.229]
+_C.DATA.TRAIN_PCA_EIGVEC = [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+]
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+_C.DATA.INPUT_CHANNEL_NUM = [3, 3]
+_C.DATA.STD = [0.225, 0.225, 0.225]
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+_C.DATA.TRAIN_CROP_SIZE = 224
+_C.DATA.TEST_CROP_SIZE = 256
+_C.DATA.TARGET_FPS = 30
+_C.DATA.DECODING_BACKEND = "pyav"
+_C.DATA.RANDOM_FLIP = True
+_C.DATA.MULTI_LABEL = False
+_C.DATA.REVERSE_INPUT_CHANNEL = False
+
+_C.SOLVER = CfgNode()
+_C.SOLVER.BASE_LR = 0.1
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.COSINE_END_LR = 0.0
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEP_SIZE = 1
+_C.SOLVER.STEPS = []
+_C.SOLVER.LRS = []
+_C.SOLVER.MAX_EPOCH = 300
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.DAMPENING = 0.0
+_C.SOLVER.NESTEROV = True
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.WARMUP_FACTOR = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+_C.SOLVER.WARMUP_START_LR = 0.01
+_C.SOLVER.OPTIMIZING_METHOD = "sgd"
+_C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
+_C.SOLVER.COSINE_AFTER_WARMUP = False
+_C.SOLVER.ZERO_WD_1D_PARAM = False
+
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 8
+_C.DATA_LOADER.PIN_MEMORY = True
+_C.DATA_LOADER.ENABLE_MULTI_THREAD_DECODE = False
+
+_C.DETECTION = CfgNode()
+_C.DETECTION.ENABLE = False
+_C.DETECTION.ALIGNED = True
+_C.DETECTION.SPATIAL_SCALE_FACTOR = 16
+_C.DETECTION.ROI_XFORM_RESOLUTION = 7
+
+_C.AVA = CfgNode()
+_C.AVA.FRAME_DIR = "/mnt/fair-flash3-east/ava_trainval_frames.img/"
+_C.AVA.FRAME_LIST_DIR = "/mnt/vol/gfsai-flash3-east/ai-group/users/haoqifan/ava/frame_list/"
+_C.AVA.ANNOTATION_DIR = "/mnt/vol/gfsai-flash3-east/ai-group/users/haoqifan/ava/frame_list/"
+_C.AVA.TRAIN_LISTS = ["train.csv"]
+_C.AVA.TEST_LISTS = ["val.csv"]
+_C.AVA.TRAIN_GT_BOX_LISTS = ["ava_train_v2.2.csv"]
+_C.AVA.TRAIN_PREDICT_BOX_LISTS = []
+_C.AVA.TEST_PREDICT_BOX_LISTS = ["ava_val_predicted_boxes.csv"]
+_C.AVA.DETECTION_SCORE_THRESH = 0.9
+_C.AVA.BGR = False
+_C.AVA.TRAIN_USE_COLOR_AUGMENTATION = False
+_C.AVA.TRAIN_PCA_JITTER_ONLY = True
+_C.AVA.TEST_FORCE_FLIP = False
+_C.AVA.FULL_TEST_ON_VAL = False
+_C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+_C.AVA.EXCLUSION_FILE = "ava_val_excluded_timestamps_v2.2.csv"
+_C.AVA.GROUNDTRUTH_FILE = "ava_val_v2.2.csv"
+_C.AVA.IMG_PROC_BACKEND = "cv2"
+
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = False
+_C.TENSORBOARD.LOG_DIR = ""
+
+# ---- slowfast-dist extension keys (not in PySlowFast) ----
+# Keep sampler + workers for the whole run (the study's RepeatSampler); False = rebuild per epoch.
+_C.DATA_LOADER.PERSISTENT_WORKERS = True
+# Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
+_C.AVA.PIXEL_SOURCE = "frames"
+# Directory of AVA videos when PIXEL_SOURCE is "video".
+_C.AVA.VIDEO_DIR = ""
+# AMP dtype when TRAIN.MIXED_PRECISION: "bf16" or "fp16".
+_C.TRAIN.AMP_DTYPE = "bf16"
+# Gradient accumulation steps per optimizer step.
+_C.TRAIN.GRAD_ACCUM_STEPS = 1
+# Linear scaling reference global batch; 0 = use BASE_LR_SCALE_NUM_SHARDS instead.
+_C.SOLVER.REFERENCE_GLOBAL_BATCH = 0
+# Memory format / torch.compile / activation checkpointing switches (not in PySlowFast).
+_C.MODEL.CHANNELS_LAST = False
+_C.MODEL.COMPILE = False
+_C.MODEL.ACT_CHECKPOINT = False
+# Freeze BN statistics and affine params (PySlowFast has no such key).
+_C.BN.FREEZE = False
+# DistributedDataParallel knobs.
+_C.DDP = CfgNode()
+_C.DDP.BUCKET_CAP_MB = 25
+_C.DDP.STATIC_GRAPH = False
+_C.DDP.FIND_UNUSED_PARAMETERS = False
+# torch.profiler schedule and NVTX/communication probes.
+_C.PROFILE = CfgNode()
+_C.PROFILE.ENABLE = False
+_C.PROFILE.WAIT = 1
+_C.PROFILE.WARMUP = 1
+_C.PROFILE.ACTIVE = 3
+_C.PROFILE.REPEAT = 1
+_C.PROFILE.NVTX = True
+_C.PROFILE.COMM_PROBE = True
+# Process-group timeout and a fake world size for dry runs (0 = real run).
+_C.DIST = CfgNode()
+_C.DIST.TIMEOUT_S = 300
+_C.DIST.DRY_RUN_WORLD_SIZE = 0
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()

@@ -1,0 +1,137 @@
+"""Readers for AVA v2.2 files as PySlowFast lays them out (frame lists, box CSVs, label map).
+
+Rules follow slowfast/datasets/ava_helper.py: keyframe seconds 902..1798, frame index of a
+keyframe = (sec - 900) * 30, boxes grouped per (video, sec) with their label ids; a predicted box
+(CSV row with a score) is kept only when score >= the detection threshold; an empty label
+column means "no label" (-1) and adds no label id.
+"""
+import csv
+import os
+import re
+from collections import defaultdict
+
+from slowfast_dist.errors import UserError, where
+
+FPS = 30
+AVA_VALID_SECONDS = range(902, 1799)
+
+
+def keyframe_index(sec: int, fps: int = FPS) -> int:
+    """Frame index (0-based, in the 900..1800 s segment) of a keyframe second."""
+    return (sec - 900) * fps
+
+
+def get_sequence(center: int, half_len: int, sample_rate: int, num_frames: int) -> list:
+    """Frame indices centred on `center`, clamped to [0, num_frames - 1] (PySlowFast's rule)."""
+    return [min(max(i, 0), num_frames - 1)
+            for i in range(center - half_len, center + half_len, sample_rate)]
+
+
+def read_frame_lists(paths, frame_dir):
+    """Read frame lists; returns (video_names, frame_paths per video index)."""
+    name_to_idx, frames = {}, []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{where(path)}: frame list not found")
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if lineno == 1 or not line.strip():  # header
+                    continue
+                row = line.split()
+                if len(row) not in (4, 5):
+                    raise UserError(f"{where(path, lineno)}: expected "
+                                    "'original_vido_id video_idx frame_id path labels'")
+                vid = row[0]
+                if vid not in name_to_idx:
+                    name_to_idx[vid] = len(frames)
+                    frames.append([])
+                frames[name_to_idx[vid]].append(os.path.join(frame_dir, row[3]))
+    names = sorted(name_to_idx, key=name_to_idx.get)
+    return names, frames
+
+
+def read_box_csvs(paths, is_train_split, detect_thresh=0.0, full_test_on_val=True,
+                  is_val=False):
+    """Read GT / predicted box CSVs -> {video: {sec: [[box, [label ids]], ...]}}.
+
+    Rows: video, sec, x1, y1, x2, y2, label[, score]. Boxes with identical coordinates in the
+    same keyframe are merged, their labels accumulated.
+    """
+    out = defaultdict(lambda: defaultdict(dict))
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{where(path)}: annotation file not found")
+        with open(path) as f:
+            for lineno, row in enumerate(csv.reader(f), 1):
+                if not row:
+                    continue
+                if len(row) not in (7, 8):
+                    raise UserError(f"{where(path, lineno)}: expected 7 or 8 columns, got {len(row)}")
+                try:
+                    vid, sec = row[0], int(row[1])
+                    box = [float(v) for v in row[2:6]]
+                    label = -1 if row[6] == "" else int(row[6])
+                    score = float(row[7]) if len(row) == 8 else None
+                except ValueError as e:
+                    raise UserError(f"{where(path, lineno)}: {e}") from None
+                if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
+                    raise UserError(f"{where(path, lineno)}: box outside [0,1] or inverted")
+                if is_val and not full_test_on_val and sec % 4 != 0:
+                    continue  # PySlowFast evaluates every 4th second unless FULL_TEST_ON_VAL
+                if score is not None and score < detect_thresh:
+                    continue
+                key = ",".join(row[2:6])
+                entry = out[vid][sec].setdefault(key, [box, []])
+                if label != -1:
+                    entry[1].append(label)
+    return {v: {s: list(d.values()) for s, d in secs.items()} for v, secs in out.items()}
+
+
+def read_exclusions(path):
+    """Set of (video, sec) keyframes to exclude."""
+    excl = set()
+    if not path:
+        return excl
+    if not os.path.isfile(path):
+        raise UserError(f"{where(path)}: exclusion file not found")
+    with open(path) as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row:
+                continue
+            try:
+                excl.add((row[0], int(row[1])))
+            except (ValueError, IndexError):
+                raise UserError(f"{where(path, lineno)}: expected 'video,sec'") from None
+    return excl
+
+
+def read_label_map(path):
+    """Parse a label map pbtxt -> ({id: name}, sorted ids)."""
+    if not os.path.isfile(path):
+        raise UserError(f"{where(path)}: label map not found")
+    labels, name = {}, None
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            m = re.search(r'name:\s*"([^"]*)"', line)
+            if m:
+                name = m.group(1)
+            m = re.search(r"(?:label_)?id:\s*(\d+)", line)
+            if m:
+                if name is None:
+                    raise UserError(f"{where(path, lineno)}: id before name")
+                labels[int(m.group(1))] = name
+                name = None
+    return labels, sorted(labels)
+
+
+def keyframe_index_list(boxes_and_labels, video_names, exclusions=(), valid=AVA_VALID_SECONDS):
+    """List of (video_idx, sec, boxes) for keyframes with at least one box, in video order."""
+    keys = []
+    for vidx, vid in enumerate(video_names):
+        for sec in sorted(boxes_and_labels.get(vid, {})):
+            if sec not in valid or (vid, sec) in exclusions:
+                continue
+            boxes = boxes_and_labels[vid][sec]
+            if boxes:
+                keys.append((vidx, sec, boxes))
+    return keys

@@ -1,0 +1,86 @@
+"""Batch collation for detection samples (see DEVELOPERS.md, data contract)."""
+import torch
+
+
+def collate_detection(samples):
+    """Stack inputs per pathway; boxes -> [sum N, 5] with the batch index in column 0."""
+    n_path = len(samples[0]["inputs"])
+    inputs = [torch.stack([s["inputs"][p] for s in samples]) for p in range(n_path)]
+    boxes = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1)
+                       for i, s in enumerate(samples)])
+    out = {"inputs": inputs, "boxes": boxes}
+    for k in ("ori_boxes", "labels", "metadata"):
+        out[k] = torch.cat([s[k] for s in samples])
+    return out
+
+
+from torch.utils.data import BatchSampler, DataLoader  # noqa: E402
+from torch.utils.data.distributed import DistributedSampler  # noqa: E402
+
+
+class _RepeatBatchSampler:
+    """Yields the batches of epoch e, then e+1, ... forever (the study's RepeatSampler).
+
+    Indices are drawn in the main process, so the epoch counter lives here: epoch k uses the
+    same permutation as DistributedSampler.set_epoch(k), whatever the prefetch depth.
+    """
+
+    def __init__(self, sampler, batch_size, drop_last, start_epoch=0):
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.epoch = start_epoch
+
+    def __iter__(self):
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            yield from BatchSampler(self.sampler, self.batch_size, self.drop_last)
+            self.epoch += 1
+
+
+class EpochLoader:
+    """Iterable over one epoch of batches; call set_epoch(e) before iterating epoch e."""
+
+    def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
+                 persistent, rank, world_size, seed):
+        self.dataset, self.persistent, self.epoch = dataset, persistent, 0
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                          shuffle=shuffle, seed=seed, drop_last=False)
+        self._batches = BatchSampler(self.sampler, batch_size, drop_last)
+        self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
+                        collate_fn=collate_detection_or_default)
+        self._batch_size, self._drop_last = batch_size, drop_last
+        self._it = None
+        self._next_epoch = None
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self._batches)
+
+    def __iter__(self):
+        if not self.persistent:
+            self.sampler.set_epoch(self.epoch)
+            # a fresh DataLoader (and fresh workers) per epoch: the study's baseline
+            yield from DataLoader(self.dataset, batch_sampler=self._batches, **self._kw)
+            return
+        if self._it is None or self._next_epoch != self.epoch:
+            # first epoch, or a jump (resume): start the one persistent iterator at this epoch
+            rs = _RepeatBatchSampler(self.sampler, self._batch_size, self._drop_last, self.epoch)
+            self._it = iter(DataLoader(self.dataset, batch_sampler=rs, **self._kw))
+        for _ in range(len(self)):
+            yield next(self._it)
+        self._next_epoch = self.epoch + 1
+
+
+def collate_detection_or_default(samples):
+    if isinstance(samples[0], dict) and "boxes" in samples[0]:
+        return collate_detection(samples)
+    return torch.utils.data.default_collate(samples)
+
+
+def build_loader(dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
+                 persistent, rank, world_size, seed):
+    """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len()."""
+    return EpochLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last,
+                       num_workers=num_workers, pin_memory=pin_memory, persistent=persistent,
+                       rank=rank, world_size=world_size, seed=seed)

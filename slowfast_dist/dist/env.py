@@ -1,0 +1,247 @@
+"""Find rank / world size from any launcher's environment and start torch.distributed.
+
+Precedence (first match wins): torchrun (RANK + WORLD_SIZE), then MPI (OpenMPI OMPI_COMM_WORLD_*,
+then MPICH/Hydra PMI_*), then schedulers (SLURM_PROCID, then PBS / Grid Engine host files with a
+rank from an MPI launcher), else a single process. torchrun's variables win because torchrun
+may itself run inside a SLURM or MPI job, and its own numbering is the one its workers share.
+
+World size 1 without a launcher: no process group is created (collectives are skipped by callers
+that check `dist.is_initialized()`); a launcher reporting world size 1 still gets a 1-rank group.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+
+from slowfast_dist.errors import UserError
+
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    master_addr: str | None
+    master_port: int | None
+    launcher: str  # torchrun | openmpi | mpich | slurm | pbs | sge | single
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: str
+    backend: str | None
+    launcher: str
+
+
+def expand_hostlist(spec: str) -> list[str]:
+    """Expand a SLURM hostlist: 'n[1-3,5],gpu-a[01-02]' -> n1 n2 n3 n5 gpu-a01 gpu-a02."""
+    hosts: list[str] = []
+    # Split on commas that are not inside brackets.
+    parts, depth, cur = [], 0, ""
+    for ch in spec.strip():
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        parts.append(cur)
+    for part in parts:
+        hosts.extend(_expand_one(part))
+    return hosts
+
+
+def _expand_one(part: str) -> list[str]:
+    m = re.search(r"\[([^\]]*)\]", part)
+    if not m:
+        return [part]
+    head, tail = part[: m.start()], part[m.end():]
+    out = []
+    for rng in m.group(1).split(","):
+        if "-" in rng:
+            a, b = rng.split("-", 1)
+            width = len(a)
+            for i in range(int(a), int(b) + 1):
+                out.extend(_expand_one(f"{head}{str(i).zfill(width)}{tail}"))
+        else:
+            out.extend(_expand_one(f"{head}{rng}{tail}"))
+    return out
+
+
+def _tasks_per_node(spec: str) -> list[int]:
+    """SLURM_TASKS_PER_NODE '2(x3),1' -> [2, 2, 2, 1]."""
+    out = []
+    for p in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", p.strip())
+        if m:
+            out += [int(m.group(1))] * int(m.group(2) or 1)
+    return out
+
+
+def _read_hosts(path: str, sge: bool) -> list[str]:
+    try:
+        with open(path) as f:
+            lines = [l.split() for l in f if l.strip()]
+    except OSError as e:
+        raise UserError(f"{path}: cannot read host file ({e.strerror})") from None
+    hosts = [l[0] for l in lines]
+    if sge:  # PE_HOSTFILE: host slots queue ...; expand by slots
+        hosts = [l[0] for l in lines for _ in range(int(l[1]) if len(l) > 1 else 1)]
+    return hosts
+
+
+def _mpi_ranks(env) -> tuple[int, int, int, int, str] | None:
+    if "OMPI_COMM_WORLD_RANK" in env:
+        g = lambda k, d: int(env.get(k, d))
+        return (g("OMPI_COMM_WORLD_RANK", 0), g("OMPI_COMM_WORLD_SIZE", 1),
+                g("OMPI_COMM_WORLD_LOCAL_RANK", 0), g("OMPI_COMM_WORLD_LOCAL_SIZE", 1), "openmpi")
+    if "PMI_RANK" in env:
+        g = lambda k, d: int(env.get(k, d))
+        size = g("PMI_SIZE", 1)
+        return (g("PMI_RANK", 0), size, g("MPI_LOCALRANKID", env.get("PMI_RANK", 0)),
+                g("MPI_LOCALNRANKS", size), "mpich")
+    return None
+
+
+def world_info_from_env(env: Mapping[str, str]) -> WorldInfo:
+    """Detect the launcher and this process's place in the world from `env` (no side effects)."""
+    port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else None
+    addr = env.get("MASTER_ADDR") or None
+    if "RANK" in env and "WORLD_SIZE" in env:
+        ws = int(env["WORLD_SIZE"])
+        return WorldInfo(int(env["RANK"]), ws, int(env.get("LOCAL_RANK", 0)),
+                         int(env.get("LOCAL_WORLD_SIZE", ws)), addr, port, "torchrun")
+    mpi = _mpi_ranks(env)
+    if mpi is not None:
+        rank, ws, lr, lws, launcher = mpi
+        # Inside a PBS / SGE job the master is the first host of the node file.
+        if addr is None and env.get("PBS_NODEFILE"):
+            addr = _read_hosts(env["PBS_NODEFILE"], sge=False)[0]
+            launcher = "pbs"
+        elif addr is None and env.get("PE_HOSTFILE"):
+            addr = _read_hosts(env["PE_HOSTFILE"], sge=True)[0]
+            launcher = "sge"
+        elif addr is None and env.get("SLURM_JOB_NODELIST"):
+            addr = expand_hostlist(env["SLURM_JOB_NODELIST"])[0]
+        return WorldInfo(rank, ws, lr, lws, addr, port, launcher)
+    if "SLURM_PROCID" in env:
+        ws = int(env.get("SLURM_NTASKS", 1))
+        if env.get("SLURM_NTASKS_PER_NODE"):
+            lws = _tasks_per_node(env["SLURM_NTASKS_PER_NODE"])[0]
+        elif env.get("SLURM_TASKS_PER_NODE"):
+            lws = _tasks_per_node(env["SLURM_TASKS_PER_NODE"])[0]
+        else:
+            lws = 1
+        nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if addr is None and nodelist:
+            addr = expand_hostlist(nodelist)[0]
+        return WorldInfo(int(env["SLURM_PROCID"]), ws, int(env.get("SLURM_LOCALID", 0)), lws,
+                         addr, port or DEFAULT_PORT, "slurm")
+    return WorldInfo(0, 1, 0, 1, None, None, "single")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _mpi_share_master(info: WorldInfo) -> WorldInfo:
+    """Rank 0 picks address/port and broadcasts them with mpi4py (imported lazily)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return info
+    payload = None
+    if info.rank == 0:
+        payload = (info.master_addr or socket.gethostname(), info.master_port or _free_port())
+    addr, port = MPI.COMM_WORLD.bcast(payload, root=0)
+    if info.local_world_size == info.world_size:
+        addr = "127.0.0.1" if addr == socket.gethostname() else addr
+    return WorldInfo(info.rank, info.world_size, info.local_rank, info.local_world_size,
+                     addr, port, info.launcher)
+
+
+def _check_reachable(host: str, port: int, timeout_s: float) -> None:
+    """Fail fast with a UserError instead of hanging on an unreachable master."""
+    from torch.distributed import TCPStore
+
+    try:
+        TCPStore(host, port, is_master=False, timeout=datetime.timedelta(seconds=timeout_s),
+                 wait_for_workers=False)
+    except Exception as e:  # noqa: BLE001 - any connect failure is the user's address/port
+        raise UserError(f"{host}:{port}: cannot reach the master within {timeout_s:g}s "
+                        f"({type(e).__name__}); check MASTER_ADDR/MASTER_PORT or INIT_METHOD") from None
+
+
+def init_distributed(backend: str | None = None, init_method: str | None = None,
+                     timeout_s: float = 300, dry_run_world_size: int = 0,
+                     env: Mapping[str, str] | None = None, rank: int | None = None,
+                     world_size: int | None = None, local_rank: int | None = None,
+                     local_world_size: int | None = None) -> DistInfo:
+    """Start torch.distributed from the launcher's environment (or explicit rank/world_size,
+    as spawn_local_workers passes) and return where this process stands."""
+    import torch
+    import torch.distributed as dist
+
+    env = os.environ if env is None else env
+    if dry_run_world_size:
+        # A fake world: collectives are no-ops, so a 512-rank setup can be built on a laptop.
+        from torch.testing._internal.distributed.fake_pg import FakeStore
+
+        r = rank or 0
+        dist.init_process_group("fake", store=FakeStore(), rank=r, world_size=dry_run_world_size)
+        return DistInfo(r, dry_run_world_size, 0, 1, "cpu", "fake", "dry-run")
+
+    info = world_info_from_env(env)
+    if rank is not None:
+        info = WorldInfo(rank, world_size, local_rank if local_rank is not None else rank,
+                         local_world_size or world_size, None, None, "spawn")
+    elif info.launcher in ("openmpi", "mpich", "pbs", "sge") and init_method is None:
+        info = _mpi_share_master(info)
+
+    cuda = torch.cuda.is_available()
+    backend = backend or ("nccl" if cuda else "gloo")
+    if backend == "nccl" and not cuda:
+        raise UserError(f"backend nccl needs CUDA; none available (use gloo)")
+    if cuda:
+        torch.cuda.set_device(info.local_rank)
+        device = f"cuda:{info.local_rank}"
+    else:
+        device = "cpu"
+
+    if info.world_size == 1 and info.launcher == "single" and init_method is None:
+        return DistInfo(0, 1, 0, 1, device, None, "single")
+
+    if init_method is None and info.launcher == "torchrun":
+        init_method = "env://"  # torchrun's agent already serves the store at MASTER_PORT
+    if init_method is None:
+        if info.master_addr is None:
+            raise UserError(f"{info.launcher}: no master address; set MASTER_ADDR/MASTER_PORT "
+                            "or INIT_METHOD tcp://host:port")
+        init_method = f"tcp://{info.master_addr}:{info.master_port or DEFAULT_PORT}"
+    m = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", init_method)
+    if m is None and not init_method.startswith(("env://", "file://")):
+        raise UserError(f"INIT_METHOD {init_method!r}: expected tcp://host:port, env:// or file://")
+    if m is not None and info.rank != 0:
+        _check_reachable(m.group(1), int(m.group(2)), min(timeout_s, 60))
+    dist.init_process_group(backend, init_method=init_method, rank=info.rank,
+                            world_size=info.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, device,
+                    backend, info.launcher)

@@ -1,0 +1,141 @@
+"""Checkpoints in PySlowFast's `.pyth` layout, written atomically, resumed from the newest good one.
+
+Layout (PySlowFast's keys first, so its tools read ours): `model_state`, `optimizer_state`,
+`epoch`, `cfg` (the YAML dump); then ours: `scaler_state`, `rng_state`, `global_step`.
+Files are `OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth` as in PySlowFast.
+
+Written as temp file + fsync + rename, so a run killed mid-write leaves the previous checkpoint
+intact. Loading uses `weights_only=True`: every value stored is a tensor or a plain Python value.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slowfast_dist.errors import UserError
+
+_NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+
+
+def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_path(output_dir: str | os.PathLike, epoch: int) -> Path:
+    """Path of the checkpoint written at the end of 0-based `epoch` (named epoch+1, as PySlowFast)."""
+    return checkpoint_dir(output_dir) / f"checkpoint_epoch_{epoch + 1:05d}.pyth"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model under DDP / torch.compile wrappers, whose state-dict keys match PySlowFast's."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def rng_state() -> dict:
+    """Every RNG the run draws from, in a form `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": list(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler=None,
+                    global_step: int = 0) -> Path:
+    """Write a checkpoint atomically. `epoch` is the 0-based epoch just finished (PySlowFast's)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model_state": unwrap(model).state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "epoch": epoch,
+        "cfg": cfg_dump,
+        "scaler_state": scaler.state_dict() if scaler is not None else None,
+        "rng_state": rng_state(),
+        "global_step": global_step,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Load a checkpoint onto the CPU; a missing, truncated or foreign file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged zip/pickle
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or "model_state" not in state:
+        raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
+    return state
+
+
+def list_checkpoints(output_dir) -> list[Path]:
+    """Checkpoints in OUTPUT_DIR, oldest first."""
+    folder = checkpoint_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+    return [p for _, p in found]
+
+
+def latest_good_checkpoint(output_dir) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads; damaged newer ones are reported and passed over."""
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            return path, read_checkpoint(path)
+        except UserError as err:
+            print(f"warning: skipping damaged checkpoint: {err}", file=sys.stderr)
+    return None
+
+
+def restore(state: dict, *, model, optimizer=None, scaler=None) -> int:
+    """Load a checkpoint of our own layout into the run; returns the epoch to start from."""
+    unwrap(model).load_state_dict(state["model_state"], strict=True)
+    if optimizer is not None and state.get("optimizer_state") is not None:
+        optimizer.load_state_dict(state["optimizer_state"])
+    if scaler is not None and state.get("scaler_state") is not None:
+        scaler.load_state_dict(state["scaler_state"])
+    if state.get("rng_state") is not None:
+        set_rng_state(state["rng_state"])
+    return int(state.get("epoch", -1)) + 1

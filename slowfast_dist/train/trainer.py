@@ -1,0 +1,294 @@
+"""Builds a run from the config and hands it to the loop (`loop.py`).
+
+This is the one place where the training side reads a CfgNode; everything it builds takes
+plain values. Batch size follows PySlowFast: TRAIN.BATCH_SIZE is per shard (node) and is split
+over its NUM_GPUS processes, so the global batch is BATCH_SIZE / NUM_GPUS * world size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from slowfast_dist.errors import UserError
+from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train.infer import gather_to_rank0, predict, score
+from slowfast_dist.train.loop import fit
+from slowfast_dist.train.meters import StepMeter
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    # Same torch seed on every rank (identical init; DDP also broadcasts), distinct data RNGs.
+    torch.manual_seed(seed)
+    np.random.seed(seed + rank)
+    random.seed(seed + rank)
+
+
+def per_process_batch(batch_size: int, num_gpus: int) -> int:
+    per = batch_size // max(1, num_gpus)
+    if per < 1:
+        raise UserError(f"TRAIN.BATCH_SIZE {batch_size} is smaller than NUM_GPUS {num_gpus}")
+    return per
+
+
+def build_optimizer(model, *, lr, momentum, dampening, nesterov, weight_decay, bn_weight_decay):
+    """SGD with BatchNorm parameters in their own group (BN.WEIGHT_DECAY), as PySlowFast does."""
+    bn, rest = [], []
+    for module in model.modules():
+        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        (bn if isinstance(module, torch.nn.modules.batchnorm._NormBase) else rest).extend(params)
+    groups = [{"params": rest, "weight_decay": weight_decay}]
+    if bn:
+        groups.append({"params": bn, "weight_decay": bn_weight_decay})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=dampening,
+                           nesterov=nesterov)
+
+
+def freeze_batchnorm(model) -> None:
+    """Frozen BN: running statistics and affine parameters stay as loaded."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.train = lambda mode=True, m=module: m  # stays in eval under model.train()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def make_loss(name: str):
+    if name in ("bce", "bce_logit"):
+        return torch.nn.BCEWithLogitsLoss()  # the model returns logits while training
+    if name in ("cross_entropy", "soft_cross_entropy"):
+        return torch.nn.CrossEntropyLoss()
+    raise UserError(f"MODEL.LOSS_FUNC: {name!r} is not supported (bce, cross_entropy)")
+
+
+def make_autocast(device, enabled: bool, dtype_name: str):
+    if dtype_name not in ("bf16", "fp16"):
+        raise UserError(f"TRAIN.AMP_DTYPE: {dtype_name!r} must be bf16 or fp16")
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float16
+    return partial(torch.autocast, device.type, dtype=dtype, enabled=enabled)
+
+
+def resolve_lr(cfg, world_size: int, global_batch: int):
+    """The LRs after the linear scaling rule, and the per-iteration schedule built on them."""
+    from slowfast_dist.train import schedule
+
+    s = cfg.SOLVER
+    lr = schedule.scaled_lr(s.BASE_LR, s.WARMUP_START_LR, s.COSINE_END_LR,
+                            num_shards=max(1, world_size // max(1, cfg.NUM_GPUS)),
+                            scale_num_shards=s.BASE_LR_SCALE_NUM_SHARDS, global_batch=global_batch,
+                            reference_global_batch=s.REFERENCE_GLOBAL_BATCH)
+    lr_at = partial(schedule.lr_at, base_lr=lr.base_lr, policy=s.LR_POLICY, steps=list(s.STEPS),
+                    lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS,
+                    warmup_start_lr=lr.warmup_start_lr, cosine_end_lr=lr.cosine_end_lr)
+    return lr, lr_at
+
+
+class Run:
+    """Everything a training or test run needs, built once from the config."""
+
+    def __init__(self, cfg):
+        from slowfast_dist.dist.env import init_distributed
+        from slowfast_dist.models import build_model
+
+        self.cfg, self.t0 = cfg, time.time()
+        self.info = init_distributed(init_method=cfg.INIT_METHOD or None,
+                                     timeout_s=cfg.DIST.TIMEOUT_S)
+        self.rank, self.world = self.info.rank, self.info.world_size
+        self.device = torch.device(self.info.device)
+        seed_everything(cfg.RNG_SEED, self.rank)
+        self.out = Path(cfg.OUTPUT_DIR)
+        self.model = build_model(cfg).to(self.device)
+        if cfg.BN.FREEZE:
+            freeze_batchnorm(self.model)
+        self.autocast = make_autocast(self.device, cfg.TRAIN.MIXED_PRECISION, cfg.TRAIN.AMP_DTYPE)
+        self.hosts = self._gather_hosts()
+
+    def _gather_hosts(self) -> list[str]:
+        hosts = [socket.gethostname()] * self.world
+        if self.world > 1:
+            dist.all_gather_object(hosts, socket.gethostname())
+        return hosts
+
+    def log(self, msg: str) -> None:
+        if self.rank == 0:
+            print(msg, file=sys.stderr, flush=True)
+
+    def wrap_ddp(self):
+        if self.world == 1:
+            return self.model
+        if self.cfg.BN.NORM_TYPE == "sync_batchnorm":
+            if self.device.type != "cuda":
+                raise UserError("BN.NORM_TYPE sync_batchnorm needs CUDA (nccl); use batchnorm on CPU")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=ids, bucket_cap_mb=self.cfg.DDP.BUCKET_CAP_MB,
+            static_graph=self.cfg.DDP.STATIC_GRAPH,
+            find_unused_parameters=self.cfg.DDP.FIND_UNUSED_PARAMETERS)
+
+    def loader(self, split: str):
+        from slowfast_dist.data import build_ava_dataset, build_loader
+
+        cfg, train = self.cfg, split == "train"
+        dataset = build_ava_dataset(cfg, split)
+        batch = per_process_batch(cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE,
+                                  cfg.NUM_GPUS)
+        if train and len(dataset) < batch * self.world:
+            raise UserError(f"training set has {len(dataset)} keyframes, fewer than one global "
+                            f"batch ({batch} x {self.world} ranks)")
+        loader = build_loader(
+            dataset, batch, shuffle=train, drop_last=train,
+            num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+            pin_memory=cfg.DATA_LOADER.PIN_MEMORY and self.device.type == "cuda",
+            persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
+            rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED)
+        return dataset, loader, batch
+
+    def evaluate(self, model, dataset, loader, tag: str) -> float:
+        """Distributed inference, gathered to rank 0, scored by the exact AVA evaluator."""
+        a = self.cfg.AVA
+        by_frame = predict(model, loader, device=self.device, autocast=self.autocast,
+                           video_names=dataset.video_names, class_ids=dataset.class_ids)
+        rows = gather_to_rank0(by_frame, self.world, self.rank)
+        result = {"mAP": math.nan}
+        if self.rank == 0:
+            exclusions = os.path.join(a.ANNOTATION_DIR, a.EXCLUSION_FILE) if a.EXCLUSION_FILE else None
+            result = score(rows, self.out / f"detections_{tag}.csv",
+                           gt_csv=os.path.join(a.ANNOTATION_DIR, a.GROUNDTRUTH_FILE),
+                           label_map=os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE),
+                           exclusions=exclusions if exclusions and os.path.exists(exclusions) else None)
+            (self.out / f"map_{tag}.json").write_text(json.dumps(result, indent=1))
+            self.log(f"[{tag}] mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
+        return result["mAP"]
+
+    def summary(self, last_loss: float, map_: float | None) -> dict:
+        s = {"nodes": len(set(self.hosts)), "ranks": self.world,
+             "wall_time_s": round(time.time() - self.t0, 2),
+             "last_loss": None if last_loss is None or math.isnan(last_loss) else last_loss,
+             "mAP": None if map_ is None or math.isnan(map_) else map_}
+        if self.rank == 0:
+            (self.out / "summary.json").write_text(json.dumps(s, indent=1))
+            print(f"JOB SUMMARY nodes={s['nodes']} ranks={s['ranks']} wall={s['wall_time_s']}s "
+                  f"last_loss={s['last_loss']} mAP={s['mAP']}", flush=True)
+        return s
+
+
+def train(cfg) -> dict:
+    from slowfast_dist.config import dump_config
+
+    run = Run(cfg)
+    cfg, out = run.cfg, run.out
+    if run.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, str(out / "config.yaml"))
+    train_set, train_loader, batch = run.loader("train")
+    global_batch = batch * run.world
+    lr, lr_at = resolve_lr(cfg, run.world, global_batch)
+    base_lr = lr.base_lr
+    run.log(f"{run.world} rank(s) on {len(set(run.hosts))} node(s), backend {run.info.backend}; "
+            f"global batch {global_batch} ({batch}/rank); LR {lr}")
+    s = cfg.SOLVER
+    optimizer = build_optimizer(run.model, lr=base_lr, momentum=s.MOMENTUM, dampening=s.DAMPENING,
+                                nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY,
+                                bn_weight_decay=cfg.BN.WEIGHT_DECAY)
+    fp16 = cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "fp16"
+    scaler = torch.amp.GradScaler(run.device.type, enabled=fp16)
+
+    start_epoch = 0
+    found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
+    if found:
+        start_epoch = ckpt.restore(found[1], model=run.model, optimizer=optimizer, scaler=scaler)
+        run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1})")
+    elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        from slowfast_dist.models import load_pyslowfast_checkpoint
+
+        load_pyslowfast_checkpoint(run.model, cfg.TRAIN.CHECKPOINT_FILE_PATH, log=run.log)
+    model = run.wrap_ddp()
+
+    writer = None
+    if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(cfg.TENSORBOARD.LOG_DIR or str(out / "tensorboard"))
+        writer.add_scalar("train/base_lr", base_lr, 0)
+    meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
+                      log_period=cfg.LOG_PERIOD, writer=writer)
+    meter.global_step = start_epoch * len(train_loader)
+    test = {}
+    last = {"mAP": None}
+
+    def on_epoch_end(epoch, stats):
+        run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f}, "
+                f"{stats['samples_per_s']:.1f} clips/s, boundary {stats['epoch_boundary_s']:.3f} s, "
+                f"skipped samples {getattr(train_set, 'skipped', 0)}")
+        final = epoch + 1 == s.MAX_EPOCH
+        if run.rank == 0 and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final):
+            path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch), model=model,
+                                        optimizer=optimizer, epoch=epoch, cfg_dump=cfg.dump(),
+                                        scaler=scaler, global_step=meter.global_step)
+            run.log(f"checkpoint: {path}")
+        if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
+            if not test:
+                test["set"], test["loader"], _ = run.loader("test")
+            last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}")
+            if writer is not None:
+                writer.add_scalar("eval/mAP", last["mAP"], epoch + 1)
+        if run.world > 1:
+            dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
+
+    fit(model, train_loader, optimizer, start_epoch=start_epoch, max_epoch=s.MAX_EPOCH,
+        on_epoch_end=on_epoch_end, lr_at=lr_at, loss_fn=make_loss(cfg.MODEL.LOSS_FUNC),
+        device=run.device, autocast=run.autocast, scaler=scaler,
+        accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
+    if writer is not None:
+        writer.close()
+    return run.summary(meter.last_loss, last["mAP"])
+
+
+def test(cfg) -> dict:
+    """Score a checkpoint (TEST.CHECKPOINT_FILE_PATH, else the newest in OUTPUT_DIR)."""
+    run = Run(cfg)
+    path = cfg.TEST.CHECKPOINT_FILE_PATH
+    if path:
+        from slowfast_dist.models import load_pyslowfast_checkpoint
+
+        load_pyslowfast_checkpoint(run.model, path, log=run.log)
+    else:
+        found = ckpt.latest_good_checkpoint(run.out)
+        if not found:
+            raise UserError(f"{ckpt.checkpoint_dir(run.out)}: no checkpoint to test "
+                            "(set TEST.CHECKPOINT_FILE_PATH)")
+        ckpt.unwrap(run.model).load_state_dict(found[1]["model_state"])
+        run.log(f"testing {found[0]}")
+    dataset, loader, _ = run.loader("test")
+    map_ = run.evaluate(run.model, dataset, loader, "test")
+    return run.summary(None, map_)
+
+
+def guarded(fn, cfg) -> int:
+    """Run `fn(cfg)`; a non-finite loss ends the run with status 3, the last checkpoint kept."""
+    from slowfast_dist.train.meters import NonFiniteLoss
+
+    try:
+        fn(cfg)
+    except NonFiniteLoss as err:
+        print(f"slowfast-dist: error: {err}; stopped, last good checkpoint kept in "
+              f"{ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}", file=sys.stderr, flush=True)
+        return 3
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+

@@ -1,0 +1,56 @@
+"""Pins the PySlowFast AVA file rules implemented in slowfast_dist.data.ava_files."""
+import pytest
+
+from slowfast_dist.data import ava_files as af
+from slowfast_dist.errors import UserError
+
+
+def test_keyframe_index_and_clamped_sequence():
+    # second 900 is frame 0 of the segment; 30 fps
+    assert af.keyframe_index(902) == 60
+    # 4 frames at rate 2 centred on 1 -> clamped at 0 on the left edge
+    assert af.get_sequence(1, 4, 2, 100) == [0, 0, 1, 3]
+    assert af.get_sequence(98, 4, 2, 100) == [94, 96, 98, 99]
+
+
+def test_boxes_grouped_with_threshold_and_no_label(tmp_path):
+    p = tmp_path / "pred.csv"
+    p.write_text("v1,902,0.1,0.1,0.5,0.5,3,0.9\n"
+                 "v1,902,0.1,0.1,0.5,0.5,5,0.9\n"
+                 "v1,902,0.2,0.2,0.6,0.6,,0.95\n"
+                 "v1,903,0.1,0.1,0.5,0.5,3,0.5\n")
+    got = af.read_box_csvs([str(p)], True, detect_thresh=0.8)
+    assert 903 not in got["v1"]  # below score threshold
+    boxes = got["v1"][902]
+    assert boxes[0] == [[0.1, 0.1, 0.5, 0.5], [3, 5]]
+    assert boxes[1] == [[0.2, 0.2, 0.6, 0.6], []]  # empty label = -1, no label id
+
+
+def test_val_every_fourth_second_unless_full_test(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("v1,904,0,0,1,1,1\nv1,905,0,0,1,1,1\n")
+    assert set(af.read_box_csvs([str(p)], False, is_val=True, full_test_on_val=False)["v1"]) == {904}
+    assert set(af.read_box_csvs([str(p)], False, is_val=True, full_test_on_val=True)["v1"]) == {904, 905}
+
+
+def test_frame_list_label_map_and_keyframes(tmp_path):
+    fl = tmp_path / "train.csv"
+    fl.write_text("original_vido_id video_idx frame_id path labels\n"
+                  "a 0 0 a/a_000001.jpg \"\"\nb 1 0 b/b_000001.jpg \"\"\n")
+    names, frames = af.read_frame_lists([str(fl)], "/F")
+    assert names == ["a", "b"] and frames[1] == ["/F/b/b_000001.jpg"]
+    lm = tmp_path / "lm.pbtxt"
+    lm.write_text('item {\n  name: "walk"\n  id: 1\n}\nitem {\n  name: "wave"\n  id: 2\n}\n')
+    assert af.read_label_map(str(lm)) == ({1: "walk", 2: "wave"}, [1, 2])
+    bl = {"a": {901: [[[0, 0, 1, 1], [1]]], 902: [[[0, 0, 1, 1], [1]]]}, "b": {903: [[[0, 0, 1, 1], [2]]]}}
+    keys = af.keyframe_index_list(bl, names, exclusions={("b", 903)})
+    assert [(v, s) for v, s, _ in keys] == [(0, 902)]  # 901 outside 902..1798, b excluded
+
+
+def test_bad_input_raises_user_error_naming_file_and_line(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("v1,902,0,0,1,1,1\nv1,abc,0,0,1,1,1\n")
+    with pytest.raises(UserError, match=r"gt.csv:2:"):
+        af.read_box_csvs([str(p)], True)
+    with pytest.raises(UserError, match="missing.csv"):
+        af.read_box_csvs([str(tmp_path / "missing.csv")], True)

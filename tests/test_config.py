@@ -1,0 +1,164 @@
+import warnings
+
+import pytest
+
+from slowfast_dist.config import cfg_ignored_keys, dump_config, get_cfg, load_config, pyslowfast_keys
+from slowfast_dist.errors import UserError
+
+# Keys of PySlowFast's configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml (plus BENCHMARK/MULTIGRID, ignored).
+AVA_YAML = """\
+TRAIN:
+  ENABLE: True
+  DATASET: ava
+  BATCH_SIZE: 64
+  EVAL_PERIOD: 5
+  CHECKPOINT_PERIOD: 1
+  AUTO_RESUME: True
+  CHECKPOINT_FILE_PATH: path_to_your_pretrain_model
+  CHECKPOINT_TYPE: pytorch
+DATA:
+  NUM_FRAMES: 32
+  SAMPLING_RATE: 2
+  TRAIN_JITTER_SCALES: [256, 320]
+  TRAIN_CROP_SIZE: 224
+  TEST_CROP_SIZE: 224
+  INPUT_CHANNEL_NUM: [3, 3]
+DETECTION:
+  ENABLE: True
+  ALIGNED: True
+AVA:
+  DETECTION_SCORE_THRESH: 0.8
+  TRAIN_PREDICT_BOX_LISTS: [
+    "ava_train_v2.2.csv",
+    "person_box_67091280_iou90/ava_detection_train_boxes_and_labels_include_negative_v2.2.csv",
+  ]
+  TEST_PREDICT_BOX_LISTS: ["person_box_67091280_iou90/ava_detection_val_boxes_and_labels.csv"]
+SLOWFAST:
+  ALPHA: 4
+  BETA_INV: 8
+  FUSION_CONV_CHANNEL_RATIO: 2
+  FUSION_KERNEL_SZ: 7
+RESNET:
+  ZERO_INIT_FINAL_BN: True
+  WIDTH_PER_GROUP: 64
+  NUM_GROUPS: 1
+  DEPTH: 50
+  TRANS_FUNC: bottleneck_transform
+  STRIDE_1X1: False
+  NUM_BLOCK_TEMP_KERNEL: [[3, 3], [4, 4], [6, 6], [3, 3]]
+  SPATIAL_DILATIONS: [[1, 1], [1, 1], [1, 1], [2, 2]]
+  SPATIAL_STRIDES: [[1, 1], [2, 2], [2, 2], [1, 1]]
+NONLOCAL:
+  LOCATION: [[[], []], [[], []], [[], []], [[], []]]
+  GROUP: [[1, 1], [1, 1], [1, 1], [1, 1]]
+  INSTANTIATION: dot_product
+  POOL: [[[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]], [[1, 2, 2], [1, 2, 2]]]
+BN:
+  USE_PRECISE_STATS: False
+  NUM_BATCHES_PRECISE: 200
+SOLVER:
+  BASE_LR: 0.1
+  LR_POLICY: steps_with_relative_lrs
+  STEPS: [0, 10, 15, 20]
+  LRS: [1, 0.1, 0.01, 0.001]
+  MAX_EPOCH: 20
+  MOMENTUM: 0.9
+  WEIGHT_DECAY: 1e-7
+  WARMUP_EPOCHS: 5.0
+  WARMUP_START_LR: 0.000125
+  OPTIMIZING_METHOD: sgd
+MODEL:
+  NUM_CLASSES: 80
+  ARCH: slowfast
+  MODEL_NAME: SlowFast
+  LOSS_FUNC: bce
+  DROPOUT_RATE: 0.5
+  HEAD_ACT: sigmoid
+TEST:
+  ENABLE: True
+  DATASET: ava
+  BATCH_SIZE: 8
+DATA_LOADER:
+  NUM_WORKERS: 2
+  PIN_MEMORY: True
+BENCHMARK:
+  NUM_EPOCHS: 2
+MULTIGRID:
+  SHORT_CYCLE: False
+NUM_GPUS: 8
+NUM_SHARDS: 1
+RNG_SEED: 0
+OUTPUT_DIR: .
+"""
+
+
+def _write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_pyslowfast_ava_yaml_loads_and_ignored_keys_listed(tmp_path):
+    with pytest.warns(UserWarning, match="BENCHMARK.NUM_EPOCHS"):
+        cfg = load_config(_write(tmp_path, AVA_YAML), [])
+    assert cfg.is_frozen()
+    assert cfg.SLOWFAST.ALPHA == 4 and cfg.DATA.NUM_FRAMES == 32
+    assert cfg.SOLVER.STEPS == [0, 10, 15, 20] and cfg.SOLVER.WEIGHT_DECAY == 1e-7
+    assert cfg.RESNET.SPATIAL_STRIDES[3] == [1, 1]
+    assert cfg.MODEL.LOSS_FUNC == "bce"
+    assert cfg_ignored_keys(cfg) == ("BENCHMARK.NUM_EPOCHS", "MULTIGRID.SHORT_CYCLE")
+    # Defaults keep PySlowFast's values for keys the YAML does not set.
+    assert cfg.SOLVER.NESTEROV is True and cfg.DATA.MEAN == [0.45, 0.45, 0.45]
+
+
+def test_base_inheritance_and_opts_override(tmp_path):
+    _write(tmp_path, AVA_YAML, "base.yaml")
+    child = _write(tmp_path, "_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.05\n", "child.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(child, ["SOLVER.MAX_EPOCH", "30", "DDP.BUCKET_CAP_MB", "50",
+                                  "AVA.PIXEL_SOURCE", "video", "SOLVER.LRS", "[1, 0.5]"])
+    assert cfg.SOLVER.BASE_LR == 0.05 and cfg.SLOWFAST.ALPHA == 4
+    assert cfg.SOLVER.MAX_EPOCH == 30 and cfg.DDP.BUCKET_CAP_MB == 50
+    assert cfg.AVA.PIXEL_SOURCE == "video" and cfg.SOLVER.LRS == [1, 0.5]
+
+
+def test_typo_names_key_line_and_suggestion(tmp_path):
+    p = _write(tmp_path, "SOLVER:\n  BASE_LR: 0.1\n  WARMUP_EPOCH: 5.0\n")
+    with pytest.raises(UserError, match=r"cfg.yaml:3: unknown config key SOLVER.WARMUP_EPOCH; did you mean SOLVER.WARMUP_EPOCHS"):
+        load_config(p, [])
+    with pytest.raises(UserError, match="command line.*DATA.NUM_FRAME;.*DATA.NUM_FRAMES"):
+        load_config(None, ["DATA.NUM_FRAME", "8"])
+
+
+def test_type_errors_and_bad_files(tmp_path):
+    with pytest.raises(UserError, match="DATA.NUM_FRAMES must be int"):
+        load_config(_write(tmp_path, "DATA:\n  NUM_FRAMES: eight\n"), [])
+    with pytest.raises(UserError, match="TRAIN.ENABLE must be bool"):
+        load_config(None, ["TRAIN.ENABLE", "3"])
+    with pytest.raises(UserError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"), [])
+    with pytest.raises(UserError, match="malformed YAML"):
+        load_config(_write(tmp_path, "DATA: [1, 2\n", "bad.yaml"), [])
+    # int given where float expected is accepted (yacs rule).
+    assert load_config(None, ["SOLVER.BASE_LR", "1"]).SOLVER.BASE_LR == 1.0
+
+
+def test_dump_roundtrip_and_key_list(tmp_path):
+    cfg = load_config(None, ["SOLVER.BASE_LR", "0.4"])
+    out = tmp_path / "run" / "config.yaml"
+    dump_config(cfg, str(out))
+    assert load_config(str(out), []).SOLVER.BASE_LR == 0.4
+    keys = pyslowfast_keys()
+    assert "MODEL.ARCH" in keys and "AVA.IMG_PROC_BACKEND" in keys and "DDP.BUCKET_CAP_MB" not in keys
+    # Every default outside our extension blocks is a PySlowFast key.
+    ext = ("DDP.", "PROFILE.", "DIST.")
+    flat = []
+    def walk(n, p=""):
+        for k, v in n.items():
+            walk(v, p + k + ".") if isinstance(v, dict) else flat.append(p + k)
+    walk(get_cfg())
+    extra = {k for k in flat if k not in keys and not k.startswith(ext)}
+    assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
+                     "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
+                     "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE"}

@@ -1,0 +1,150 @@
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from slowfast_dist.dist.env import expand_hostlist, world_info_from_env
+from slowfast_dist.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+@pytest.mark.parametrize("spec,hosts", [
+    ("abc", ["abc"]),
+    ("n[1-3,5],gpu-a[01-02]", ["n1", "n2", "n3", "n5", "gpu-a01", "gpu-a02"]),
+    ("r1n[001-004]", ["r1n001", "r1n002", "r1n003", "r1n004"]),
+    ("a,b[9-10]", ["a", "b9", "b10"]),
+])
+def test_expand_hostlist(spec, hosts):
+    assert expand_hostlist(spec) == hosts
+
+
+def test_detect_torchrun_wins_over_slurm():
+    w = world_info_from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
+                             "MASTER_ADDR": "h0", "MASTER_PORT": "1234", "SLURM_PROCID": "0"})
+    assert (w.rank, w.world_size, w.local_rank, w.local_world_size, w.master_addr, w.master_port,
+            w.launcher) == (3, 8, 1, 4, "h0", 1234, "torchrun")
+
+
+def test_detect_openmpi_and_mpich():
+    w = world_info_from_env({"OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "16",
+                             "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "4"})
+    assert (w.rank, w.world_size, w.local_rank, w.local_world_size, w.launcher) == (5, 16, 1, 4, "openmpi")
+    w = world_info_from_env({"PMI_RANK": "2", "PMI_SIZE": "4", "MPI_LOCALRANKID": "0",
+                             "MPI_LOCALNRANKS": "2", "SLURM_PROCID": "9"})
+    assert (w.rank, w.world_size, w.local_rank, w.local_world_size, w.launcher) == (2, 4, 0, 2, "mpich")
+
+
+def test_detect_slurm():
+    w = world_info_from_env({"SLURM_PROCID": "6", "SLURM_NTASKS": "8", "SLURM_LOCALID": "2",
+                             "SLURM_TASKS_PER_NODE": "4(x2)", "SLURM_JOB_NODELIST": "gpu-a[07-08]"})
+    assert (w.rank, w.world_size, w.local_rank, w.local_world_size, w.master_addr, w.launcher) == \
+        (6, 8, 2, 4, "gpu-a07", "slurm")
+
+
+def test_detect_pbs_and_sge(tmp_path):
+    nf = tmp_path / "nodes"
+    nf.write_text("cn17\ncn17\ncn18\ncn18\n")
+    w = world_info_from_env({"PBS_NODEFILE": str(nf), "PMI_RANK": "3", "PMI_SIZE": "4",
+                             "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"})
+    assert (w.rank, w.world_size, w.master_addr, w.launcher) == (3, 4, "cn17", "pbs")
+    pe = tmp_path / "pe"
+    pe.write_text("node4 2 all.q@node4 UNDEFINED\nnode5 2 all.q@node5 UNDEFINED\n")
+    w = world_info_from_env({"PE_HOSTFILE": str(pe), "OMPI_COMM_WORLD_RANK": "1",
+                             "OMPI_COMM_WORLD_SIZE": "4"})
+    assert (w.rank, w.world_size, w.master_addr, w.launcher) == (1, 4, "node4", "sge")
+    with pytest.raises(UserError, match="missing: cannot read host file"):
+        world_info_from_env({"PE_HOSTFILE": str(tmp_path / "missing"), "PMI_RANK": "0"})
+
+
+def test_single_process():
+    w = world_info_from_env({})
+    assert (w.rank, w.world_size, w.launcher) == (0, 1, "single")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from slowfast_dist.dist.env import init_distributed
+    info = init_distributed(timeout_s=60)
+    t = torch.tensor([float(info.rank + 1)])
+    dist.all_reduce(t)
+    assert t.item() == 3.0, t
+    assert info.world_size == 2 and info.backend == "gloo" and info.device == "cpu"
+    assert info.launcher == sys.argv[1], info
+    print("OK", info.rank, info.launcher)
+    dist.destroy_process_group()
+""")
+
+
+
+
+def test_torchrun_two_processes(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    p = subprocess.run([f"{BIN}/torchrun", "--standalone", "--nproc_per_node", "2", str(script),
+                        "torchrun"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("OK") == 2
+
+
+def test_mpirun_two_processes(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    p = subprocess.run([f"{BIN}/mpirun", "-n", "2", sys.executable, str(script), "mpich"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("OK") == 2
+
+
+def _allreduce_worker(info, out_dir):
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(info.rank + 1)])
+    dist.all_reduce(t)
+    with open(os.path.join(out_dir, f"r{info.rank}"), "w") as f:
+        f.write(f"{t.item()} {info.local_rank} {info.world_size} {info.launcher}")
+    dist.destroy_process_group()
+
+
+def test_one_process_per_node_layout(tmp_path):
+    from slowfast_dist.dist.spawn import spawn_local_workers
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spawn_local_workers(_allreduce_worker, num_gpus=2, num_shards=1, shard_id=0,
+                        init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=60,
+                        args=(str(tmp_path),))
+    assert (tmp_path / "r0").read_text() == "3.0 0 2 spawn"
+    assert (tmp_path / "r1").read_text() == "3.0 1 2 spawn"
+
+
+def test_dry_run_512_and_unreachable_master(tmp_path):
+    code = textwrap.dedent("""
+        import torch, torch.distributed as dist
+        from slowfast_dist.dist.env import init_distributed
+        from slowfast_dist.errors import UserError
+        info = init_distributed(dry_run_world_size=512, rank=7)
+        assert dist.get_world_size() == 512 and dist.get_rank() == 7 and info.backend == "fake"
+        t = torch.ones(2); dist.all_reduce(t)  # no-op, must not hang
+        dist.destroy_process_group()
+        try:
+            init_distributed(init_method="tcp://127.0.0.1:1", timeout_s=2,
+                             env={"RANK": "1", "WORLD_SIZE": "2"})
+        except UserError as e:
+            assert "127.0.0.1:1" in str(e), e
+            print("UNREACHABLE OK")
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0 and "UNREACHABLE OK" in p.stdout, p.stderr[-3000:]

@@ -1,0 +1,30 @@
+"""`slowfast-dist ava-eval`: JSON output, exit status 2 on bad input, no torch import."""
+
+import json
+import subprocess
+import sys
+
+LM = 'item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 2\n}\n'
+
+
+def _files(tmp_path, det="v,0902,0,0,0.5,0.5,1,0.9\n"):
+    (tmp_path / "gt.csv").write_text("v,902,0,0,0.5,0.5,1,0\n")
+    (tmp_path / "det.csv").write_text(det)
+    (tmp_path / "l.pbtxt").write_text(LM)
+    return [str(tmp_path / "gt.csv"), str(tmp_path / "det.csv"), "--label-map", str(tmp_path / "l.pbtxt")]
+
+
+def test_json_output_and_no_torch(tmp_path):
+    code = ("import sys; from slowfast_dist.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, "ava-eval", *_files(tmp_path), "--json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"mAP": 1.0, "per_class": {"a": 1.0, "b": None}}
+
+
+def test_bad_row_exit_2(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "ava-eval",
+                        *_files(tmp_path, det="v,09x2,0,0,0.5,0.5,1,0.9\n")], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "det.csv:1:" in p.stderr and "Traceback" not in p.stderr

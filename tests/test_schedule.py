@@ -1,0 +1,48 @@
+import math
+
+import pytest
+
+from slowfast_dist.train.schedule import lr_at, scaled_base_lr, scaled_lr
+
+# Study recipe: 0.05 per node (32 labels per node), 20 epochs, 5 warm-up, x0.1 at 10 and 15.
+PER_NODE_LR, PER_NODE_WARM = 0.05, 0.000125
+RECIPE = dict(policy="steps_with_relative_lrs", max_epoch=20, steps=[0, 10, 15],
+              lrs=[1, 0.1, 0.01], warmup_epochs=5.0)
+
+
+@pytest.mark.parametrize("nodes", [1, 16, 128])
+def test_study_recipe_per_iteration(nodes):
+    r = scaled_lr(PER_NODE_LR, PER_NODE_WARM, 0.0, num_shards=nodes, scale_num_shards=True)
+    assert r.base_lr == pytest.approx(0.05 * nodes) and "x%d" % nodes in str(r)
+    # Same as the batch form with 32 labels per node.
+    assert scaled_base_lr(PER_NODE_LR, 32 * nodes, 32) == pytest.approx(r.base_lr)
+    iters = 100
+    kw = dict(RECIPE, base_lr=r.base_lr, warmup_start_lr=r.warmup_start_lr)
+    for epoch, it in [(0, 0), (0, 1), (2, 50), (4, 99), (5, 0), (9, 99), (10, 0), (14, 99), (15, 0), (19, 99)]:
+        e = epoch + it / iters
+        if e < 5:  # linear from warmup start to the step LR at epoch 5 (= base)
+            want = r.warmup_start_lr + e * (r.base_lr - r.warmup_start_lr) / 5
+        else:
+            want = r.base_lr * (1 if e < 10 else 0.1 if e < 15 else 0.01)
+        assert lr_at(e, **kw) == pytest.approx(want, rel=1e-12), (nodes, e)
+    assert lr_at(0.0, **kw) == pytest.approx(PER_NODE_WARM * nodes)
+
+
+def test_cosine_and_cosine_after_warmup():
+    kw = dict(base_lr=1.0, policy="cosine", max_epoch=10, cosine_end_lr=0.1, warmup_epochs=2,
+              warmup_start_lr=0.0)
+    assert lr_at(5.0, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (math.cos(math.pi * 0.5) + 1))
+    peak_at_2 = 0.1 + 0.9 * 0.5 * (math.cos(math.pi * 0.2) + 1)
+    assert lr_at(1.0, **kw) == pytest.approx(peak_at_2 / 2)
+    # After warm-up the cosine starts from its peak.
+    assert lr_at(2.0, **kw, cosine_after_warmup=True) == pytest.approx(1.0)
+    assert lr_at(1.0, **kw, cosine_after_warmup=True) == pytest.approx(0.5)
+
+
+def test_reference_batch_rule_and_errors():
+    r = scaled_lr(0.1, 0.01, 0.0, num_shards=4, scale_num_shards=True, global_batch=512,
+                  reference_global_batch=64)
+    assert r.factor == 8 and r.base_lr == pytest.approx(0.8)
+    assert scaled_lr(0.1, 0.01, 0.0, num_shards=4, scale_num_shards=False).base_lr == 0.1
+    with pytest.raises(ValueError):
+        lr_at(1.0, base_lr=0.1, policy="bogus", max_epoch=10)
