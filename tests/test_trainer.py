@@ -1,0 +1,203 @@
+"""The trainer: DDP equals one process, resume is bit-identical, bad checkpoints and NaN losses."""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from slowfast_dist.config import load_config
+from slowfast_dist.data.synthetic import make_synthetic
+from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train import trainer
+from slowfast_dist.train.loop import train_one_epoch
+from slowfast_dist.train.meters import StepMeter
+
+TINY = ["DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32", "DATA.TRAIN_JITTER_SCALES", "[32, 40]",
+        "DATA_LOADER.NUM_WORKERS", "0", "TENSORBOARD.ENABLE", "False",
+        "LOG_PERIOD", "100"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    make_synthetic(str(root), videos=4, seconds=4, seed=1, width=64, height=48)
+    return root
+
+
+def cfg_for(data, out, *extra):
+    return load_config("configs/demo.yaml", [
+        "AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
+        "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out), *TINY, *extra])
+
+
+# ---- DDP with 2 processes == 1 process with the same global batch --------------------------
+
+class ListLoader:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def fixed_batches(per_rank, ranks, steps):
+    """Batches of `per_rank * ranks` clips, each clip with one box; split by rank on demand."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(steps):
+        n = per_rank * ranks
+        out.append({"inputs": [torch.randn(n, 3, 2, 32, 32, generator=g),
+                               torch.randn(n, 3, 8, 32, 32, generator=g)],
+                    "boxes": torch.tensor([[i, 2.0, 3.0, 25.0, 30.0] for i in range(n)]),
+                    "labels": (torch.rand(n, 6, generator=g) > 0.5).float()})
+    return out
+
+
+def shard(batch, rank, per_rank):
+    lo, hi = rank * per_rank, (rank + 1) * per_rank
+    boxes = batch["boxes"][lo:hi].clone()
+    boxes[:, 0] -= lo
+    return {"inputs": [x[lo:hi] for x in batch["inputs"]], "boxes": boxes,
+            "labels": batch["labels"][lo:hi]}
+
+
+def run_steps(cfg, model, batches, world_size, rank):
+    import torch.distributed as dist
+
+    optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
+                                        weight_decay=1e-4, bn_weight_decay=0.0)
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    meter = StepMeter(rank=rank, world_size=world_size, device=torch.device("cpu"), log_period=100)
+    train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1 * (1 + e),
+                    loss_fn=torch.nn.BCEWithLogitsLoss(), device=torch.device("cpu"),
+                    autocast=lambda: torch.autocast("cpu", enabled=False),
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=1, meter=meter)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return ckpt.unwrap(model).state_dict()
+
+
+def tiny_model(cfg):
+    from slowfast_dist.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    # Per-rank BN statistics differ from whole-batch ones; frozen BN makes DDP exactly equal.
+    trainer.freeze_batchnorm(model)
+    return model
+
+
+def _ddp_worker(rank, port, cfg, batches, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    state = run_steps(cfg, tiny_model(cfg), [shard(b, rank, 2) for b in batches], 2, rank)
+    if rank == 0:
+        torch.save(state, out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_one_process_with_same_global_batch(data, tmp_path):
+    cfg = cfg_for(data, tmp_path, "MODEL.DROPOUT_RATE", "0.0")
+    batches = fixed_batches(per_rank=2, ranks=2, steps=3)
+    mp.spawn(_ddp_worker, args=(free_port(), cfg, batches, tmp_path / "ddp.pt"), nprocs=2)
+    ddp = torch.load(tmp_path / "ddp.pt")
+    single = run_steps(cfg, tiny_model(cfg), batches, 1, 0)
+    init = tiny_model(cfg).state_dict()
+    moved = [k for k in single if not torch.equal(single[k], init[k])]
+    assert moved, "three SGD steps must change the parameters"
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=1e-5, msg=key)
+
+
+# ---- resume, damaged checkpoints, NaN -------------------------------------------------------
+
+def test_resume_after_epoch_1_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
+    common = ["SOLVER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_PERIOD", "1", "TRAIN.EVAL_PERIOD", "0"]
+    trainer.train(cfg_for(data, tmp_path / "a", *common))
+    trainer.train(cfg_for(data, tmp_path / "b", *common))
+    # "Kill" run b after epoch 1: drop what it wrote later, then start it again.
+    ckpt.checkpoint_path(tmp_path / "b", 1).unlink()
+    summary = trainer.train(cfg_for(data, tmp_path / "b", *common))
+    assert summary["last_loss"] is not None
+    a = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "a", 1))
+    b = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "b", 1))
+    assert a["epoch"] == b["epoch"] == 1
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    first = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "a", 0))["model_state"]
+    assert any(not torch.equal(first[k], a["model_state"][k]) for k in first)
+
+
+def test_checkpoint_layout_is_pyslowfast_and_write_is_atomic(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 4), model=model, optimizer=opt,
+                                epoch=4, cfg_dump="A: 1\n")
+    assert path.name == "checkpoint_epoch_00005.pyth"
+    state = ckpt.read_checkpoint(path)
+    assert {"model_state", "optimizer_state", "epoch", "cfg"} <= set(state)
+    # A write that dies half-way leaves the earlier file and no temporary behind.
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(path, model=model, optimizer=opt, epoch=5, cfg_dump="")
+    assert ckpt.read_checkpoint(path)["epoch"] == 4
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_damaged_checkpoint_is_refused_and_the_previous_one_used(tmp_path, capsys):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in (0, 1):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, epoch), model=model, optimizer=opt,
+                             epoch=epoch, cfg_dump="")
+    newest = ckpt.checkpoint_path(tmp_path, 1)
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as after a crash mid-copy
+    with pytest.raises(trainer.UserError, match="checkpoint_epoch_00002.pyth: not a readable"):
+        ckpt.read_checkpoint(newest)
+    path, state = ckpt.latest_good_checkpoint(tmp_path)
+    assert path == ckpt.checkpoint_path(tmp_path, 0) and state["epoch"] == 0
+    assert "skipping damaged checkpoint" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(data, tmp_path,
+                                                                                monkeypatch, capsys):
+    real = trainer.make_loss
+    calls = {"n": 0}
+
+    def poisoned(name):
+        loss = real(name)
+
+        def fn(logits, labels):
+            calls["n"] += 1
+            value = loss(logits, labels)
+            return value * float("nan") if calls["n"] == 5 else value  # epoch 2, step 2
+        return fn
+
+    monkeypatch.setattr(trainer, "make_loss", poisoned)
+    cfg = cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_PERIOD", "1",
+                  "TRAIN.EVAL_PERIOD", "0")
+    assert trainer.guarded(trainer.train, cfg) == 3
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 2, step 2/3" in err
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint_epoch_00001.pyth"]
+    assert ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path, 0))["epoch"] == 0
+
+
+def test_too_few_keyframes_for_one_global_batch_is_a_clear_error(data, tmp_path):
+    with pytest.raises(trainer.UserError, match="fewer than one global batch"):
+        trainer.train(cfg_for(data, tmp_path, "TRAIN.BATCH_SIZE", "64"))
