@@ -201,3 +201,18 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(da
 def test_too_few_keyframes_for_one_global_batch_is_a_clear_error(data, tmp_path):
     with pytest.raises(trainer.UserError, match="fewer than one global batch"):
         trainer.train(cfg_for(data, tmp_path, "TRAIN.BATCH_SIZE", "64"))
+
+
+@pytest.mark.parametrize("nodes", [1, 16, 128])
+def test_study_config_resolves_to_the_linear_scaling_recipe(nodes):
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50.yaml", [])
+    gpus = nodes * cfg.NUM_GPUS
+    lr, lr_at = trainer.resolve_lr(cfg, world_size=gpus, global_batch=8 * gpus)
+    assert trainer.per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS) == 8
+    assert lr.base_lr == pytest.approx(0.05 * nodes)
+    start = 0.000125 * nodes
+    assert lr_at(0.0) == pytest.approx(start)
+    assert lr_at(2.5) == pytest.approx(start + (0.05 * nodes - start) * 2.5 / 5)  # warm-up
+    assert lr_at(7.0) == pytest.approx(0.05 * nodes)
+    assert lr_at(12.0) == pytest.approx(0.005 * nodes)
+    assert lr_at(19.9) == pytest.approx(0.0005 * nodes)
