@@ -75,18 +75,28 @@ def main():
                "machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpus": os.cpu_count()}}
         if a.reference_dir:
-            # evaluate_ava_from_files returns None, so replay its body and keep run_evaluation's
-            # metrics dict.
-            code = ("import sys; from slowfast.utils import ava_eval_helper as h; "
-                    "c, w = h.read_labelmap(sys.argv[1]); "
+            # evaluate_ava_from_files returns None, so replay its body (same calls, same order)
+            # and print run_evaluation's metrics dict as JSON on the last line.
+            code = ("import sys, json; from slowfast.utils import ava_eval_helper as h; "
+                    "c, w = h.read_labelmap(sys.argv[1]); e = h.read_exclusions(None); "
                     "m = h.run_evaluation(c, h.read_csv(sys.argv[2], w), "
-                    "h.read_csv(sys.argv[3], w, load_score=True), set()); "
-                    "print(repr(m['PascalBoxes_Precision/mAP@0.5IOU']))")
+                    "h.read_csv(sys.argv[3], w, load_score=True), e); "
+                    "print(json.dumps({k: float(v) for k, v in m.items()}))")
             env = dict(os.environ, PYTHONPATH=a.reference_dir)
             rmed, rtimes, rout = timed([sys.executable, "-c", code, lm, files[0], files[1]], a.repeats, env)
-            ref_map = float(rout.strip().splitlines()[-1])
+            ref = json.loads(rout.strip().splitlines()[-1])
+            ref_map = ref["PascalBoxes_Precision/mAP@0.5IOU"]
+            pre = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
+            ours_pc = json.loads(out)["per_class"]
+            diffs = [abs(v - ours_pc[k[len(pre):]]) for k, v in ref.items()
+                     if k.startswith(pre) and v == v]
             res.update(reference_median_s=rmed, reference_times_s=rtimes, reference_mAP=ref_map,
-                       ratio=med / rmed, mAP_abs_diff=abs(ref_map - res["ours_mAP"]))
+                       speedup=rmed / med, ratio_ours_over_reference=med / rmed,
+                       mAP_abs_diff=abs(ref_map - res["ours_mAP"]),
+                       per_class_max_abs_diff=max(diffs) if diffs else 0.0,
+                       reference_command=f"PYTHONPATH={a.reference_dir} python -c <replay of "
+                                         "evaluate_ava_from_files>",
+                       ours_command="python -m slowfast_dist.cli ava-eval GT DET --label-map LM --json")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

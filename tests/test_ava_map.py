@@ -170,3 +170,44 @@ def test_write_detections_roundtrip(tmp_path):
     p = tmp_path / "d.csv"
     write_detections(p, [("vid", 902, 0.1, 0.2, 0.3, 0.4, 5, 0.75)])
     assert p.read_text().strip() == "vid,0902,0.100000,0.200000,0.300000,0.400000,5,0.75000000"
+
+
+def test_frame_order_follows_first_whitelisted_row(tmp_path):
+    # Official read_csv only creates a frame entry when a whitelisted row arrives, so frame 1
+    # (first class-1 row) comes before frame 2 even though frame 2's unmapped id-7 row is first.
+    # Concatenated scores [0.5 TP, 0.5 FP]; argsort()[::-1] on equal scores puts the FP first:
+    # P=[0, 1/2], R=[0, 1] -> AP 0.5 (ordering frame 2 first would give AP 1.0).
+    det = [("v", 2, *B, 7, 0.5), ("v", 1, *B, 1, 0.5), ("v", 2, *B, 1, 0.5)]
+    r = _run(tmp_path, [("v", 1, *B, 1)], det)
+    assert r["per_class"]["a"] == 0.5
+
+
+def test_label_map_exact_two_space_rule(tmp_path):
+    # "  id: 1" before any name gets name ""; four-space lines are ignored; so the map is
+    # {1: "", 3: "b"} and rows with id 2 are dropped as unmapped.
+    lm = 'item {\n  id: 1\n  name: "a"\n}\nitem {\n    name: "ignored"\n    id: 2\n  name: "b"\n  id: 3\n}\n'
+    r = _run(tmp_path, [("v", 1, *B, 1), ("v", 1, *B, 2)],
+             [("v", 1, *B, 2, 0.9), ("v", 1, *B, 1, 0.5)], labels=lm)
+    assert r == {"mAP": 1.0, "per_class": {"": 1.0, "b": None}}
+    with pytest.raises(UserError, match=">= 1"):
+        _run(tmp_path, [], [], labels='item {\n  name: "z"\n  id: 0\n}\n')
+    with pytest.raises(UserError, match="two spaces"):
+        _run(tmp_path, [], [], labels='item {\n    name: "z"\n    id: 1\n}\n')
+
+
+def test_score_parsed_only_for_mapped_rows(tmp_path):
+    # A non-numeric score on an unmapped id is never parsed by the official reader.
+    r = _run(tmp_path, [("v", 1, *B, 1)], [("v", 1, *B, 7, "junk"), ("v", 1, *B, 1, 0.5)])
+    assert r["per_class"]["a"] == 1.0
+    with pytest.raises(UserError, match=r"det\.csv:1: score"):
+        _run(tmp_path, [("v", 1, *B, 1)], [("v", 1, *B, 1, "junk")])
+
+
+def test_inverted_gt_box(tmp_path):
+    inv = ("v", 1, 0.5, 0.0, 0.2, 0.5, 1)  # x1 > x2
+    # Official BoxList raises when a class-1 detection shares the frame; we refuse the same input.
+    with pytest.raises(UserError, match=r"gt\.csv:1: .*x1 > x2"):
+        _run(tmp_path, [inv, ("v", 1, *B, 1)], [("v", 1, *B, 1, 0.9)])
+    # Elsewhere it is still counted: 2 GT, the only detection is an FP on frame 2 -> AP 0.
+    r = _run(tmp_path, [inv, ("v", 1, *B, 1)], [("v", 2, *B, 1, 0.9)])
+    assert r["per_class"]["a"] == 0.0

@@ -1,22 +1,28 @@
 """Exact AVA v2.2 frame-mAP, with the semantics of PySlowFast's evaluator
 (slowfast/utils/ava_eval_helper.py + ava_evaluation/, PASCAL AP@0.5 IoU), vectorised with numpy.
 
-Rules (as in the official code):
+Rules (as in the official code; each pinned by a test in tests/test_ava_map.py):
+- Label map: only lines starting with exactly two spaces then `name:`, `id:` or `label_id:`
+  count; name = text between the first two double quotes; id = last space-separated word.
+  An id before any name gets the name "". Ids must be >= 1. Per-class output: ascending id,
+  the last name given to an id wins.
 - Frame key is ``"%s,%04d" % (video_id, int(timestamp))``: ``0902`` and ``902`` are one frame.
-- Rows whose action id is not in the label map are dropped; GT and detections on frames listed
-  in the exclusions file are dropped.
+- Rows whose action id is not in the label map are dropped (their score is never parsed);
+  GT and detections on frames listed in the exclusions file are dropped.
 - Detections with x1 >= x2 or y1 >= y2 are dropped (official `_remove_invalid_boxes`, strict);
-  degenerate GT boxes are kept and count as ground truth. We print one warning for either.
+  degenerate GT boxes are kept and count as ground truth. An inverted GT box (x1 > x2 or
+  y1 > y2) on a frame with a valid detection of its class crashes the official tool
+  (BoxList check); we raise UserError there.
 - Per frame and class, detections are taken in file order (no score sort, no per-frame cap);
-  each takes the GT box of highest IoU (first on ties); it is a TP if IoU >= 0.5 and that box is
-  not yet taken, else FP. Detections on frames without GT are FP.
-- Per class, detections are concatenated in order of the frame's first appearance in the
+  each takes the GT box of highest IoU (first on ties, NaN wins as in np.argmax); it is a TP if
+  IoU >= 0.5 and that box is not yet taken, else FP. Detections on frames without GT are FP.
+- Per class, detections are concatenated in order of the frame's first whitelisted row in the
   detections file, sorted with ``np.argsort(scores)[::-1]`` (numpy default kind, as official),
   precision/recall from cumulative sums, VOC AP with monotone precision envelope.
 - A class without GT scores NaN (null in JSON); with GT but no detection, 0.0.
   mAP = nanmean over classes 1..max id.
 Bad input the official tool crashes on (wrong column count, non-numeric fields, non-integer
-timestamp, unparsable label map, missing file) raises UserError("file:line: problem").
+timestamp, unparsable or empty label map, missing file) raises UserError("file:line: problem").
 Boxes outside [0, 1] are tolerated by the official tool; we do too, with one warning.
 """
 
@@ -36,30 +42,34 @@ def _warn(msg):
 
 
 def read_label_map(path):
-    """Return [(id, name), ...] in file order (reads `name:` then `id:`/`label_id:` lines)."""
-    items, name = [], None
+    """Return [(id, name), ...] in file order, parsed line by line as the official tool does.
+
+    Only lines starting with exactly two spaces and `name:`, `id:` or `label_id:` count; the
+    name is the text after the first double quote up to the next one; the id is the last
+    space-separated word of the stripped line. An id before any name gets the name ""."""
+    items, name = [], ""
     try:
         f = open(path, encoding="utf-8")
     except OSError as e:
         raise UserError(f"{path}: cannot open label map ({e.strerror})") from None
     with f:
         for n, line in enumerate(f, 1):
-            s = line.strip()
-            if s.startswith("name:"):
-                parts = s.split('"')
-                if len(parts) < 3:
+            if line.startswith("  name:"):
+                parts = line.split('"')
+                if len(parts) < 2:
                     raise UserError(f"{where(path, n)}: name is not a quoted string")
                 name = parts[1]
-            elif s.startswith("id:") or s.startswith("label_id:"):
+            elif line.startswith("  id:") or line.startswith("  label_id:"):
                 try:
-                    cid = int(s.split()[-1])
+                    cid = int(line.strip().split(" ")[-1])
                 except ValueError:
                     raise UserError(f"{where(path, n)}: id is not an integer") from None
-                if name is None:
-                    raise UserError(f"{where(path, n)}: id before any name")
+                if cid < 1:
+                    raise UserError(f"{where(path, n)}: class ids must be >= 1, got {cid}")
                 items.append((cid, name))
     if not items:
-        raise UserError(f"{path}: no `name:`/`id:` items found in label map")
+        raise UserError(f"{path}: no `  name:` / `  id:` items found in label map "
+                        "(fields must be indented by exactly two spaces)")
     return items
 
 
@@ -70,10 +80,12 @@ def _frame_key(path, n, vid, ts):
         raise UserError(f"{where(path, n)}: timestamp {ts!r} is not an integer") from None
 
 
-def read_boxes(path, with_score):
+def read_boxes(path, with_score, whitelist=None):
     """Read an AVA GT (7/8 columns) or detections (8 columns) CSV.
 
-    Returns (keys list, boxes [N,4] x1,y1,x2,y2, action ids [N], scores [N], line numbers [N])."""
+    Returns (keys list, boxes [N,4] x1,y1,x2,y2, action ids [N], scores [N], line numbers [N]).
+    As in the official reader, a score is only parsed on rows whose id is in `whitelist`
+    (others get NaN and are dropped later)."""
     fast = _read_boxes_fast(path, with_score)
     if fast is not None:
         return fast
@@ -101,7 +113,9 @@ def read_boxes(path, with_score):
                 try:
                     scores.append(float(row[7]))
                 except ValueError:
-                    raise UserError(f"{where(path, n)}: score {row[7]!r} is not a number") from None
+                    if whitelist is None or ids[-1] in whitelist:
+                        raise UserError(f"{where(path, n)}: score {row[7]!r} is not a number") from None
+                    scores.append(float("nan"))
             lines.append(n)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores if with_score else [1.0] * len(keys), dtype=np.float64)
@@ -161,7 +175,8 @@ def _check_boxes(path, b, lines):
 
 
 def frame_ap(gt_keys, gt_boxes, gt_ids, det_keys, det_boxes, det_ids, det_scores,
-             class_ids, excluded=frozenset(), det_path="detections", det_lines=None):
+             class_ids, excluded=frozenset(), det_path="detections", det_lines=None,
+             gt_path="ground truth", gt_lines=None):
     """Per-class AP array (index c-1 for class id c, length max id) and mAP."""
     whitelist = set(class_ids)
     num_class = max(class_ids)
@@ -184,13 +199,25 @@ def frame_ap(gt_keys, gt_boxes, gt_ids, det_keys, det_boxes, det_ids, det_scores
     dkeep &= valid
     gf, gc, gb = gt_f[gkeep], gt_ids[gkeep], gt_boxes[gkeep]
     df, dc, db, ds = det_f[dkeep], det_ids[dkeep], det_boxes[dkeep], det_scores[dkeep]
+    # The official tool builds a BoxList of a frame's GT boxes of a class only when a valid
+    # detection of that class is on the frame, and BoxList rejects x1 > x2 or y1 > y2 (ValueError).
+    inverted = (gb[:, 0] > gb[:, 2]) | (gb[:, 1] > gb[:, 3])
+    if inverted.any():
+        nf0 = len(frames) + 1
+        hit = np.isin((gc * nf0 + gf)[inverted], dc * nf0 + df)
+        if hit.any():
+            line = int(gt_lines[gkeep][inverted][hit][0]) if gt_lines is not None else None
+            raise UserError(f"{where(gt_path, line)}: ground-truth box with x1 > x2 or y1 > y2 "
+                            "on a frame with a detection of its class (the official evaluator "
+                            "crashes here)")
     num_gt = np.bincount(gc - 1, minlength=num_class)
 
     # Order detections as the official per-class concatenation: frame by first appearance in
     # the detections file, then file order within the frame.
+    # Only whitelisted rows create a frame entry in the official reader's dict.
     det_first = {}
-    for i, k in enumerate(det_keys):
-        det_first.setdefault(k, i)
+    for i in np.nonzero(np.isin(det_ids, wl))[0].tolist():
+        det_first.setdefault(det_keys[i], i)
     frame_rank = np.full(len(frames), 0, dtype=np.int64)
     for k, i in det_first.items():
         frame_rank[frames[k]] = i
@@ -257,20 +284,24 @@ def evaluate(gt_csv, detections_csv, label_map_pbtxt, exclusions_csv=None):
     """Score an AVA detections CSV: {"mAP": float, "per_class": {name: float | None}}."""
     labels = read_label_map(label_map_pbtxt)
     gk, gb, gi, _, gl = read_boxes(gt_csv, with_score=False)
-    dk, db, di, ds, dl = read_boxes(detections_csv, with_score=True)
+    dk, db, di, ds, dl = read_boxes(detections_csv, with_score=True,
+                                    whitelist={c for c, _ in labels})
     _check_boxes(gt_csv, gb, gl)
     _check_boxes(detections_csv, db, dl)
-    gbad = ~((gb[:, 0] < gb[:, 2]) & (gb[:, 1] < gb[:, 3]))
+    gbad = (gb[:, 0] >= gb[:, 2]) | (gb[:, 1] >= gb[:, 3])
     if gbad.any():
         _warn(f"{where(gt_csv, int(gl[gbad][0]))}: {int(gbad.sum())} GT box(es) with x1 >= x2 "
-              "or y1 >= y2 (kept, as the official evaluator does)")
+              "or y1 >= y2 (kept and counted, as the official evaluator does)")
     excluded = read_exclusions(exclusions_csv) if exclusions_csv else frozenset()
     ap, mean = frame_ap(gk, gb, gi, dk, db, di, ds, [c for c, _ in labels], excluded,
-                        det_path=detections_csv, det_lines=dl)
+                        det_path=detections_csv, det_lines=dl, gt_path=gt_csv, gt_lines=gl)
+    # Official naming: one entry per id in ascending id order, the last name given to an id
+    # wins, and a later id with the same name overwrites the earlier one.
+    names = dict(labels)
     per_class = {}
-    for cid, name in labels:
-        v = ap[cid - 1] if cid >= 1 else float("nan")
-        per_class[name] = None if math.isnan(v) else float(v)
+    for cid in sorted(names):
+        v = ap[cid - 1]
+        per_class[names[cid]] = None if math.isnan(v) else float(v)
     return {"mAP": mean, "per_class": per_class}
 
 
