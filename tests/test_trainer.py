@@ -216,3 +216,11 @@ def test_study_config_resolves_to_the_linear_scaling_recipe(nodes):
     assert lr_at(7.0) == pytest.approx(0.05 * nodes)
     assert lr_at(12.0) == pytest.approx(0.005 * nodes)
     assert lr_at(19.9) == pytest.approx(0.0005 * nodes)
+
+
+def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
+    summary = trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1"))
+    assert summary["mAP"] is not None and 0.0 <= summary["mAP"] <= 1.0
+    rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
+    assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
+    assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
