@@ -1,6 +1,6 @@
 # Shared by every launch script: environment defaults, config check, per-rank logging, job summary.
-# Sourced, never run. Variables a site may set: VENV, CFG, OUTPUT_DIR, LOG_DIR, NCCL_*, OMP_NUM_THREADS.
-# SFD_TRAIN_CMD replaces `slowfast-dist train` for the scheduler tests' probe job only.
+# Sourced, never run. Variables a site may set: VENV, CFG, OUTPUT_DIR (else the config's), LOG_DIR, NCCL_*, OMP_NUM_THREADS.
+# SFD_TRAIN_CMD replaces `slowfast-dist train` (tests only: a command that writes no summary).
 
 SFD_ROOT="${SFD_ROOT:-$(pwd)}"
 if [ -f "${VENV:-$SFD_ROOT/.venv}/bin/activate" ]; then
@@ -11,7 +11,6 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 # INIT,GRAPH,ENV puts the ring/channel lines into each rank's log for `slowfast-dist nccl-report`.
 export NCCL_DEBUG="${NCCL_DEBUG:-INFO}"
 export NCCL_DEBUG_SUBSYS="${NCCL_DEBUG_SUBSYS:-INIT,GRAPH,ENV}"
-export OUTPUT_DIR="${OUTPUT_DIR:-$SFD_ROOT/output}"
 export LOG_DIR="${LOG_DIR:-$SFD_ROOT/logs}"
 export SFD_TRAIN_CMD="${SFD_TRAIN_CMD:-slowfast-dist train}"
 
@@ -21,6 +20,27 @@ sfd_check_cfg() {
         echo "launch: error: config '${1:-}' does not exist (set CFG=path/to/config.yaml)" >&2
         exit 2
     fi
+}
+
+# sfd_prepare CFG [KEY VALUE ...]: check CFG, then set SFD_ARGS (the trainer's arguments) and export
+# OUTPUT_DIR as the trainer will see it. The trainer takes OUTPUT_DIR from the config, not the
+# environment, so a site's $OUTPUT_DIR becomes an override unless the command line already has one.
+# Also fails fast (exit 2) on a bad config key instead of starting ranks that would all fail.
+sfd_prepare() {
+    sfd_check_cfg "${1:-}"
+    local cfg="$1"; shift
+    SFD_ARGS=(--cfg "$cfg" "$@")
+    local a has=0
+    for a in "$@"; do [ "$a" = OUTPUT_DIR ] && has=1; done
+    if [ "$has" = 0 ] && [ -n "${OUTPUT_DIR:-}" ]; then SFD_ARGS+=(OUTPUT_DIR "$OUTPUT_DIR"); fi
+    OUTPUT_DIR="$(python -c 'import sys
+from slowfast_dist.errors import UserError
+from slowfast_dist.config import load_config
+try:
+    print(load_config(sys.argv[1], sys.argv[2:]).OUTPUT_DIR)
+except UserError as e:
+    sys.exit("launch: error: %s" % e)' "${SFD_ARGS[@]:1}")" || exit 2
+    export OUTPUT_DIR
 }
 
 # sfd_summary: print the JOB SUMMARY line from $OUTPUT_DIR/summary.json written by rank 0.

@@ -9,20 +9,21 @@ cd "${SFD_ROOT:-$(pwd)}"
 . launch/common.sh
 CFG="${CFG:-${1:?usage: CFG=cfg.yaml launch/mpirun.sh [KEY VALUE ...]}}"
 [ "${1:-}" = "$CFG" ] && shift
-sfd_check_cfg "$CFG"
+sfd_prepare "$CFG" "$@"
 export SFD_JOB_ID="${SFD_JOB_ID:-$(date +%Y%m%d-%H%M%S)}"
 MPIRUN="${MPIRUN:-mpirun}"
 args=(-np "${NP:-1}")
 [ -n "${HOSTFILE:-}" ] && args+=(-hostfile "$HOSTFILE")
 if "$MPIRUN" --version 2>&1 | grep -q "Open MPI"; then
-    args+=(-x PATH -x LD_LIBRARY_PATH -x OMP_NUM_THREADS -x NCCL_DEBUG -x NCCL_DEBUG_SUBSYS
+    args+=(-x PATH -x OMP_NUM_THREADS -x NCCL_DEBUG -x NCCL_DEBUG_SUBSYS
            -x OUTPUT_DIR -x LOG_DIR -x SFD_JOB_ID -x VIRTUAL_ENV)
+    [ -n "${LD_LIBRARY_PATH:-}" ] && args+=(-x LD_LIBRARY_PATH)  # -x of an unset variable only warns
 else
     args+=(-genvall)
 fi
 rc=0
 # shellcheck disable=SC2086
-"$MPIRUN" "${args[@]}" bash launch/common.sh --rank-exec $SFD_TRAIN_CMD --cfg "$CFG" "$@" || rc=$?
+"$MPIRUN" "${args[@]}" bash launch/common.sh --rank-exec $SFD_TRAIN_CMD "${SFD_ARGS[@]}" || rc=$?
 echo "logs: $LOG_DIR/$SFD_JOB_ID/"
 sfd_summary || rc=${rc/#0/1}
 exit "$rc"

@@ -11,9 +11,12 @@
 set -euo pipefail
 cd "${PBS_O_WORKDIR:-$(pwd)}"
 export SFD_ROOT="$(pwd)"
+# Config: $CFG (qsub -v CFG=...), else a first argument ending in .yaml, else configs/demo.yaml.
+if [ -z "${CFG:-}" ] && [[ "${1:-}" == *.y*ml ]]; then CFG="$1"; shift; fi
 CFG="${CFG:-configs/demo.yaml}"
 NPN="${NPN:-1}"   # processes per node
 NODES=$(sort -u "$PBS_NODEFILE" | wc -l)
-HF="$(mktemp)"; sort -u "$PBS_NODEFILE" > "$HF"
+# Each host NPN times: one slot per line is what both OpenMPI and MPICH hostfiles agree on.
+HF="$(mktemp)"; sort -u "$PBS_NODEFILE" | awk -v n="$NPN" '{for (i = 0; i < n; i++) print $1}' > "$HF"
 export SFD_JOB_ID="${PBS_JOBID:-pbs}" NP=$((NODES * NPN)) HOSTFILE="$HF" CFG
 exec launch/mpirun.sh "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Grid Engine (ABCI classic / Univa / Son of GE). Submit:
-#   qsub -g GROUP -v CFG=configs/demo.yaml launch/sge.sh          (ABCI: rt_F=N nodes)
-#   qsub -pe mpi 2 -v CFG=configs/demo.yaml launch/sge.sh         (plain GE with a PE)
+#   qsub -g GROUP launch/sge.sh configs/demo.yaml [KEY VALUE ...]     (ABCI: rt_F=N nodes)
+#   qsub -pe mpi 2 launch/sge.sh configs/demo.yaml [KEY VALUE ...]    (plain GE with a PE; drop the
+#   rt_F line below unless your site defines that resource). qsub passes no environment by default:
+#   add -v OUTPUT_DIR=...,LOG_DIR=...,OMP_NUM_THREADS=... (or -V) for settings from your shell.
 # Edit rt_F (nodes) and h_rt. Hosts come from $PE_HOSTFILE. Logs: $LOG_DIR/$JOB_ID/<host>.rank<R>.log.
 #$ -l rt_F=2
 #$ -l h_rt=01:00:00
@@ -10,8 +12,11 @@
 #$ -S /bin/bash
 set -euo pipefail
 export SFD_ROOT="$(pwd)"
+# Config: $CFG (qsub -v CFG=...), else a first argument ending in .yaml, else configs/demo.yaml.
+if [ -z "${CFG:-}" ] && [[ "${1:-}" == *.y*ml ]]; then CFG="$1"; shift; fi
 CFG="${CFG:-configs/demo.yaml}"
 HF="$(mktemp)"
-if [ -n "${PE_HOSTFILE:-}" ]; then awk '{print $1" slots="$2}' "$PE_HOSTFILE" > "$HF"; else hostname > "$HF"; fi
+# Each host once per slot: the hostfile form both OpenMPI and MPICH read the same way.
+if [ -n "${PE_HOSTFILE:-}" ]; then awk '{for (i = 0; i < $2; i++) print $1}' "$PE_HOSTFILE" > "$HF"; else hostname > "$HF"; fi
 export SFD_JOB_ID="${JOB_ID:-sge}" NP="${NP:-${NSLOTS:-1}}" HOSTFILE="$HF" CFG
 exec launch/mpirun.sh "$@"

@@ -7,7 +7,7 @@ export SFD_ROOT="$(pwd)"
 . launch/common.sh
 CFG="${CFG:-${1:?usage: CFG=cfg.yaml launch/torchrun.sh [KEY VALUE ...]}}"
 [ "${1:-}" = "$CFG" ] && shift
-sfd_check_cfg "$CFG"
+sfd_prepare "$CFG" "$@"
 D="$LOG_DIR/${SFD_JOB_ID:-$(date +%Y%m%d-%H%M%S)}.node${NODE_RANK:-0}"; mkdir -p "$D"
 rc=0
 # shellcheck disable=SC2086
@@ -15,7 +15,7 @@ torchrun --nnodes "${NNODES:-1}" --node-rank "${NODE_RANK:-0}" --nproc-per-node 
     --master-addr "${MASTER_ADDR:-127.0.0.1}" --master-port "${MASTER_PORT:-29500}" \
     --log-dir "$D" --redirects 3 --tee 0 \
     --no-python \
-    $SFD_TRAIN_CMD --cfg "$CFG" "$@" || rc=$?
+    $SFD_TRAIN_CMD "${SFD_ARGS[@]}" || rc=$?
 echo "logs: $D/"
 sfd_summary || rc=${rc/#0/1}
 exit "$rc"

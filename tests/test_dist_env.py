@@ -94,10 +94,21 @@ def test_torchrun_two_processes(tmp_path):
     assert p.stdout.count("OK") == 2
 
 
-def test_mpirun_two_processes(tmp_path):
+@pytest.mark.parametrize("site_master", [False, True])
+def test_mpirun_two_processes(tmp_path, site_master):
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    if site_master:
+        # MASTER_ADDR/PORT given by the site: mpi4py must not even be imported (its MPI build
+        # may not match the mpirun in use), so a poisoned mpi4py on the path must not matter.
+        (tmp_path / "mpi4py").mkdir()
+        (tmp_path / "mpi4py" / "__init__.py").write_text("raise RuntimeError('mpi4py imported')")
+        port = socket.socket()
+        port.bind(("127.0.0.1", 0))
+        env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port.getsockname()[1]))
+        port.close()
     p = subprocess.run([f"{BIN}/mpirun", "-n", "2", sys.executable, str(script), "mpich"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,9 +1,13 @@
-"""launch/ scripts: env translation, per-rank logs, JOB SUMMARY, bad input.
+"""launch/ scripts with the real trainer: process group, finite loss, checkpoint, JOB SUMMARY, exit codes.
 
-PBS is run with a faked PBS environment and the real MPICH mpirun from .venv; the probe job
-(tests/cluster/probe.py, via SFD_TRAIN_CMD) stands in for the trainer so the plumbing is proven alone.
+SLURM is a real local cluster (tests/cluster/slurm_cluster.py: two fake nodes on this machine); PBS is
+run with a faked PBS environment and the real MPICH mpirun from .venv. The data set is a tiny synthetic
+one made once per session, so nothing depends on demo_data/.
 """
+import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,35 +17,56 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-PROBE = f"{sys.executable} tests/cluster/probe.py"
+CLI = str(VENV_BIN / "slowfast-dist")
+needs_mpirun = pytest.mark.skipif(not (VENV_BIN / "mpirun").exists(), reason="no mpirun in the virtualenv")
 
 
 def _env(tmp_path, **extra):
+    # One thread per rank: several ranks share this machine's two cores.
     env = dict(os.environ, OUTPUT_DIR=str(tmp_path / "out"), LOG_DIR=str(tmp_path / "logs"),
                PATH=f"{VENV_BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
     env.update(extra)
     return env
 
 
-def _pbs_env(tmp_path, cfg, cmd):
+def _pbs_env(tmp_path, cfg, cmd="slowfast-dist train"):
     nodes = tmp_path / "nodes"
     nodes.write_text("localhost\nlocalhost\n")  # PBS lists a host once per slot
     return _env(tmp_path, PBS_NODEFILE=str(nodes), PBS_JOBID="42.pbs", PBS_O_WORKDIR=str(ROOT),
                 NPN="2", CFG=str(cfg), SFD_TRAIN_CMD=cmd)
 
 
-@pytest.mark.skipif(not (VENV_BIN / "mpirun").exists(), reason="no mpirun in the virtualenv")
-def test_pbs_probe_two_ranks_logs_and_summary(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("{}\n")
-    p = subprocess.run(["bash", "launch/pbs.sh", "SOLVER.MAX_EPOCH", "1"], cwd=ROOT, timeout=120,
-                       env=_pbs_env(tmp_path, cfg, PROBE), capture_output=True, text=True)
+@pytest.fixture(scope="session")
+def overrides(tmp_path_factory):
+    """KEY VALUE overrides pointing configs/demo.yaml at a tiny synthetic set (3 train videos x 4 s =
+    12 train keyframes >= batch 2 x 4 ranks), one epoch, no evaluation, no loader workers."""
+    d = tmp_path_factory.mktemp("synthetic")
+    subprocess.run([CLI, "make-synthetic", str(d), "--videos", "4", "--seconds", "4"], check=True,
+                   capture_output=True, timeout=120)
+    return ["AVA.FRAME_DIR", f"{d}/frames", "AVA.FRAME_LIST_DIR", f"{d}/frame_lists",
+            "AVA.ANNOTATION_DIR", f"{d}/annotations", "SOLVER.MAX_EPOCH", "1", "TRAIN.BATCH_SIZE", "2",
+            "TRAIN.EVAL_PERIOD", "0", "DATA_LOADER.NUM_WORKERS", "0", "TENSORBOARD.ENABLE", "False"]
+
+
+def _check_real_run(out_dir: Path, log_dir: Path, ranks: int, stdout: str):
+    """The trainer ran as one process group of `ranks`, got a finite loss and wrote a checkpoint."""
+    logs = sorted(log_dir.glob("*.rank*.log"), key=lambda p: int(p.name.split(".rank")[1].split(".")[0]))
+    assert [l.name.split(".")[-2] for l in logs] == [f"rank{r}" for r in range(ranks)], stdout
+    rank0 = logs[0].read_text()
+    assert f"{ranks} rank(s) on" in rank0, rank0
+    s = json.loads((out_dir / "summary.json").read_text())
+    assert s["ranks"] == ranks, s
+    assert s["last_loss"] is not None and math.isfinite(s["last_loss"]), s
+    assert list((out_dir / "checkpoints").glob("checkpoint_epoch_*.pyth")), "no checkpoint written"
+    assert f"JOB SUMMARY nodes=1 ranks={ranks}" in stdout, stdout
+
+
+@needs_mpirun
+def test_pbs_real_trainer_two_ranks(tmp_path, overrides):
+    p = subprocess.run(["bash", "launch/pbs.sh", *overrides], cwd=ROOT, timeout=240,
+                       env=_pbs_env(tmp_path, ROOT / "configs" / "demo.yaml"), capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
-    logs = sorted((tmp_path / "logs" / "42.pbs").glob("*.rank*.log"))
-    assert [l.name.split(".")[-2] for l in logs] == ["rank0", "rank1"]
-    for l in logs:  # both ranks joined one group of 2: the all_reduce of 1+2 gives 3
-        assert "world=2" in l.read_text() and "sum=3" in l.read_text()
-    assert "JOB SUMMARY nodes=1 ranks=2" in p.stdout
+    _check_real_run(tmp_path / "out", tmp_path / "logs" / "42.pbs", 2, p.stdout)
 
 
 def test_missing_config_fails_fast(tmp_path):
@@ -51,22 +76,21 @@ def test_missing_config_fails_fast(tmp_path):
         assert p.returncode == 2 and "missing.yaml' does not exist" in p.stderr, script
 
 
-@pytest.mark.skipif(not (VENV_BIN / "mpirun").exists(), reason="no mpirun in the virtualenv")
+def test_bad_override_fails_before_any_rank_starts(tmp_path):
+    # SFD_TRAIN_CMD would leave a mark if a rank were started.
+    p = subprocess.run(["bash", "launch/mpirun.sh", "NO_SUCH.KEY", "1"], cwd=ROOT, timeout=60,
+                       capture_output=True, text=True,
+                       env=_env(tmp_path, CFG="configs/demo.yaml", SFD_TRAIN_CMD=f"touch {tmp_path}/started"))
+    assert p.returncode == 2 and "unknown config key NO_SUCH.KEY" in p.stderr, p.stderr
+    assert not (tmp_path / "started").exists()
+
+
+@needs_mpirun
 def test_missing_summary_is_reported(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("{}\n")
+    # The job "succeeds" (true) but writes no summary.json: the script must fail and say so.
     p = subprocess.run(["bash", "launch/pbs.sh"], cwd=ROOT, timeout=120, capture_output=True, text=True,
-                       env=_pbs_env(tmp_path, cfg, "true"))
+                       env=_pbs_env(tmp_path, ROOT / "configs" / "demo.yaml", "true"))
     assert p.returncode != 0 and "JOB SUMMARY missing" in p.stderr
-
-
-def _trainer_ready():
-    try:
-        import slowfast_dist.train.cli  # noqa: F401
-    except ImportError:
-        return False
-    # demo_data/ comes from `slowfast-dist make-synthetic` (not generated by this test yet).
-    return (ROOT / "configs" / "demo.yaml").exists() and (ROOT / "demo_data" / "frame_lists").is_dir()
 
 
 @pytest.fixture(scope="session")
@@ -84,31 +108,47 @@ def slurm(tmp_path_factory):
         c.stop()
 
 
-def test_slurm_two_nodes_probe(slurm, tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("{}\n")
-    env = _env(tmp_path, SFD_TRAIN_CMD=PROBE, MASTER_PORT="29517", **slurm.env())
+def test_slurm_two_nodes_real_trainer(slurm, tmp_path, overrides):
+    env = _env(tmp_path, MASTER_PORT="29517", **slurm.env())
     p = subprocess.run(["sbatch", "--parsable", "-N", "2", "--ntasks-per-node", "2",
-                        f"--output={tmp_path}/job.out", "launch/slurm.sbatch", str(cfg)],
+                        f"--output={tmp_path}/job.out", "launch/slurm.sbatch", "configs/demo.yaml", *overrides],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     job = p.stdout.strip().split(";")[0]
-    state = slurm.wait(job, 90)
+    state = slurm.wait(job, 200)
     out = (tmp_path / "job.out").read_text()
-    assert "JobState=COMPLETED" in state and "ExitCode=0:0" in state, out + slurm.logs()
-    logs = sorted((tmp_path / "logs" / job).glob("*.rank*.log"))
-    # %N is the node's host name; both fake nodes share this machine's name.
-    assert [l.name.split(".")[-2] for l in logs] == ["rank0", "rank1", "rank2", "rank3"], out
-    assert all("world=4" in l.read_text() and "sum=10" in l.read_text() for l in logs), out
-    assert "JOB SUMMARY nodes=1 ranks=4" in out
+    assert "JobState=COMPLETED" in state and "ExitCode=0:0" in state, state + out + slurm.logs()
+    # The trainer counts distinct host names; both fake nodes are this machine, hence nodes=1.
+    _check_real_run(tmp_path / "out", tmp_path / "logs" / job, 4, out)
 
 
-@pytest.mark.skipif(not _trainer_ready(), reason="trainer, configs/demo.yaml or demo_data/ (make-synthetic) not present")
-@pytest.mark.skipif(not (VENV_BIN / "mpirun").exists(), reason="no mpirun in the virtualenv")
-def test_pbs_real_trainer(tmp_path):
-    p = subprocess.run(["bash", "launch/pbs.sh", "SOLVER.MAX_EPOCH", "1"], cwd=ROOT, timeout=240,
-                       env=_pbs_env(tmp_path, ROOT / "configs" / "demo.yaml", "slowfast-dist train"),
-                       capture_output=True, text=True)
+@pytest.fixture(scope="session")
+def sge(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+    from sge_cluster import BINARIES, SgeCluster
+    missing = [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"Grid Engine not usable here (missing {missing} or not root); see tests/cluster/install_deps.sh")
+    c = SgeCluster(tmp_path_factory.mktemp("sge"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@needs_mpirun
+def test_sge_pe_two_slots_real_trainer(sge, tmp_path, overrides):
+    # qsub passes no environment unless asked: hand over what the script needs with -v.
+    env = _env(tmp_path, **sge.env())
+    pass_env = ",".join(f"{k}={env[k]}" for k in ("OUTPUT_DIR", "LOG_DIR", "OMP_NUM_THREADS"))
+    p = subprocess.run(["qsub", "-terse", "-pe", "mpi", "2", "-v", pass_env, "-o", f"{tmp_path}/job.out",
+                        "launch/sge.sh", "configs/demo.yaml", *overrides],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "JOB SUMMARY nodes=1 ranks=2" in p.stdout
-    assert list((tmp_path / "out").rglob("*.pyth")), "no checkpoint written"
+    job = p.stdout.strip()
+    acct = sge.wait(job, 200)
+    out = (tmp_path / "job.out").read_text()
+    assert re.search(r"(?m)^failed\s+0\s*$", acct) and re.search(r"(?m)^exit_status\s+0\s*$", acct), \
+        acct + out + sge.logs()
+    _check_real_run(tmp_path / "out", tmp_path / "logs" / job, 2, out)

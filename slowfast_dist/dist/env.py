@@ -212,7 +212,9 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     if rank is not None:
         info = WorldInfo(rank, world_size, local_rank if local_rank is not None else rank,
                          local_world_size or world_size, None, None, "spawn")
-    elif info.launcher in ("openmpi", "mpich", "pbs", "sge") and init_method is None:
+    elif (info.launcher in ("openmpi", "mpich", "pbs", "sge") and init_method is None
+          and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT"))):
+        # A site that sets MASTER_ADDR/PORT needs no mpi4py (whose MPI build may not match mpirun).
         info = _mpi_share_master(info)
 
     cuda = torch.cuda.is_available()

@@ -1,6 +1,6 @@
 """A real SLURM on this one machine: munged, slurmctld and two slurmd (fake nodes n1, n2) in a temp dir.
 
-Every daemon started here is killed by pid in stop(), also when the test fails.
+Every daemon started here is killed by pid and reaped in stop(), also when start() or a test fails.
 """
 import os
 import re
@@ -20,10 +20,18 @@ def _hosts_entry():
             f.write("127.0.0.1 n1 n2\n")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class SlurmCluster:
     def __init__(self, base: Path):
         self.base = base
-        self.pids: list[int] = []
+        self.procs: list[subprocess.Popen] = []
+        self.munged_pid: int | None = None  # munged daemonizes itself: not our child, kill by pid
         self.conf = base / "slurm.conf"
 
     def start(self):
@@ -57,12 +65,15 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
         subprocess.run(["chown", "munge:munge", "/run/munge"], check=True)
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
             subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
-            self.pids.append(int(subprocess.run(["pgrep", "-nx", "munged"], capture_output=True,
-                                                text=True).stdout))
-        self.pids.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env).pid)
+            self.munged_pid = int(subprocess.run(["pgrep", "-nx", "munged"], capture_output=True,
+                                                 text=True).stdout)
+        # Foreground daemons (-D) stay our children, so stop() can reap them; their chatter goes to a file.
+        out = open(b / "log" / "daemons.out", "ab")
+        self.procs.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env, stdout=out, stderr=out))
         time.sleep(1)
         for n in ("n1", "n2"):
-            self.pids.append(subprocess.Popen(["slurmd", "-D", "-N", n], env=env).pid)
+            self.procs.append(subprocess.Popen(["slurmd", "-D", "-N", n], env=env, stdout=out, stderr=out))
+        out.close()
         deadline = time.time() + 60
         while time.time() < deadline:
             out = subprocess.run(["sinfo", "-h", "-o", "%T %D"], env=env, capture_output=True, text=True).stdout
@@ -90,9 +101,29 @@ PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
         raise TimeoutError(f"job {job_id} did not finish in {timeout}s\n" + self.logs())
 
     def stop(self):
-        for pid in reversed(self.pids):
+        # Jobs' slurmstepd outlive slurmd: cancel them first, so no rank keeps running.
+        if self.procs:
+            subprocess.run(["scancel", "--user=root"], env=self.env(), capture_output=True, timeout=10)
+            deadline = time.time() + 10
+            while time.time() < deadline and subprocess.run(
+                    ["squeue", "-h"], env=self.env(), capture_output=True, text=True, timeout=10).stdout.strip():
+                time.sleep(0.5)
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in reversed(self.procs):
             try:
-                os.kill(pid, signal.SIGTERM)
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        if self.munged_pid:
+            try:
+                os.kill(self.munged_pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        self.pids.clear()
+            # Not our child, so init reaps it; wait until it is gone so a next start() sees no munged.
+            deadline = time.time() + 10
+            while time.time() < deadline and _alive(self.munged_pid):
+                time.sleep(0.2)
+            self.munged_pid = None
