@@ -22,8 +22,9 @@ class NonFiniteLoss(RuntimeError):
 
 class StepMeter:
     def __init__(self, *, rank: int, world_size: int, device, log_period: int = 10,
-                 writer=None, profiler=None, stream=sys.stderr):
+                 writer=None, profiler=None, timers=None, stream=sys.stderr):
         self.rank, self.world_size, self.device = rank, world_size, device
+        self.timers = timers  # slowfast_dist.profiling.profiler.StepTimers, or None
         self.log_period = max(1, log_period)
         self.writer, self.profiler, self.stream = writer, profiler, stream
         self.global_step = 0
@@ -43,25 +44,33 @@ class StepMeter:
         """Yield the loader's batches, timing the wait for each (and the epoch boundary)."""
         self._reset()
         self._steps = len(loader)
+        if self.timers is not None:
+            self.timers.epoch_start()
         t_wait = time.perf_counter()
         for i, batch in enumerate(loader):
             now = time.perf_counter()
+            if self.timers is not None:
+                self.timers.batch_ready()
             self.data_wait.append(now - t_wait)
             if i == 0:
                 self.boundary_s = now - t_wait
             self._t_batch = now
             yield batch
             t_wait = time.perf_counter()
+            if self.timers is not None:
+                self.timers.data_begin()
 
     def step_done(self, epoch: int, step: int, loss: torch.Tensor, lr: float, batch_size: int):
         """Average the loss over ranks (also stopping every rank on a non-finite loss) and log."""
         bad = 0.0 if torch.isfinite(loss).item() else 1.0
         packed = torch.tensor([0.0 if bad else float(loss), bad], dtype=torch.float64,
                               device=self.device)
+        t_sync = time.perf_counter()
         if self.world_size > 1:
             dist.all_reduce(packed)
         loss_sum, bad_ranks = packed.tolist()
-        self.compute.append(time.perf_counter() - self._t_batch)
+        end = time.perf_counter()
+        self.compute.append(end - self._t_batch)
         self.global_step += 1
         if bad_ranks:
             raise NonFiniteLoss(
@@ -75,6 +84,10 @@ class StepMeter:
             self.profiler.step()
         if self.rank == 0:
             self._log_step(epoch, step, lr)
+        if self.timers is not None:
+            self.timers.step_end(data_wait=self.data_wait[-1], compute=self.compute[-1],
+                                 sync=end - t_sync, end=end, writer=self.writer,
+                                 global_step=self.global_step)
 
     def _log_step(self, epoch, step, lr):
         g = self.global_step

@@ -216,6 +216,17 @@ def train(cfg) -> dict:
 
         load_pyslowfast_checkpoint(run.model, cfg.TRAIN.CHECKPOINT_FILE_PATH, log=run.log)
     model = run.wrap_ddp()
+    from slowfast_dist.profiling.comm import CommTimer
+    from slowfast_dist.profiling.profiler import Nvtx, StepTimers, maybe_profile, write_summary
+
+    p = cfg.PROFILE
+    comm = None
+    if p.COMM_PROBE and model is not run.model:
+        comm = CommTimer(run.world, run.device.type == "cuda")
+        comm.register(model)
+    nvtx = Nvtx(p.NVTX)
+    nvtx.attach_optimizer(optimizer)
+    timers = StepTimers(rank=run.rank, world_size=run.world, comm=comm, nvtx=nvtx)
 
     writer = None
     if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
@@ -224,7 +235,7 @@ def train(cfg) -> dict:
         writer = SummaryWriter(cfg.TENSORBOARD.LOG_DIR or str(out / "tensorboard"))
         writer.add_scalar("train/base_lr", base_lr, 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
-                      log_period=cfg.LOG_PERIOD, writer=writer)
+                      log_period=cfg.LOG_PERIOD, writer=writer, timers=timers)
     meter.global_step = start_epoch * len(train_loader)
     test = {}
     last = {"mAP": None}
@@ -248,10 +259,14 @@ def train(cfg) -> dict:
         if run.world > 1:
             dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
 
-    fit(model, train_loader, optimizer, start_epoch=start_epoch, max_epoch=s.MAX_EPOCH,
-        on_epoch_end=on_epoch_end, lr_at=lr_at, loss_fn=make_loss(cfg.MODEL.LOSS_FUNC),
-        device=run.device, autocast=run.autocast, scaler=scaler,
-        accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
+    with maybe_profile(p.ENABLE, out, run.rank, p.WAIT, p.WARMUP, p.ACTIVE, p.REPEAT) as prof:
+        meter.profiler = prof
+        fit(model, train_loader, optimizer, start_epoch=start_epoch, max_epoch=s.MAX_EPOCH,
+            on_epoch_end=on_epoch_end, lr_at=lr_at, loss_fn=make_loss(cfg.MODEL.LOSS_FUNC),
+            device=run.device, autocast=run.autocast, scaler=scaler,
+            accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
+    meter.profiler = None
+    write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
     if writer is not None:
         writer.close()
     return run.summary(meter.last_loss, last["mAP"])
