@@ -224,3 +224,22 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
     assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
+
+
+def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
+    import torch.distributed as dist
+
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50.yaml",
+                      ["DIST.DRY_RUN_WORLD_SIZE", "512", "OUTPUT_DIR", str(tmp_path),
+                       "AVA.FRAME_LIST_DIR", str(tmp_path / "absent")])
+    try:
+        report = trainer.train(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert report["world_size"] == 512 and report["nodes"] == 128
+    assert report["global_batch"] == 8 * 512
+    assert 33.5e6 < report["params"] < 34.2e6  # SlowFast R50 AVA detector
+    assert report["lr_at_epoch"]["5"] == pytest.approx(0.05 * 128)
+    assert report["lr_at_epoch"]["15"] == pytest.approx(0.0005 * 128)
+    assert not list(tmp_path.glob("checkpoints/*"))  # nothing trained

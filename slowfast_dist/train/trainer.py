@@ -103,8 +103,10 @@ class Run:
         from slowfast_dist.models import build_model
 
         self.cfg, self.t0 = cfg, time.time()
+        self.dry_run = cfg.DIST.DRY_RUN_WORLD_SIZE > 0
         self.info = init_distributed(init_method=cfg.INIT_METHOD or None,
-                                     timeout_s=cfg.DIST.TIMEOUT_S)
+                                     timeout_s=cfg.DIST.TIMEOUT_S,
+                                     dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE)
         self.rank, self.world = self.info.rank, self.info.world_size
         self.device = torch.device(self.info.device)
         seed_everything(cfg.RNG_SEED, self.rank)
@@ -117,7 +119,7 @@ class Run:
 
     def _gather_hosts(self) -> list[str]:
         hosts = [socket.gethostname()] * self.world
-        if self.world > 1:
+        if self.world > 1 and not self.dry_run:  # a fake group moves no data
             dist.all_gather_object(hosts, socket.gethostname())
         return hosts
 
@@ -185,6 +187,22 @@ class Run:
         return s
 
 
+def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) -> dict:
+    """What a run of this size would do, built on a fake process group; nothing is trained."""
+    s = run.cfg.SOLVER
+    report = {
+        "world_size": run.world, "nodes": run.world // max(1, run.cfg.NUM_GPUS),
+        "global_batch": global_batch, "steps_per_epoch_per_rank": steps,
+        "params": sum(p.numel() for p in ckpt.unwrap(model).parameters()),
+        "lr_at_epoch": {f"{e:g}": lr_at(float(e)) for e in sorted({0, s.WARMUP_EPOCHS, *s.STEPS})
+                        if e < s.MAX_EPOCH},
+        "ddp_buckets_mb": run.cfg.DDP.BUCKET_CAP_MB,
+        "param_groups": len(optimizer.param_groups),
+    }
+    run.log("dry run: " + json.dumps(report))
+    return report
+
+
 def train(cfg) -> dict:
     from slowfast_dist.config import dump_config
 
@@ -193,7 +211,13 @@ def train(cfg) -> dict:
     if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, str(out / "config.yaml"))
-    train_set, train_loader, batch = run.loader("train")
+    if run.dry_run and not os.path.isdir(cfg.AVA.FRAME_LIST_DIR):
+        # Checking a 512-GPU config on a laptop: the data set is usually not there.
+        train_set, train_loader = None, []
+        batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
+        run.log(f"dry run: {cfg.AVA.FRAME_LIST_DIR} not found; data not checked")
+    else:
+        train_set, train_loader, batch = run.loader("train")
     global_batch = batch * run.world
     lr, lr_at = resolve_lr(cfg, run.world, global_batch)
     base_lr = lr.base_lr
@@ -216,6 +240,8 @@ def train(cfg) -> dict:
 
         load_pyslowfast_checkpoint(run.model, cfg.TRAIN.CHECKPOINT_FILE_PATH, log=run.log)
     model = run.wrap_ddp()
+    if run.dry_run:
+        return dry_run_report(run, model, optimizer, lr_at, global_batch, len(train_loader))
     from slowfast_dist.profiling.comm import CommTimer
     from slowfast_dist.profiling.profiler import Nvtx, StepTimers, maybe_profile, write_summary
 
