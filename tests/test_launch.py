@@ -69,6 +69,33 @@ def test_pbs_real_trainer_two_ranks(tmp_path, overrides):
     _check_real_run(tmp_path / "out", tmp_path / "logs" / "42.pbs", 2, p.stdout)
 
 
+@needs_mpirun
+def test_mpirun_script_real_trainer_two_ranks(tmp_path, overrides):
+    env = _env(tmp_path, CFG=str(ROOT / "configs" / "demo.yaml"), NP="2", SFD_JOB_ID="j1")
+    p = subprocess.run(["bash", "launch/mpirun.sh", *overrides], cwd=ROOT, timeout=240, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    _check_real_run(tmp_path / "out", tmp_path / "logs" / "j1", 2, p.stdout)
+
+
+def test_torchrun_script_real_trainer_two_ranks(tmp_path, overrides):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = _env(tmp_path, CFG=str(ROOT / "configs" / "demo.yaml"), NPROC="2", MASTER_PORT=str(port))
+    p = subprocess.run(["bash", "launch/torchrun.sh", *overrides], cwd=ROOT, timeout=240, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["ranks"] == 2 and math.isfinite(s["last_loss"]), s
+    assert list((tmp_path / "out" / "checkpoints").glob("checkpoint_epoch_*.pyth"))
+    assert "JOB SUMMARY nodes=1 ranks=2" in p.stdout, p.stdout
+    # torchrun keeps one log per local rank under its --log-dir
+    assert len(list((tmp_path / "logs").rglob("stdout.log"))) == 2
+
+
 def test_missing_config_fails_fast(tmp_path):
     for script in ("launch/mpirun.sh", "launch/torchrun.sh"):
         p = subprocess.run(["bash", script], cwd=ROOT, timeout=60, capture_output=True, text=True,
