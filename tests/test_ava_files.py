@@ -19,7 +19,7 @@ def test_boxes_grouped_with_threshold_and_no_label(tmp_path):
                  "v1,902,0.1,0.1,0.5,0.5,5,0.9\n"
                  "v1,902,0.2,0.2,0.6,0.6,,0.95\n"
                  "v1,903,0.1,0.1,0.5,0.5,3,0.5\n")
-    got = af.read_box_csvs([str(p)], True, detect_thresh=0.8)
+    got = af.read_box_csvs([str(p)], detect_thresh=0.8)
     assert 903 not in got["v1"]  # below score threshold
     boxes = got["v1"][902]
     assert boxes[0] == [[0.1, 0.1, 0.5, 0.5], [3, 5]]
@@ -29,8 +29,36 @@ def test_boxes_grouped_with_threshold_and_no_label(tmp_path):
 def test_val_every_fourth_second_unless_full_test(tmp_path):
     p = tmp_path / "gt.csv"
     p.write_text("v1,904,0,0,1,1,1\nv1,905,0,0,1,1,1\n")
-    assert set(af.read_box_csvs([str(p)], False, is_val=True, full_test_on_val=False)["v1"]) == {904}
-    assert set(af.read_box_csvs([str(p)], False, is_val=True, full_test_on_val=True)["v1"]) == {904, 905}
+    assert set(af.read_box_csvs([str(p)], is_val=True, full_test_on_val=False)["v1"]) == {904}
+    assert set(af.read_box_csvs([str(p)], is_val=True, full_test_on_val=True)["v1"]) == {904, 905}
+
+
+def test_gt_eighth_column_is_person_id_not_score(tmp_path):
+    # AVA's GT CSVs carry a person id in column 8; PySlowFast applies the threshold to the
+    # predicted lists only, so person 0 must not be dropped by a 0.8 threshold.
+    gt, pred = tmp_path / "gt.csv", tmp_path / "pred.csv"
+    gt.write_text("v1,902,0.1,0.1,0.5,0.5,3,0\n")
+    pred.write_text("v1,902,0.2,0.2,0.6,0.6,4,0.5\nv1,903,0.2,0.2,0.6,0.6,4,0.9\n")
+    got = af.read_box_csvs([str(gt), str(pred)], gt_paths=[str(gt)], detect_thresh=0.8)
+    assert got["v1"][902] == [[[0.1, 0.1, 0.5, 0.5], [3]]]
+    assert got["v1"][903] == [[[0.2, 0.2, 0.6, 0.6], [4]]]
+
+
+def test_box_outside_unit_square_drops_its_keyframe_with_a_message(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("v1,902,0.1,0.1,0.5,0.5,1\nv1,902,0.1,0.1,1.5,0.5,2\nv1,903,0.1,0.1,0.5,0.5,1\n"
+                 "v1,904,0.6,0.1,0.5,0.5,1\n")
+    bad = []
+    got = af.read_box_csvs([str(p)], bad=bad)
+    assert set(got["v1"]) == {903}  # 902 has an out-of-range box, 904 an inverted one
+    assert len(bad) == 2 and bad[0].startswith(f"{p}:2:") and bad[1].startswith(f"{p}:4:")
+
+
+def test_label_id_beyond_num_classes_names_file_and_line(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("v1,902,0.1,0.1,0.5,0.5,1\nv1,902,0.1,0.1,0.5,0.5,81\n")
+    with pytest.raises(UserError, match=r"gt.csv:2: label id 81 outside 1..80"):
+        af.read_box_csvs([str(p)], num_classes=80)
 
 
 def test_frame_list_label_map_and_keyframes(tmp_path):
@@ -51,6 +79,6 @@ def test_bad_input_raises_user_error_naming_file_and_line(tmp_path):
     p = tmp_path / "gt.csv"
     p.write_text("v1,902,0,0,1,1,1\nv1,abc,0,0,1,1,1\n")
     with pytest.raises(UserError, match=r"gt.csv:2:"):
-        af.read_box_csvs([str(p)], True)
+        af.read_box_csvs([str(p)])
     with pytest.raises(UserError, match="missing.csv"):
-        af.read_box_csvs([str(tmp_path / "missing.csv")], True)
+        af.read_box_csvs([str(tmp_path / "missing.csv")])

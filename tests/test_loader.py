@@ -47,8 +47,8 @@ def _tree(tmp_path):
         Image.fromarray(np.full((12, 16, 3), i, np.uint8)).save(tmp_path / "f" / "v" / f"v_{i + 1:06d}.jpg")
         lines.append(f'v 0 {i} v/v_{i + 1:06d}.jpg ""')
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "gt.csv").write_text("v,902,0.1,0.2,0.5,0.9,2\nv,903,0.0,0.0,1.0,1.0,1\n")
-    (tmp_path / "lm.pbtxt").write_text('item { name: "a" id: 1 }\nitem { name: "b" id: 2 }\n')
+    (tmp_path / "gt.csv").write_text("v,902,0.1,0.2,0.5,0.9,3\nv,903,0.0,0.0,1.0,1.0,1\n")
+    (tmp_path / "lm.pbtxt").write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 3\n}\n')
     from slowfast_dist.data import AvaDataset
     return AvaDataset([str(tmp_path / "train.csv")], str(tmp_path / "f"), [str(tmp_path / "gt.csv")],
                       str(tmp_path / "lm.pbtxt"), train=False, num_frames=4, sampling_rate=2,
@@ -60,14 +60,28 @@ def test_dataset_sample_contract(tmp_path):
     s = ds[0]
     assert [x.shape for x in s["inputs"]] == [(3, 2, 24, 32), (3, 4, 24, 32)]
     assert ds.frame_indices(0, 902) == [56, 58, 60, 62]  # (902-900)*30 centred, rate 2
-    assert s["labels"].tolist() == [[0.0, 1.0]] and s["metadata"].tolist() == [[0, 902]]
+    # label id k -> column k-1 of NUM_CLASSES (PySlowFast), not the position in the label map
+    assert s["labels"].tolist() == [[0.0, 0.0, 1.0]] and s["metadata"].tolist() == [[0, 902]]
     assert torch.allclose(s["boxes"], torch.tensor([[3.2, 4.8, 16.0, 21.6]]))
 
 
-def test_missing_frame_skipped_and_counted(tmp_path):
-    import pytest
+def test_missing_frame_skipped_and_counted(tmp_path, capsys):
     ds = _tree(tmp_path)
     (tmp_path / "f" / "v" / "v_000091.jpg").unlink()  # used by the 903 keyframe only
-    with pytest.warns(UserWarning, match="v_000091.jpg"):
-        s = ds[1]
-    assert s["metadata"].tolist() == [[0, 902]] and ds.skipped == 1
+    s = ds[1]
+    assert "v_000091.jpg" in capsys.readouterr().err
+    assert s["metadata"].tolist() == [[0, 902]] and s["skipped"] == 1 and ds.skipped == 1
+
+
+def test_skipped_counts_reach_the_batches_from_worker_processes(tmp_path, capfd):
+    # with workers the dataset copies live in other processes; the count must travel in the batch
+    ds = _tree(tmp_path)
+    (tmp_path / "f" / "v" / "v_000091.jpg").unlink()
+    (tmp_path / "f" / "v" / "v_000092.jpg").write_bytes(b"not a jpeg")
+    ld = build_loader(ds, 1, shuffle=False, drop_last=False, num_workers=2, pin_memory=False,
+                      persistent=True, rank=0, world_size=1, seed=0)
+    for epoch in range(2):
+        ld.set_epoch(epoch)
+        assert sum(b["skipped"] for b in ld) == 1  # 903 replaced by 902, once per epoch
+    assert ds.skipped == 0  # the main process's copy never loaded anything
+    assert "v_00009" in capfd.readouterr().err

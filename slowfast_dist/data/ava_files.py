@@ -7,7 +7,6 @@ column means "no label" (-1) and adds no label id.
 """
 import csv
 import os
-import re
 from collections import defaultdict
 
 from slowfast_dist.errors import UserError, where
@@ -50,14 +49,20 @@ def read_frame_lists(paths, frame_dir):
     return names, frames
 
 
-def read_box_csvs(paths, is_train_split, detect_thresh=0.0, full_test_on_val=True,
-                  is_val=False):
+def read_box_csvs(paths, gt_paths=(), detect_thresh=0.0, full_test_on_val=True,
+                  is_val=False, num_classes=None, bad=None):
     """Read GT / predicted box CSVs -> {video: {sec: [[box, [label ids]], ...]}}.
 
-    Rows: video, sec, x1, y1, x2, y2, label[, score]. Boxes with identical coordinates in the
-    same keyframe are merged, their labels accumulated.
+    Rows: video, sec, x1, y1, x2, y2, label[, score]. Files in `gt_paths` are ground truth: their
+    8th column is AVA's person id, not a score, and no threshold applies (PySlowFast reads the
+    GT lists first, then the predicted ones, keeping predicted rows with score >= threshold). Boxes with identical coordinates in the
+    same keyframe are merged, their labels accumulated. A box outside [0,1] or inverted drops
+    its whole keyframe (the sample is skipped, not the run); `bad` (a list) receives one
+    "file:line: problem" per such row. A label id outside 1..num_classes is an error: PySlowFast
+    puts label k in output column k-1, so it would silently train the wrong class.
     """
     out = defaultdict(lambda: defaultdict(dict))
+    dropped = set()
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{where(path)}: annotation file not found")
@@ -71,20 +76,28 @@ def read_box_csvs(paths, is_train_split, detect_thresh=0.0, full_test_on_val=Tru
                     vid, sec = row[0], int(row[1])
                     box = [float(v) for v in row[2:6]]
                     label = -1 if row[6] == "" else int(row[6])
-                    score = float(row[7]) if len(row) == 8 else None
+                    score = float(row[7]) if len(row) == 8 and path not in gt_paths else None
                 except ValueError as e:
                     raise UserError(f"{where(path, lineno)}: {e}") from None
-                if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-                    raise UserError(f"{where(path, lineno)}: box outside [0,1] or inverted")
+                if label != -1 and (label < 1 or (num_classes and label > num_classes)):
+                    raise UserError(f"{where(path, lineno)}: label id {label} outside "
+                                    f"1..{num_classes or 'inf'} (MODEL.NUM_CLASSES)")
+                if score is not None and score < detect_thresh:
+                    continue
                 if is_val and not full_test_on_val and sec % 4 != 0:
                     continue  # PySlowFast evaluates every 4th second unless FULL_TEST_ON_VAL
-                if score is not None and score < detect_thresh:
+                if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
+                    if bad is not None:
+                        bad.append(f"{where(path, lineno)}: box {row[2:6]} outside [0,1] or "
+                                   "inverted; keyframe skipped")
+                    dropped.add((vid, sec))
                     continue
                 key = ",".join(row[2:6])
                 entry = out[vid][sec].setdefault(key, [box, []])
                 if label != -1:
                     entry[1].append(label)
-    return {v: {s: list(d.values()) for s, d in secs.items()} for v, secs in out.items()}
+    return {v: {s: list(d.values()) for s, d in secs.items() if (v, s) not in dropped}
+            for v, secs in out.items()}
 
 
 def read_exclusions(path):
@@ -106,21 +119,10 @@ def read_exclusions(path):
 
 
 def read_label_map(path):
-    """Parse a label map pbtxt -> ({id: name}, sorted ids)."""
-    if not os.path.isfile(path):
-        raise UserError(f"{where(path)}: label map not found")
-    labels, name = {}, None
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            m = re.search(r'name:\s*"([^"]*)"', line)
-            if m:
-                name = m.group(1)
-            m = re.search(r"(?:label_)?id:\s*(\d+)", line)
-            if m:
-                if name is None:
-                    raise UserError(f"{where(path, lineno)}: id before name")
-                labels[int(m.group(1))] = name
-                name = None
+    """Label map pbtxt -> ({id: name}, sorted ids), parsed by the evaluator's (official) rules."""
+    from slowfast_dist.eval.ava_map import read_label_map as parse
+
+    labels = dict(parse(path))
     return labels, sorted(labels)
 
 

@@ -1,6 +1,14 @@
-"""AVA detection dataset over the JPEG frame tree (PySlowFast's ava_dataset rules)."""
+"""AVA detection dataset (PySlowFast's ava_dataset rules) over JPEG frames or the videos.
+
+Pixels come from PySlowFast's frame tree (`AVA.PIXEL_SOURCE frames`) or straight from the
+`.mp4/.mkv/.webm` files in `AVA.VIDEO_DIR` decoded with PyAV (`video`), which saves the frame
+extraction; both give the same frame indices. A sample whose pixels cannot be read is replaced by
+the next readable one, with one warning naming the file; the count travels with the batch
+(`batch["skipped"]`) so the trainer can sum it over workers and ranks.
+"""
+import os
 import random
-import warnings
+import sys
 
 import numpy as np
 import torch
@@ -8,6 +16,7 @@ from PIL import Image
 
 from slowfast_dist.data import ava_files as af
 from slowfast_dist.data import transforms as T
+from slowfast_dist.errors import UserError
 
 
 class AvaDataset(torch.utils.data.Dataset):
@@ -15,18 +24,37 @@ class AvaDataset(torch.utils.data.Dataset):
 
     def __init__(self, frame_lists, frame_dir, box_csvs, label_map, *, train, num_frames,
                  sampling_rate, alpha, slowfast, mean, std, crop_size, jitter_scales=None,
-                 detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30):
+                 detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
+                 num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=()):
+        if pixel_source not in ("frames", "video"):
+            raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
+        if pixel_source == "video" and not video_dir:
+            raise UserError("AVA.PIXEL_SOURCE video needs AVA.VIDEO_DIR (the folder of the videos)")
+        self.pixel_source, self.video_dir = pixel_source, video_dir
         self.video_names, self.frames = af.read_frame_lists(frame_lists, frame_dir)
         self.class_ids = af.read_label_map(label_map)[1]
-        boxes = af.read_box_csvs(box_csvs, train, detect_thresh, full_test_on_val,
-                                 is_val=not train)
+        # PySlowFast: label id k is output column k-1 of MODEL.NUM_CLASSES columns
+        self.num_classes = num_classes or max(self.class_ids)
+        if max(self.class_ids) > self.num_classes:
+            raise UserError(f"{label_map}: label id {max(self.class_ids)} > MODEL.NUM_CLASSES "
+                            f"{self.num_classes}")
+        bad = []
+        boxes = af.read_box_csvs(list(gt_box_csvs) + list(box_csvs), gt_box_csvs, detect_thresh,
+                                 full_test_on_val,
+                                 is_val=not train, num_classes=self.num_classes, bad=bad)
+        for msg in bad[:3]:
+            _warn(msg)
+        if len(bad) > 3:
+            _warn(f"... and {len(bad) - 3} more rows with bad boxes")
+        self.bad_box_rows = len(bad)
+        # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
         self.keys = af.keyframe_index_list(boxes, self.video_names,
                                            af.read_exclusions(exclusions))
         self.train, self.num_frames, self.rate = train, num_frames, sampling_rate
         self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
         self.crop_size, self.jitter = crop_size, jitter_scales
         self.fps = fps
-        self.skipped = 0  # per process; see README note on aggregation
+        self.skipped = 0  # in this process only; the batches carry the per-sample counts
 
     def __len__(self):
         return len(self.keys)
@@ -36,17 +64,31 @@ class AvaDataset(torch.utils.data.Dataset):
         return af.get_sequence(center, self.num_frames * self.rate // 2, self.rate,
                                len(self.frames[vidx]))
 
-    def _load(self, idx):
-        vidx, sec, boxes = self.keys[idx]
-        paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
+    def read_pixels(self, vidx, indices) -> np.ndarray:
+        """uint8 [T, H, W, 3] RGB frames `indices` of video `vidx` from the configured source."""
+        if self.pixel_source == "video":
+            from slowfast_dist.data import video
+
+            try:
+                path = video.find_video(self.video_dir, self.video_names[vidx])
+                return video.read_frames(path, indices, fps=self.fps)
+            except video.VideoError as e:
+                raise _Skip(str(e)) from None
         imgs = []
-        for p in paths:
+        for i in indices:
+            p = self.frames[vidx][i]
             try:
                 with Image.open(p) as im:
                     imgs.append(np.asarray(im.convert("RGB")))
             except (OSError, ValueError) as e:
                 raise _Skip(f"{p}: {e}") from None
-        clip = torch.from_numpy(np.stack(imgs)).float()
+        if any(im.shape != imgs[0].shape for im in imgs):
+            raise _Skip(f"{self.frames[vidx][indices[0]]}: frames of one clip differ in size")
+        return np.stack(imgs)
+
+    def _load(self, idx):
+        vidx, sec, boxes = self.keys[idx]
+        clip = torch.from_numpy(self.read_pixels(vidx, self.frame_indices(vidx, sec))).float()
         h, w = clip.shape[1:3]
         ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
         pix = ori * torch.tensor([w, h, w, h], dtype=torch.float32)
@@ -59,12 +101,10 @@ class AvaDataset(torch.utils.data.Dataset):
                 clip, pix = T.hflip(clip, pix)
         else:
             clip, pix = T.resize_short_side(clip, pix, self.crop_size)
-        labels = torch.zeros(len(boxes), len(self.class_ids))
-        pos = {c: i for i, c in enumerate(self.class_ids)}
+        labels = torch.zeros(len(boxes), self.num_classes)
         for n, (_, ids) in enumerate(boxes):
             for c in ids:
-                if c in pos:
-                    labels[n, pos[c]] = 1.0
+                labels[n, c - 1] = 1.0
         x = T.normalize(clip, self.mean, self.std)
         return {"inputs": T.pack_pathway(x, self.alpha, self.slowfast), "boxes": pix,
                 "ori_boxes": ori, "labels": labels,
@@ -74,30 +114,39 @@ class AvaDataset(torch.utils.data.Dataset):
         # a bad sample is replaced by the next readable one so batches stay full
         for k in range(len(self)):
             try:
-                return self._load((idx + k) % len(self))
+                sample = self._load((idx + k) % len(self))
+                sample["skipped"] = k
+                return sample
             except _Skip as e:
                 self.skipped += 1
-                warnings.warn(f"skipping unreadable sample: {e}")
-        raise RuntimeError("no readable sample in the data set")
+                vidx, sec, _ = self.keys[(idx + k) % len(self)]
+                _warn(f"skipping sample {self.video_names[vidx]} sec {sec}: {e}")
+        raise UserError("no readable sample in the data set (every clip failed to load)")
 
 
 class _Skip(Exception):
     pass
 
 
+def _warn(msg):
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 def build_ava_dataset(cfg, split):
-    """Thin adapter from a PySlowFast-keyed CfgNode (frames source only for now)."""
-    import os
+    """Thin adapter from a PySlowFast-keyed CfgNode."""
     a, d = cfg.AVA, cfg.DATA
     train = split == "train"
     j = lambda base, names: [os.path.join(base, n) for n in names]  # noqa: E731
-    boxes = (j(a.ANNOTATION_DIR, a.TRAIN_GT_BOX_LISTS) + j(a.ANNOTATION_DIR, a.TRAIN_PREDICT_BOX_LISTS)
-             if train else j(a.ANNOTATION_DIR, a.TEST_PREDICT_BOX_LISTS))
+    # PySlowFast: training reads GT and predicted lists, test/val only the predicted ones
+    gt = j(a.ANNOTATION_DIR, a.TRAIN_GT_BOX_LISTS) if train else []
+    pred = j(a.ANNOTATION_DIR, a.TRAIN_PREDICT_BOX_LISTS if train else a.TEST_PREDICT_BOX_LISTS)
     return AvaDataset(
-        j(a.FRAME_LIST_DIR, a.TRAIN_LISTS if train else a.TEST_LISTS), a.FRAME_DIR, boxes,
+        j(a.FRAME_LIST_DIR, a.TRAIN_LISTS if train else a.TEST_LISTS), a.FRAME_DIR, pred,
         os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE), train=train,
         num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE, alpha=cfg.SLOWFAST.ALPHA,
         slowfast=cfg.MODEL.ARCH == "slowfast", mean=list(d.MEAN), std=list(d.STD),
         crop_size=d.TRAIN_CROP_SIZE if train else d.TEST_CROP_SIZE,
         jitter_scales=list(d.TRAIN_JITTER_SCALES),
-        detect_thresh=a.DETECTION_SCORE_THRESH, full_test_on_val=a.FULL_TEST_ON_VAL)
+        detect_thresh=a.DETECTION_SCORE_THRESH, full_test_on_val=a.FULL_TEST_ON_VAL,
+        num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
+        gt_box_csvs=gt)

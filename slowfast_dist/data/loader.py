@@ -11,6 +11,8 @@ def collate_detection(samples):
     out = {"inputs": inputs, "boxes": boxes}
     for k in ("ori_boxes", "labels", "metadata"):
         out[k] = torch.cat([s[k] for s in samples])
+    # unreadable samples replaced while building this batch, in whichever worker built it
+    out["skipped"] = sum(int(s.get("skipped", 0)) for s in samples)
     return out
 
 

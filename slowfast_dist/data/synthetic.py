@@ -83,7 +83,7 @@ def make_synthetic(out, videos=4, seconds=8, persons=2, seed=0, width=128, heigh
                 if any(q != p and math.dist(cs[q], cs[p]) < 30 for q in range(persons)):
                     ids.append(ACTIONS.index("near") + 1)
                 for i in ids:
-                    gt[split].append(f"{vid},{sec},{b},{i}")
+                    gt[split].append(f"{vid},{sec},{b},{i},{p}")  # AVA: 8th column = person id
                     pred[split].append(f"{vid},{sec},{b},{i},0.95")
             # a false positive with a low score
             fx, fy = rng.uniform(0, 0.7), rng.uniform(0, 0.7)

@@ -28,7 +28,8 @@ def predict(model, loader, *, device, autocast, video_names, class_ids) -> dict:
             key = (int(meta[0]), int(meta[1]))
             rows = by_frame.setdefault(key, [])
             name = video_names[key[0]]
-            rows.extend((name, key[1], *box, cid, s) for cid, s in zip(class_ids, row_scores))
+            # output column k-1 scores label id k (PySlowFast); only ids in the label map are kept
+            rows.extend((name, key[1], *box, cid, row_scores[cid - 1]) for cid in class_ids)
     return by_frame
 
 

@@ -38,6 +38,8 @@ class StepMeter:
         self.data_wait = []
         self.compute = []
         self.boundary_s = 0.0
+        self.skipped = 0  # summed over ranks, from each batch's "skipped" count
+        self._batch_skipped = 0
         self._epoch_t0 = time.perf_counter()
 
     def timed(self, loader, epoch: int):
@@ -55,20 +57,24 @@ class StepMeter:
             if i == 0:
                 self.boundary_s = now - t_wait
             self._t_batch = now
+            self._batch_skipped = int(batch.get("skipped", 0)) if isinstance(batch, dict) else 0
             yield batch
             t_wait = time.perf_counter()
             if self.timers is not None:
                 self.timers.data_begin()
 
     def step_done(self, epoch: int, step: int, loss: torch.Tensor, lr: float, batch_size: int):
-        """Average the loss over ranks (also stopping every rank on a non-finite loss) and log."""
+        """Average the loss over ranks (also stopping every rank on a non-finite loss) and log.
+
+        The same one all-reduce sums the skipped-sample counts, so they cost nothing extra."""
         bad = 0.0 if torch.isfinite(loss).item() else 1.0
-        packed = torch.tensor([0.0 if bad else float(loss), bad], dtype=torch.float64,
-                              device=self.device)
+        packed = torch.tensor([0.0 if bad else float(loss), bad, float(self._batch_skipped)],
+                              dtype=torch.float64, device=self.device)
         t_sync = time.perf_counter()
         if self.world_size > 1:
             dist.all_reduce(packed)
-        loss_sum, bad_ranks = packed.tolist()
+        loss_sum, bad_ranks, skipped = packed.tolist()
+        self.skipped += int(skipped)
         end = time.perf_counter()
         self.compute.append(end - self._t_batch)
         self.global_step += 1
@@ -118,9 +124,15 @@ class StepMeter:
             "data_wait_s": sum(self.data_wait) / n,
             "compute_s": sum(self.compute) / n,
             "epoch_boundary_s": self.boundary_s,
+            "skipped_samples": self.skipped,
         }
+        if self.rank == 0 and self.skipped:
+            print(f"epoch {epoch + 1}: {self.skipped} unreadable sample(s) skipped on all ranks "
+                  "(replaced by the next readable one; see the warnings for the files)",
+                  file=self.stream, flush=True)
         if self.rank == 0 and self.writer is not None:
-            for key in ("loss", "samples_per_s", "data_wait_s", "epoch_boundary_s", "time_s"):
+            for key in ("loss", "samples_per_s", "data_wait_s", "epoch_boundary_s", "time_s",
+                        "skipped_samples"):
                 self.writer.add_scalar(f"epoch/{key}", stats[key], epoch + 1)
             self.writer.flush()
         return stats
