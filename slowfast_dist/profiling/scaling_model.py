@@ -5,6 +5,11 @@ allreduce (ring, alpha-beta): 2(P-1)/P * S / B + 2(P-1) * alpha, with B the intr
 bandwidth for one node and the per-node IB bandwidth otherwise; hierarchical allreduce runs the
 ring over nodes only (2(N-1) steps); overlap hides comm behind backward except the last bucket.
 run = iterations * step + epochs * stall.
+
+Limit: every per-step cost here grows at most linearly with the GPU count P, so doubling the nodes
+at most doubles the step while halving the steps: the model cannot make 128 nodes slower than 64,
+which the study reports (and attributes to IB congestion from untuned NCCL routes, without a figure
+that would let one size it). See tests/test_scaling_model.py for the arithmetic.
 """
 import math
 
