@@ -1,0 +1,92 @@
+"""AvaDataset: the frames and the video pixel sources give the same clips; bad input is skipped."""
+import pytest
+import torch
+
+from slowfast_dist.config import get_cfg
+from slowfast_dist.data import AvaDataset
+from slowfast_dist.data.dataset import build_ava_dataset
+from slowfast_dist.data.synthetic import make_synthetic
+from slowfast_dist.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    make_synthetic(str(root), videos=4, seconds=3, seed=1, width=64, height=48)
+    return root
+
+
+def _ds(root, source, **kw):
+    return AvaDataset([str(root / "frame_lists/val.csv")], str(root / "frames"),
+                      [str(root / "annotations/ava_val_predicted_boxes.csv")],
+                      str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=False,
+                      num_frames=8, sampling_rate=2, alpha=4, slowfast=True, mean=[0.45] * 3,
+                      std=[0.225] * 3, crop_size=48, detect_thresh=0.8, pixel_source=source,
+                      video_dir=str(root / "videos"), **kw)
+
+
+def test_frames_and_video_sources_agree(tree):
+    frames, video = _ds(tree, "frames"), _ds(tree, "video")
+    assert len(frames) == len(video) == 3  # one val video (every 4th), 3 keyframes
+    for i in range(len(frames)):
+        a, b = frames[i], video[i]
+        for x, y in zip(a["inputs"], b["inputs"]):
+            assert x.shape == y.shape
+            # normalised units: 1/255/0.225 per grey level; JPEG + H.264 loss stays a few levels
+            assert (x - y).abs().mean() < 4 / 255 / 0.225
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+        assert torch.equal(a["metadata"], b["metadata"])
+
+
+def test_video_source_frame_indices_match_frames_not_a_neighbour(tree):
+    # content agreement alone could hide an off-by-a-few shift; compare against shifted frames
+    ds = _ds(tree, "video")
+    vidx, sec, _ = ds.keys[1]
+    idx = ds.frame_indices(vidx, sec)
+    vid = torch.from_numpy(ds.read_pixels(vidx, idx)).float()
+    ds.pixel_source = "frames"
+    same = (vid - torch.from_numpy(ds.read_pixels(vidx, idx)).float()).abs().mean()
+    shifted = (vid - torch.from_numpy(ds.read_pixels(vidx, [i + 3 for i in idx])).float()).abs().mean()
+    assert same < 4 and shifted > 2 * same
+
+
+def test_truncated_video_skips_the_sample_naming_the_file(tree, tmp_path, capfd):
+    import shutil
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    mp4 = root / "videos" / "syn003.mp4"  # the only val video (every 4th, index 3)
+    data = mp4.read_bytes()
+    mp4.write_bytes(data[: len(data) // 3])
+    ds = _ds(root, "video")
+    with pytest.raises(UserError, match="no readable sample"):
+        ds[0]  # the only val video is broken: every keyframe fails, then a clear error
+    assert mp4.name in capfd.readouterr().err and ds.skipped == len(ds)
+
+
+def test_video_source_needs_a_video_dir(tree):
+    with pytest.raises(UserError, match="AVA.VIDEO_DIR"):
+        AvaDataset([str(tree / "frame_lists/val.csv")], "", [], str(tree / "annotations/ava_action_list_v2.2.pbtxt"),
+                   train=False, num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.5] * 3,
+                   std=[0.5] * 3, crop_size=32, pixel_source="video")
+
+
+def test_build_from_config_uses_gt_and_predicted_lists_and_num_classes(tree):
+    cfg = get_cfg()
+    cfg.AVA.FRAME_DIR, cfg.AVA.FRAME_LIST_DIR = str(tree / "frames"), str(tree / "frame_lists")
+    cfg.AVA.ANNOTATION_DIR = str(tree / "annotations")
+    cfg.AVA.TRAIN_LISTS, cfg.AVA.TEST_LISTS = ["train.csv"], ["val.csv"]
+    cfg.AVA.TRAIN_GT_BOX_LISTS = ["ava_train_v2.2.csv"]
+    cfg.AVA.TRAIN_PREDICT_BOX_LISTS = ["ava_train_predicted_boxes.csv"]
+    cfg.AVA.TEST_PREDICT_BOX_LISTS = ["ava_val_predicted_boxes.csv"]
+    cfg.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2.pbtxt"
+    cfg.AVA.DETECTION_SCORE_THRESH = 0.8
+    cfg.AVA.PIXEL_SOURCE, cfg.AVA.VIDEO_DIR = "video", str(tree / "videos")
+    cfg.MODEL.NUM_CLASSES, cfg.MODEL.ARCH = 80, "slowfast"
+    cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.SLOWFAST.ALPHA = 4, 2, 2
+    cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_JITTER_SCALES = 32, [40, 48]
+    train = build_ava_dataset(cfg, "train")
+    s = train[0]
+    assert s["labels"].shape[1] == 80 and train.pixel_source == "video"
+    # GT rows (8th column = person id, never thresholded) plus the predicted rows above 0.8;
+    # the synthetic predictions repeat the GT boxes, so each keyframe has its persons' boxes
+    assert all(len(b) == 2 for _, _, b in train.keys)
