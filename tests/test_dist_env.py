@@ -159,3 +159,37 @@ def test_dry_run_512_and_unreachable_master(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=60)
     assert p.returncode == 0 and "UNREACHABLE OK" in p.stdout, p.stderr[-3000:]
+
+
+def _dying_worker(info):
+    import signal
+
+    import torch.distributed as dist
+
+    if info.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+    dist.barrier()  # rank 0 waits for a peer that never comes: the parent must not hang
+
+
+def _bad_input_worker(info):
+    raise UserError(f"bad.yaml:3: rank {info.rank} is unhappy")
+
+
+def _free_init():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_dead_or_failing_worker_is_named_by_its_global_rank():
+    from slowfast_dist.dist.spawn import WorkerFailed, spawn_local_workers
+
+    # One shard of 2 workers: rank 0 really is waiting in its barrier when rank 1 dies.
+    with pytest.raises(WorkerFailed, match=r"rank 1 \(worker 1 of shard 0\) was killed by SIGKILL"):
+        spawn_local_workers(_dying_worker, num_gpus=2, num_shards=1, shard_id=0,
+                            init_method=_free_init(), backend="gloo", timeout_s=60)
+    # Bad input in a worker: its one-line message and exit status 2 reach the parent.
+    with pytest.raises(WorkerFailed, match=r"rank [01] \(.*\): bad.yaml:3: rank [01] is unhappy") as e:
+        spawn_local_workers(_bad_input_worker, num_gpus=2, num_shards=1, shard_id=0,
+                            init_method=_free_init(), backend="gloo", timeout_s=60)
+    assert e.value.exit_code == 2

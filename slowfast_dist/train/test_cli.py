@@ -6,6 +6,6 @@ from slowfast_dist.train.cli import add_arguments, config_from_args  # noqa: F40
 
 
 def run(args) -> int:
-    from slowfast_dist.train.trainer import guarded, test
+    from slowfast_dist.train.trainer import launch, test
 
-    return guarded(test, config_from_args(args))
+    return launch(test, config_from_args(args))

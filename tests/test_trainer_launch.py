@@ -1,0 +1,239 @@
+"""The trainer's launch layouts (PySlowFast's one process per node), fine-tuning, AMP on CPU."""
+
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from slowfast_dist.config import load_config
+from slowfast_dist.data.synthetic import make_synthetic
+from slowfast_dist.errors import UserError
+from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".venv", "bin")
+TINY = ["DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32", "DATA.TRAIN_JITTER_SCALES",
+        "[32, 40]", "DATA_LOADER.NUM_WORKERS", "0", "TENSORBOARD.ENABLE", "False",
+        "LOG_PERIOD", "100", "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    make_synthetic(str(root), videos=4, seconds=4, seed=1, width=64, height=48)
+    return root
+
+
+def opts_for(data, out, *extra):
+    return ["AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
+            "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out), *TINY, *extra]
+
+
+def cfg_for(data, out, *extra):
+    return load_config("configs/demo.yaml", opts_for(data, out, *extra))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def cli(*args, launcher=(sys.executable, "-m")):
+    return subprocess.Popen([*launcher, "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
+                             *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(*procs):
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return outs
+
+
+def weights(out):
+    return ckpt.read_checkpoint(ckpt.checkpoint_path(out, 0))["model_state"]
+
+
+# ---- PySlowFast's layout: one process per node starting NUM_GPUS workers ------------------
+
+def test_two_local_workers_equal_torchrun_and_two_shards_of_one_worker(data, tmp_path):
+    # NUM_GPUS 2 without a launcher: this process spawns 2 gloo workers. BATCH_SIZE is per node,
+    # so 2 shards x 1 worker with BATCH_SIZE 2 is the same global batch of 4 in 2 ranks.
+    [(_, err)] = finish(cli(*opts_for(data, tmp_path / "spawn", "NUM_GPUS", "2",
+                                      "BN.NORM_TYPE", "sync_batchnorm")))
+    # On CPU sync BN falls back to per-process BN, said once; results equal plain BN below.
+    assert err.count("sync_batchnorm needs CUDA") == 1
+    finish(cli(*opts_for(data, tmp_path / "torchrun", "NUM_GPUS", "2"),
+               launcher=(f"{BIN}/torchrun", "--standalone", "--nproc_per_node", "2", "-m")))
+    init = f"tcp://127.0.0.1:{free_port()}"
+    shards = [cli("--num_shards", "2", "--shard_id", str(i), "--init_method", init,
+                  *opts_for(data, tmp_path / "shards", "TRAIN.BATCH_SIZE", "2"))
+              for i in (0, 1)]
+    (stdout0, _), _ = finish(*shards)
+    assert "JOB SUMMARY nodes=1 ranks=2" in stdout0
+    ref = weights(tmp_path / "torchrun")
+    for name in ("spawn", "shards"):
+        got = weights(tmp_path / name)
+        for key, value in ref.items():
+            assert torch.equal(got[key], value), (name, key)
+
+
+def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(data, tmp_path):
+    missing = tmp_path / "missing.pyth"
+    p = cli(*opts_for(data, tmp_path, "NUM_GPUS", "2", "TRAIN.CHECKPOINT_FILE_PATH", str(missing)))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2, err[-3000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("slowfast-dist: error: rank ") and "of shard 0)" in last, last
+    assert f"{missing}: TRAIN.CHECKPOINT_FILE_PATH not found" in last
+
+
+@pytest.mark.parametrize("env,gpus,shards,init,expect", [
+    ({}, 1, 1, "", None),                                   # one process, nothing to spawn
+    ({}, 2, 1, "tcp://h:1", "tcp://h:1"),                   # one node, 2 workers
+    ({"RANK": "0", "WORLD_SIZE": "2"}, 2, 1, "", None),     # torchrun numbers the ranks
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, 4, 2, "tcp://h:1", "tcp://h:1"),  # srun per node
+])
+def test_which_processes_start_local_workers(env, gpus, shards, init, expect):
+    got = trainer.rendezvous_for_local_workers(num_gpus=gpus, num_shards=shards, shard_id=0,
+                                               init_method=init, env=env)
+    assert got == expect
+
+
+def test_layout_errors_are_one_line():
+    with pytest.raises(UserError, match="needs --init_method tcp://HOST:PORT"):
+        trainer.rendezvous_for_local_workers(num_gpus=2, num_shards=2, shard_id=0, init_method="",
+                                             env={})
+    with pytest.raises(UserError, match="SHARD_ID 2 must be in 0..NUM_SHARDS-1"):
+        trainer.rendezvous_for_local_workers(num_gpus=1, num_shards=2, shard_id=2,
+                                             init_method="tcp://h:1", env={})
+    with pytest.raises(UserError, match="torchrun starting 8 processes"):
+        trainer.rendezvous_for_local_workers(num_gpus=4, num_shards=2, shard_id=0,
+                                             init_method="tcp://h:1",
+                                             env={"RANK": "0", "WORLD_SIZE": "8"})
+    # One node without --init_method picks a free local port rather than PySlowFast's fixed 9999.
+    assert trainer.rendezvous_for_local_workers(num_gpus=2, num_shards=1, shard_id=0,
+                                                init_method="", env={}).startswith("tcp://127.0.0.1:")
+
+
+# ---- fine-tuning from TRAIN.CHECKPOINT_FILE_PATH --------------------------------------------
+
+@pytest.fixture(scope="module")
+def pretrained(data, tmp_path_factory):
+    """A checkpoint of one trained epoch (with SGD momentum buffers)."""
+    out = tmp_path_factory.mktemp("pre")
+    trainer.train(cfg_for(data, out))
+    return ckpt.checkpoint_path(out, 0)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the loop: record what the run starts from, train nothing."""
+    seen = {}
+
+    def fit(model, loader, optimizer, *, start_epoch, **_):
+        seen.update(start_epoch=start_epoch, optimizer=optimizer.state_dict(),
+                    model={k: v.clone() for k, v in ckpt.unwrap(model).state_dict().items()})
+
+    monkeypatch.setattr(trainer, "fit", fit)
+    return seen
+
+
+def test_finetune_loads_weights_and_epoch_reset_drops_the_optimizer(data, tmp_path, pretrained,
+                                                                    captured):
+    source = ckpt.read_checkpoint(pretrained)
+    trainer.train(cfg_for(data, tmp_path, "TRAIN.CHECKPOINT_FILE_PATH", str(pretrained),
+                          "TRAIN.CHECKPOINT_EPOCH_RESET", "True"))
+    for key, value in source["model_state"].items():
+        assert torch.equal(captured["model"][key], value), key
+    assert captured["start_epoch"] == 0
+    assert captured["optimizer"]["state"] == {}  # no momentum carried into the new schedule
+
+
+def test_finetune_without_epoch_reset_continues_with_the_optimizer(data, tmp_path, pretrained,
+                                                                  captured):
+    source = ckpt.read_checkpoint(pretrained)
+    trainer.train(cfg_for(data, tmp_path, "TRAIN.CHECKPOINT_FILE_PATH", str(pretrained),
+                          "SOLVER.MAX_EPOCH", "2"))
+    assert captured["start_epoch"] == 1
+    state = captured["optimizer"]["state"]
+    assert state and all(torch.equal(state[i]["momentum_buffer"],
+                                     source["optimizer_state"]["state"][i]["momentum_buffer"])
+                         for i in state)
+
+
+def test_auto_resume_wins_over_checkpoint_file_path(data, tmp_path, pretrained, captured):
+    own = ckpt.read_checkpoint(pretrained)
+    own["model_state"] = {k: v + 1 if v.is_floating_point() else v
+                          for k, v in own["model_state"].items()}
+    ckpt.checkpoint_dir(tmp_path).mkdir(parents=True)
+    torch.save(own, ckpt.checkpoint_path(tmp_path, 0))
+    trainer.train(cfg_for(data, tmp_path, "TRAIN.CHECKPOINT_FILE_PATH", str(pretrained),
+                          "SOLVER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_EPOCH_RESET", "True"))
+    assert captured["start_epoch"] == 1
+    for key, value in own["model_state"].items():
+        assert torch.equal(captured["model"][key], value), key
+
+
+def test_kinetics_head_is_left_out_of_the_detector(data, tmp_path, pretrained, captured, capsys):
+    state = ckpt.read_checkpoint(pretrained)
+    w = state["model_state"]["head.projection.weight"]
+    state["model_state"]["head.projection.weight"] = torch.randn(400, w.shape[1])
+    state["model_state"]["head.projection.bias"] = torch.randn(400)
+    state["model_state"] = {"module." + k: v for k, v in state["model_state"].items()}  # DDP-saved
+    path = tmp_path / "kinetics.pyth"
+    torch.save({"model_state": state["model_state"], "epoch": 195}, path)
+    trainer.train(cfg_for(data, tmp_path / "run", "TRAIN.CHECKPOINT_FILE_PATH", str(path),
+                          "TRAIN.CHECKPOINT_EPOCH_RESET", "True"))
+    assert "head not loaded" in capsys.readouterr().err
+    assert captured["model"]["head.projection.weight"].shape == w.shape
+    key = "s1.pathway0_stem.conv.weight"
+    assert torch.equal(captured["model"][key], state["model_state"]["module." + key])
+
+
+def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
+    from slowfast_dist.cli import main
+
+    code = main(["train", "--cfg", "configs/demo.yaml",
+                 *opts_for(data, tmp_path, "TRAIN.CHECKPOINT_FILE_PATH", str(tmp_path / "no.pyth"))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].endswith("no.pyth: TRAIN.CHECKPOINT_FILE_PATH not found")
+    with pytest.raises(UserError, match="caffe2 .* is not supported"):
+        trainer.read_pretrained(str(tmp_path / "x.pkl"), "caffe2")
+
+
+def test_inflate_turns_a_2d_kernel_into_a_3d_one_with_the_same_response():
+    own = {"conv.weight": torch.zeros(4, 3, 5, 7, 7), "fc.weight": torch.zeros(2, 4)}
+    w2d = torch.randn(4, 3, 7, 7)
+    got = trainer.pretrained_weights({"backbone.conv.weight": w2d}, own, inflate=True,
+                                     clear_name_patterns=["backbone."], path="p", log=print)
+    assert got["conv.weight"].shape == (4, 3, 5, 7, 7)
+    # A clip of identical frames gives the 2D response: the kernel sums back to w2d over time.
+    torch.testing.assert_close(got["conv.weight"].sum(2), w2d)
+    assert torch.equal(got["fc.weight"], own["fc.weight"])  # not in the checkpoint: kept
+    with pytest.raises(UserError, match="does not fit the model"):
+        trainer.pretrained_weights({"conv.weight": w2d}, own, inflate=False,
+                                   clear_name_patterns=[], path="p", log=print)
+
+
+# ---- AMP on CPU --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_one_amp_epoch_on_cpu_has_a_finite_loss(data, tmp_path, dtype):
+    summary = trainer.train(cfg_for(data, tmp_path, "TRAIN.MIXED_PRECISION", "True",
+                                    "TRAIN.AMP_DTYPE", dtype))
+    assert summary["last_loss"] is not None and math.isfinite(summary["last_loss"])
+    scaler = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path, 0))["scaler_state"]
+    # fp16 trains through a GradScaler (its scale is saved for resume); bf16 needs none.
+    assert (scaler.get("scale") is not None) == (dtype == "fp16")
