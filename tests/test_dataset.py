@@ -63,6 +63,24 @@ def test_truncated_video_skips_the_sample_naming_the_file(tree, tmp_path, capfd)
     assert mp4.name in capfd.readouterr().err and ds.skipped == len(ds)
 
 
+def test_video_source_without_frame_lists_reads_names_and_counts_from_the_videos(tree):
+    # a user who skipped the frame extraction has neither frames nor frame lists
+    with_lists = _ds(tree, "video")
+    ds = AvaDataset([str(tree / "no_such_list.csv")], "", [str(tree / "annotations/ava_val_predicted_boxes.csv")],
+                    str(tree / "annotations/ava_action_list_v2.2.pbtxt"), train=False, num_frames=8,
+                    sampling_rate=2, alpha=4, slowfast=True, mean=[0.45] * 3, std=[0.225] * 3,
+                    crop_size=48, detect_thresh=0.8, pixel_source="video", video_dir=str(tree / "videos"))
+    assert ds.video_names == with_lists.video_names and ds.frame_counts == with_lists.frame_counts
+    assert all(torch.equal(x, y) for x, y in zip(ds[2]["inputs"], with_lists[2]["inputs"]))
+
+
+def test_frames_source_still_requires_the_frame_lists(tree):
+    with pytest.raises(UserError, match="no_such_list.csv: frame list not found"):
+        AvaDataset([str(tree / "no_such_list.csv")], "", [], str(tree / "annotations/ava_action_list_v2.2.pbtxt"),
+                   train=False, num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.5] * 3,
+                   std=[0.5] * 3, crop_size=32)
+
+
 def test_video_source_needs_a_video_dir(tree):
     with pytest.raises(UserError, match="AVA.VIDEO_DIR"):
         AvaDataset([str(tree / "frame_lists/val.csv")], "", [], str(tree / "annotations/ava_action_list_v2.2.pbtxt"),

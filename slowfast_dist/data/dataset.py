@@ -30,8 +30,11 @@ class AvaDataset(torch.utils.data.Dataset):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
         if pixel_source == "video" and not video_dir:
             raise UserError("AVA.PIXEL_SOURCE video needs AVA.VIDEO_DIR (the folder of the videos)")
-        self.pixel_source, self.video_dir = pixel_source, video_dir
-        self.video_names, self.frames = af.read_frame_lists(frame_lists, frame_dir)
+        self.pixel_source, self.video_dir, self.fps = pixel_source, video_dir, fps
+        lists_given = any(os.path.isfile(p) for p in frame_lists)
+        if pixel_source == "frames" or lists_given:
+            self.video_names, self.frames = af.read_frame_lists(frame_lists, frame_dir)
+            self.frame_counts = [len(f) for f in self.frames]
         self.class_ids = af.read_label_map(label_map)[1]
         # PySlowFast: label id k is output column k-1 of MODEL.NUM_CLASSES columns
         self.num_classes = num_classes or max(self.class_ids)
@@ -47,13 +50,16 @@ class AvaDataset(torch.utils.data.Dataset):
         if len(bad) > 3:
             _warn(f"... and {len(bad) - 3} more rows with bad boxes")
         self.bad_box_rows = len(bad)
+        if not (pixel_source == "frames" or lists_given):
+            # video source without frame lists: videos named by the CSVs, counts from the files
+            self.video_names, self.frames = sorted(boxes), None
+            self.frame_counts = [self._video_frame_count(v) for v in self.video_names]
         # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
         self.keys = af.keyframe_index_list(boxes, self.video_names,
                                            af.read_exclusions(exclusions))
         self.train, self.num_frames, self.rate = train, num_frames, sampling_rate
         self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
         self.crop_size, self.jitter = crop_size, jitter_scales
-        self.fps = fps
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
 
     def __len__(self):
@@ -62,7 +68,17 @@ class AvaDataset(torch.utils.data.Dataset):
     def frame_indices(self, vidx, sec):
         center = af.keyframe_index(sec, self.fps)
         return af.get_sequence(center, self.num_frames * self.rate // 2, self.rate,
-                               len(self.frames[vidx]))
+                               self.frame_counts[vidx])
+
+    def _video_frame_count(self, name):
+        from slowfast_dist.data import video
+
+        try:
+            return video.frame_count(video.find_video(self.video_dir, name), self.fps)
+        except video.VideoError as e:
+            # its samples will fail to decode and be skipped, each with a warning
+            _warn(f"{e}; its keyframes will be skipped")
+            return 1
 
     def read_pixels(self, vidx, indices) -> np.ndarray:
         """uint8 [T, H, W, 3] RGB frames `indices` of video `vidx` from the configured source."""
