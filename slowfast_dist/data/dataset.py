@@ -52,6 +52,8 @@ class AvaDataset(torch.utils.data.Dataset):
         self.bad_box_rows = len(bad)
         if not (pixel_source == "frames" or lists_given):
             # video source without frame lists: videos named by the CSVs, counts from the files
+            _warn(f"no frame list among {', '.join(map(str, frame_lists)) or '[]'}; using the "
+                  f"videos named in the box CSVs and their own frame counts")
             self.video_names, self.frames = sorted(boxes), None
             self.frame_counts = [self._video_frame_count(v) for v in self.video_names]
         # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
