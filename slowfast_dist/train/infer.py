@@ -16,20 +16,33 @@ from slowfast_dist.train.loop import to_device
 
 @torch.no_grad()
 def predict(model, loader, *, device, autocast, video_names, class_ids) -> dict:
-    """{(video_idx, second): rows} for this rank's keyframes (padding duplicates collapse)."""
+    """{(video_idx, second): rows} for this rank's keyframes, each keyframe once.
+
+    A keyframe can arrive twice: sampler padding, or an unreadable sample replaced by the next
+    readable one. Only its first sample is kept, so no detection is counted twice."""
     model.eval()
     by_frame: dict[tuple[int, int], list] = {}
+    skipped = 0
     for batch in loader:
         inputs, boxes, _ = to_device(batch, device)
+        skipped += int(batch.get("skipped", 0))
         with autocast():
             scores = model(inputs, boxes).float().cpu()
-        for box, meta, row_scores in zip(batch["ori_boxes"].tolist(), batch["metadata"].tolist(),
-                                         scores.tolist()):
+        done = set(by_frame)  # keyframes given by earlier batches
+        owner: dict[tuple[int, int], int] = {}  # keyframe -> sample of this batch that gives it
+        for sample, box, meta, row_scores in zip(batch["boxes"][:, 0].tolist(),
+                                                 batch["ori_boxes"].tolist(),
+                                                 batch["metadata"].tolist(), scores.tolist()):
             key = (int(meta[0]), int(meta[1]))
+            if key in done or owner.setdefault(key, sample) != sample:
+                continue
             rows = by_frame.setdefault(key, [])
             name = video_names[key[0]]
             # output column k-1 scores label id k (PySlowFast); only ids in the label map are kept
             rows.extend((name, key[1], *box, cid, row_scores[cid - 1]) for cid in class_ids)
+    if skipped:
+        print(f"evaluation: {skipped} unreadable sample(s) skipped on this rank; their keyframes "
+              "have no detections", flush=True)
     return by_frame
 
 
