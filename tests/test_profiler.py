@@ -21,12 +21,12 @@ def test_union_and_wait_split():
 
 
 def _worker(rank, port, cfg):
-    from slowfast_dist.train import trainer
+    from slowfast_dist.train import launch, trainer
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    trainer.guarded(trainer.train, cfg)
+    launch.guarded(trainer.train, cfg)
 
 
 def test_two_rank_run_writes_loadable_traces_and_a_consistent_summary(tmp_path):

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from slowfast_dist.config import load_config
 from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.train import checkpoint as ckpt
-from slowfast_dist.train import trainer
+from slowfast_dist.train import launch, trainer
 from slowfast_dist.train.loop import train_one_epoch
 from slowfast_dist.train.meters import StepMeter
 
@@ -191,7 +191,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(da
     monkeypatch.setattr(trainer, "make_loss", poisoned)
     cfg = cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_PERIOD", "1",
                   "TRAIN.EVAL_PERIOD", "0")
-    assert trainer.guarded(trainer.train, cfg) == 3
+    assert launch.guarded(trainer.train, cfg) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2, step 2/3" in err
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint_epoch_00001.pyth"]

@@ -13,7 +13,7 @@ from slowfast_dist.config import load_config
 from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
-from slowfast_dist.train import trainer
+from slowfast_dist.train import finetune, launch, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".venv", "bin")
@@ -106,24 +106,24 @@ def test_a_failing_worker_ends_the_run_with_one_line_naming_its_rank(data, tmp_p
     ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, 4, 2, "tcp://h:1", "tcp://h:1"),  # srun per node
 ])
 def test_which_processes_start_local_workers(env, gpus, shards, init, expect):
-    got = trainer.rendezvous_for_local_workers(num_gpus=gpus, num_shards=shards, shard_id=0,
+    got = launch.rendezvous_for_local_workers(num_gpus=gpus, num_shards=shards, shard_id=0,
                                                init_method=init, env=env)
     assert got == expect
 
 
 def test_layout_errors_are_one_line():
     with pytest.raises(UserError, match="needs --init_method tcp://HOST:PORT"):
-        trainer.rendezvous_for_local_workers(num_gpus=2, num_shards=2, shard_id=0, init_method="",
+        launch.rendezvous_for_local_workers(num_gpus=2, num_shards=2, shard_id=0, init_method="",
                                              env={})
     with pytest.raises(UserError, match="SHARD_ID 2 must be in 0..NUM_SHARDS-1"):
-        trainer.rendezvous_for_local_workers(num_gpus=1, num_shards=2, shard_id=2,
+        launch.rendezvous_for_local_workers(num_gpus=1, num_shards=2, shard_id=2,
                                              init_method="tcp://h:1", env={})
     with pytest.raises(UserError, match="torchrun starting 8 processes"):
-        trainer.rendezvous_for_local_workers(num_gpus=4, num_shards=2, shard_id=0,
+        launch.rendezvous_for_local_workers(num_gpus=4, num_shards=2, shard_id=0,
                                              init_method="tcp://h:1",
                                              env={"RANK": "0", "WORLD_SIZE": "8"})
     # One node without --init_method picks a free local port rather than PySlowFast's fixed 9999.
-    assert trainer.rendezvous_for_local_workers(num_gpus=2, num_shards=1, shard_id=0,
+    assert launch.rendezvous_for_local_workers(num_gpus=2, num_shards=1, shard_id=0,
                                                 init_method="", env={}).startswith("tcp://127.0.0.1:")
 
 
@@ -210,20 +210,20 @@ def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].endswith("no.pyth: TRAIN.CHECKPOINT_FILE_PATH not found")
     with pytest.raises(UserError, match="caffe2 .* is not supported"):
-        trainer.read_pretrained(str(tmp_path / "x.pkl"), "caffe2")
+        finetune.read_pretrained(str(tmp_path / "x.pkl"), "caffe2")
 
 
 def test_inflate_turns_a_2d_kernel_into_a_3d_one_with_the_same_response():
     own = {"conv.weight": torch.zeros(4, 3, 5, 7, 7), "fc.weight": torch.zeros(2, 4)}
     w2d = torch.randn(4, 3, 7, 7)
-    got = trainer.pretrained_weights({"backbone.conv.weight": w2d}, own, inflate=True,
+    got = finetune.pretrained_weights({"backbone.conv.weight": w2d}, own, inflate=True,
                                      clear_name_patterns=["backbone."], path="p", log=print)
     assert got["conv.weight"].shape == (4, 3, 5, 7, 7)
     # A clip of identical frames gives the 2D response: the kernel sums back to w2d over time.
     torch.testing.assert_close(got["conv.weight"].sum(2), w2d)
     assert torch.equal(got["fc.weight"], own["fc.weight"])  # not in the checkpoint: kept
     with pytest.raises(UserError, match="does not fit the model"):
-        trainer.pretrained_weights({"conv.weight": w2d}, own, inflate=False,
+        finetune.pretrained_weights({"conv.weight": w2d}, own, inflate=False,
                                    clear_name_patterns=[], path="p", log=print)
 
 

@@ -40,6 +40,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from slowfast_dist.train.trainer import launch, train
+    from slowfast_dist.train.launch import launch
+    from slowfast_dist.train.trainer import train
 
     return launch(train, config_from_args(args))

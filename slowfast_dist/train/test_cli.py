@@ -6,6 +6,7 @@ from slowfast_dist.train.cli import add_arguments, config_from_args  # noqa: F40
 
 
 def run(args) -> int:
-    from slowfast_dist.train.trainer import launch, test
+    from slowfast_dist.train.launch import launch
+    from slowfast_dist.train.trainer import test
 
     return launch(test, config_from_args(args))

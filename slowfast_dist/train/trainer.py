@@ -4,9 +4,8 @@ This is the one place where the training side reads a CfgNode; everything it bui
 plain values. Batch size follows PySlowFast: TRAIN.BATCH_SIZE is per shard (node) and is split
 over its NUM_GPUS processes, so the global batch is BATCH_SIZE / NUM_GPUS * world size.
 
-`launch(train, cfg)` is what the commands call: under a launcher (torchrun, mpirun, srun, qsub)
-each process is one rank; without one, NUM_GPUS > 1 or --num_shards makes this process start
-its NUM_GPUS local workers itself (PySlowFast's launch_job), rank = SHARD_ID * NUM_GPUS + local.
+The commands call `launch.launch(train, cfg)` (`launch.py`), which starts PySlowFast's local
+workers when no launcher numbered the processes and maps errors to exit codes.
 Training starts from, in order: the newest good checkpoint in OUTPUT_DIR (auto-resume), else
 TRAIN.CHECKPOINT_FILE_PATH (fine-tuning, PySlowFast's rules), else the initialisation.
 """
@@ -29,6 +28,7 @@ import torch.distributed as dist
 
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train.finetune import finetune_from, read_pretrained
 from slowfast_dist.train.infer import gather_to_rank0, predict, score
 from slowfast_dist.train.loop import fit
 from slowfast_dist.train.meters import StepMeter
@@ -99,86 +99,6 @@ def resolve_lr(cfg, world_size: int, global_batch: int):
                     lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS,
                     warmup_start_lr=lr.warmup_start_lr, cosine_end_lr=lr.cosine_end_lr)
     return lr, lr_at
-
-
-def read_pretrained(path: str, checkpoint_type: str) -> dict:
-    """TRAIN.CHECKPOINT_FILE_PATH as a dict with `model_state` (ours or PySlowFast's .pyth)."""
-    if checkpoint_type == "caffe2":
-        raise UserError(f"{path}: TRAIN.CHECKPOINT_TYPE caffe2 (.pkl) is not supported; load it "
-                        "once in PySlowFast and save it as a PyTorch .pyth, then use pytorch")
-    if checkpoint_type != "pytorch":
-        raise UserError(f"TRAIN.CHECKPOINT_TYPE: {checkpoint_type!r} must be pytorch or caffe2")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: TRAIN.CHECKPOINT_FILE_PATH not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older PySlowFast files pickle more than tensors
-        try:
-            # The user named this file: trusted, as PySlowFast's own loader trusts it.
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model_state"), dict):
-        raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
-    return state
-
-
-def pretrained_weights(weights: dict, own: dict, *, inflate: bool, clear_name_patterns: list,
-                       path: str, log) -> dict:
-    """The checkpoint's weights made to fit a model whose state dict is `own`.
-
-    PySlowFast's rules: a `module.` prefix and CHECKPOINT_CLEAR_NAME_PATTERN are stripped; with
-    CHECKPOINT_INFLATE a 2D conv kernel [O, I, H, W] becomes [O, I, T, H, W] / T and tensors
-    that still do not fit are left as initialised. Without it, only a head of another shape is
-    left out (a Kinetics classifier into the AVA detector); any other mismatch is an error.
-    """
-    weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in weights.items()}
-    for pattern in clear_name_patterns:
-        weights = {k.replace(pattern, "", 1): v for k, v in weights.items()}
-    if inflate:
-        for k, v in list(weights.items()):
-            mine = own.get(k)
-            if (mine is not None and v.dim() == 4 and mine.dim() == 5
-                    and v.shape[:2] == mine.shape[:2] and v.shape[2:] == mine.shape[3:]):
-                t = mine.shape[2]
-                weights[k] = v.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
-    fits = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    # BN's num_batches_tracked is absent from some older files and harmless to keep.
-    left = sorted(k for k in own if k not in fits and not k.endswith("num_batches_tracked"))
-    if not inflate:
-        bad = [k for k in left if not k.startswith("head.")]
-        bad += sorted(k for k in weights if k not in own and not k.startswith("head."))
-        if bad:
-            raise UserError(f"{path}: does not fit the model ({len(bad)} tensors, first "
-                            f"{bad[0]}); set TRAIN.CHECKPOINT_INFLATE for a 2D checkpoint")
-    if left:
-        what = "head" if all(k.startswith("head.") for k in left) else f"{len(left)} tensors"
-        log(f"{path}: {what} not loaded (shapes differ from this model; left as initialised)")
-    return {**own, **fits}
-
-
-def finetune_from(state: dict, path: str, *, model, optimizer, scaler, inflate: bool,
-                  epoch_reset: bool, clear_name_patterns: list, log) -> int:
-    """Start from a pretrained checkpoint; returns the start epoch (0 with CHECKPOINT_EPOCH_RESET,
-    else the checkpoint's epoch + 1 with its optimizer and scaler, as PySlowFast)."""
-    target = ckpt.unwrap(model)
-    target.load_state_dict(pretrained_weights(state["model_state"], target.state_dict(),
-                                              inflate=inflate, path=path, log=log,
-                                              clear_name_patterns=clear_name_patterns))
-    start = 0
-    if not epoch_reset and "epoch" in state:
-        start = int(state["epoch"]) + 1
-        try:
-            if state.get("optimizer_state"):
-                optimizer.load_state_dict(state["optimizer_state"])
-            if state.get("scaler_state") and scaler.is_enabled():
-                scaler.load_state_dict(state["scaler_state"])
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise UserError(f"{path}: optimizer state does not fit ({str(err)[:120]}); set "
-                            "TRAIN.CHECKPOINT_EPOCH_RESET True to start a new schedule") from None
-    log(f"fine-tuning from {path} (starting epoch {start + 1}"
-        f"{', optimizer state restored' if start else ''})")
-    return start
 
 
 class Run:
@@ -411,90 +331,3 @@ def test(cfg, info=None) -> dict:
     dataset, loader, _ = run.loader("test")
     map_ = run.evaluate(run.model, dataset, loader, "test")
     return run.summary(None, map_)
-
-
-def guarded(fn, cfg, info=None) -> int:
-    """Run `fn(cfg)`; a non-finite loss ends the run with status 3, the last checkpoint kept."""
-    from slowfast_dist.train.meters import NonFiniteLoss
-
-    try:
-        fn(cfg, info)
-    except NonFiniteLoss as err:
-        print(f"slowfast-dist: error: {err}; stopped, last good checkpoint kept in "
-              f"{ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}", file=sys.stderr, flush=True)
-        return 3
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-
-# ---- PySlowFast's one-process-per-node layout ----------------------------------------------
-
-def rendezvous_for_local_workers(*, num_gpus: int, num_shards: int, shard_id: int,
-                                 init_method: str, env) -> str | None:
-    """The INIT_METHOD this process's workers meet at when it must start them itself, else None.
-
-    PySlowFast's layout (`--num_shards N --shard_id I`, NUM_GPUS workers per node) applies when no
-    launcher numbered the processes, or when one did with one process per shard (`srun
-    --ntasks-per-node 1` running PySlowFast's command line). Under torchrun / mpirun with one
-    process per GPU the launcher's numbering is used and nothing is spawned.
-    """
-    from slowfast_dist.dist.env import world_info_from_env
-
-    if num_shards < 1 or not 0 <= shard_id < num_shards:
-        raise UserError(f"SHARD_ID {shard_id} must be in 0..NUM_SHARDS-1 (NUM_SHARDS {num_shards})")
-    if num_gpus < 1:
-        raise UserError(f"NUM_GPUS {num_gpus} must be at least 1")
-    launcher = world_info_from_env(env)
-    if launcher.launcher != "single" and launcher.world_size != num_shards:
-        if num_shards > 1:
-            raise UserError(f"NUM_SHARDS {num_shards} (--num_shards) with {launcher.launcher} "
-                            f"starting {launcher.world_size} processes: use one process per "
-                            "shard, or drop --num_shards/--shard_id and let the launcher number them")
-        return None
-    if num_gpus == 1 and num_shards == 1:
-        return None
-    if init_method:
-        return init_method
-    if num_shards > 1:
-        raise UserError(f"NUM_SHARDS {num_shards} needs --init_method tcp://HOST:PORT, the "
-                        "address of shard 0 that every shard can reach")
-    with socket.socket() as s:  # one node: any free local port (PySlowFast fixes 9999)
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def _worker_main(info, fn, cfg) -> None:
-    code = guarded(fn, cfg, info)
-    if code:
-        sys.exit(code)
-
-
-def launch(fn, cfg, env=None) -> int:
-    """`train`/`test` under any layout; PySlowFast's `launch_job` when this process starts the
-    workers. Exit status: 0, 2 (bad input), 3 (non-finite loss), 1 (a worker crashed)."""
-    from slowfast_dist.dist.env import init_distributed
-    from slowfast_dist.dist.spawn import WorkerFailed, spawn_local_workers
-
-    init = None
-    if not cfg.DIST.DRY_RUN_WORLD_SIZE:
-        init = rendezvous_for_local_workers(num_gpus=cfg.NUM_GPUS, num_shards=cfg.NUM_SHARDS,
-                                            shard_id=cfg.SHARD_ID, init_method=cfg.INIT_METHOD,
-                                            env=os.environ if env is None else env)
-    if init is None:
-        return guarded(fn, cfg)
-    if torch.cuda.is_available() and cfg.NUM_GPUS > torch.cuda.device_count():
-        raise UserError(f"NUM_GPUS {cfg.NUM_GPUS}: this node has {torch.cuda.device_count()} GPUs")
-    if cfg.NUM_GPUS == 1:  # one worker per shard: this process is it
-        info = init_distributed(init_method=init, timeout_s=cfg.DIST.TIMEOUT_S, rank=cfg.SHARD_ID,
-                                world_size=cfg.NUM_SHARDS, local_rank=0, local_world_size=1)
-        return guarded(fn, cfg, info)
-    try:
-        spawn_local_workers(_worker_main, cfg.NUM_GPUS, cfg.NUM_SHARDS, cfg.SHARD_ID, init,
-                            timeout_s=cfg.DIST.TIMEOUT_S, args=(fn, cfg))
-    except WorkerFailed as err:
-        print(f"slowfast-dist: error: {err}", file=sys.stderr, flush=True)
-        return err.exit_code if err.exit_code in (UserError.exit_code, 3) else 1
-    return 0
