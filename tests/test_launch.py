@@ -59,6 +59,7 @@ def _check_real_run(out_dir: Path, log_dir: Path, ranks: int, stdout: str):
     assert s["last_loss"] is not None and math.isfinite(s["last_loss"]), s
     assert list((out_dir / "checkpoints").glob("checkpoint_epoch_*.pyth")), "no checkpoint written"
     assert f"JOB SUMMARY nodes=1 ranks={ranks}" in stdout, stdout
+    assert stdout.count("JOB SUMMARY") == 1, stdout  # the script's line, not also rank 0's
 
 
 @needs_mpirun
@@ -92,6 +93,7 @@ def test_torchrun_script_real_trainer_two_ranks(tmp_path, overrides):
     assert s["ranks"] == 2 and math.isfinite(s["last_loss"]), s
     assert list((tmp_path / "out" / "checkpoints").glob("checkpoint_epoch_*.pyth"))
     assert "JOB SUMMARY nodes=1 ranks=2" in p.stdout, p.stdout
+    assert p.stdout.count("JOB SUMMARY") == 1, p.stdout
     # torchrun keeps one log per local rank under its --log-dir
     assert len(list((tmp_path / "logs").rglob("stdout.log"))) == 2
 
