@@ -1,6 +1,5 @@
 """StepMeter: skipped-sample counts summed over ranks, non-finite loss named, epoch stats."""
 import io
-import socket
 
 import pytest
 import torch
@@ -9,11 +8,7 @@ import torch.multiprocessing as mp
 
 from slowfast_dist.train.meters import NonFiniteLoss, StepMeter
 
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port
 
 
 def _run_epoch(meter, skipped_per_batch, losses):
@@ -35,7 +30,7 @@ def _worker(rank, port, out):
 
 
 def test_skipped_samples_are_summed_over_ranks_and_reported(tmp_path):
-    mp.spawn(_worker, args=(_port(), str(tmp_path / "r")), nprocs=2)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path / "r")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"r.{i}") for i in (0, 1))
     assert r0["stats"]["skipped_samples"] == r1["stats"]["skipped_samples"] == 7
     assert "7 unreadable sample(s) skipped" in r0["log"]

@@ -2,15 +2,14 @@
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from slowfast_dist.config import load_config
-from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.profiling.comm import split_wait, union_length
+
+from support import cfg_for, free_port
 
 
 def test_union_and_wait_split():
@@ -29,23 +28,13 @@ def _worker(rank, port, cfg):
     launch.guarded(trainer.train, cfg)
 
 
-def test_two_rank_run_writes_loadable_traces_and_a_consistent_summary(tmp_path):
-    data = tmp_path / "syn"
-    make_synthetic(str(data), videos=4, seconds=4, seed=1, width=64, height=48)
+def test_two_rank_run_writes_loadable_traces_and_a_consistent_summary(data, tmp_path):
     out = tmp_path / "out"
-    cfg = load_config("configs/demo.yaml", [
-        "AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
-        "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out),
-        "DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32",
-        "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "DATA_LOADER.NUM_WORKERS", "0",
-        "TENSORBOARD.ENABLE", "False", "LOG_PERIOD", "100", "TRAIN.BATCH_SIZE", "2",
-        "SOLVER.MAX_EPOCH", "2", "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "100",
-        "PROFILE.ENABLE", "True", "PROFILE.WAIT", "1", "PROFILE.WARMUP", "1",
-        "PROFILE.ACTIVE", "2", "PROFILE.REPEAT", "1"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, cfg), nprocs=2)
+    cfg = cfg_for(data, out, "TRAIN.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH", "2",
+                  "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "100",
+                  "PROFILE.ENABLE", "True", "PROFILE.WAIT", "1", "PROFILE.WARMUP", "1",
+                  "PROFILE.ACTIVE", "2", "PROFILE.REPEAT", "1")
+    mp.spawn(_worker, args=(free_port(), cfg), nprocs=2)
 
     traces = sorted(p.name for p in (out / "profile").iterdir())
     assert [t.split(".")[0] for t in traces] == ["rank0", "rank1"], traces

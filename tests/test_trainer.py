@@ -1,34 +1,16 @@
 """The trainer: DDP equals one process, resume is bit-identical, bad checkpoints and NaN losses."""
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from slowfast_dist.config import load_config
-from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.train import checkpoint as ckpt
 from slowfast_dist.train import launch, trainer
 from slowfast_dist.train.loop import train_one_epoch
 from slowfast_dist.train.meters import StepMeter
 
-TINY = ["DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32", "DATA.TRAIN_JITTER_SCALES", "[32, 40]",
-        "DATA_LOADER.NUM_WORKERS", "0", "TENSORBOARD.ENABLE", "False",
-        "LOG_PERIOD", "100"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic(str(root), videos=4, seconds=4, seed=1, width=64, height=48)
-    return root
-
-
-def cfg_for(data, out, *extra):
-    return load_config("configs/demo.yaml", [
-        "AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
-        "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out), *TINY, *extra])
+from support import cfg_for, free_port
 
 
 # ---- DDP with 2 processes == 1 process with the same global batch --------------------------
@@ -103,12 +85,6 @@ def _ddp_worker(rank, port, cfg, batches, out):
     state = run_steps(cfg, tiny_model(cfg), [shard(b, rank, 2) for b in batches], 2, rank)
     if rank == 0:
         torch.save(state, out)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_two_processes_equal_one_process_with_same_global_batch(data, tmp_path):

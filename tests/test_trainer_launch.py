@@ -2,46 +2,30 @@
 
 import math
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from slowfast_dist.config import load_config
-from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 from slowfast_dist.train import finetune, launch, trainer
 
+import support
+from support import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".venv", "bin")
-TINY = ["DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32", "DATA.TRAIN_JITTER_SCALES",
-        "[32, 40]", "DATA_LOADER.NUM_WORKERS", "0", "TENSORBOARD.ENABLE", "False",
-        "LOG_PERIOD", "100", "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic(str(root), videos=4, seconds=4, seed=1, width=64, height=48)
-    return root
+ONE_EPOCH = ["SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"]
 
 
 def opts_for(data, out, *extra):
-    return ["AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
-            "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out), *TINY, *extra]
+    return support.opts_for(data, out, *ONE_EPOCH, *extra)
 
 
 def cfg_for(data, out, *extra):
-    return load_config("configs/demo.yaml", opts_for(data, out, *extra))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return support.cfg_for(data, out, *ONE_EPOCH, *extra)
 
 
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
