@@ -1,5 +1,7 @@
 """The trainer: DDP equals one process, resume is bit-identical, bad checkpoints and NaN losses."""
 
+import math
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -200,6 +202,18 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
     assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
+
+
+def test_video_source_with_workers_trains_and_scores_like_the_frames(data, tmp_path):
+    # the whole path with PyAV decoding in forked loader workers, no JPEG read at all
+    common = ("SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1", "DATA_LOADER.NUM_WORKERS", "2")
+    video = trainer.train(cfg_for(data, tmp_path / "v", *common, "AVA.PIXEL_SOURCE", "video",
+                                  "AVA.VIDEO_DIR", str(data / "videos"),
+                                  "AVA.FRAME_DIR", str(tmp_path / "no_frames")))
+    frames = trainer.train(cfg_for(data, tmp_path / "f", *common))
+    assert video["mAP"] is not None and math.isfinite(video["last_loss"])
+    # same seed, keyframes and boxes, pixels within JPEG/H.264 loss: the same run, nearly
+    assert abs(video["last_loss"] - frames["last_loss"]) < 0.05, (video, frames)
 
 
 def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
