@@ -1,4 +1,7 @@
 """The PyAV video source: exact frame indices after seeks, agreement with JPEGs, bad files."""
+import math
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -25,16 +28,16 @@ def _index_of(img):
     return sum(1 << b for b in range(8) if img[:, b * 8:(b + 1) * 8].mean() > 128)
 
 
-def _write(path, codec="libx264", pts_offset=0, n=N):
+def _write(path, codec="libx264", pts_offset=0, n=N, rate=30):
     c = av.open(str(path), "w")
-    st = c.add_stream(codec, rate=30)
+    st = c.add_stream(codec, rate=rate)
     st.width, st.height, st.pix_fmt = W, H, "yuv420p"
     if codec == "libx264":
         # a keyframe every 15 frames and no scene-cut keyframes, so reads really seek into GOPs
         st.options = {"g": "15", "sc_threshold": "0"}
     for i in range(n):
         f = av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")
-        f.pts = i + pts_offset  # time base 1/30
+        f.pts = i + pts_offset  # time base 1/rate
         for p in st.encode(f):
             c.mux(p)
     for p in st.encode():
@@ -69,6 +72,25 @@ def test_read_frames_returns_exactly_the_requested_indices(tmp_path, name, codec
         out = V.read_frames(path, idx)
         assert out.dtype == np.uint8 and out.shape == (len(idx), H, W, 3)
         assert [_index_of(f) for f in out] == idx
+
+
+@pytest.mark.parametrize("rate", [Fraction(25), Fraction(30000, 1001), Fraction(50)])
+def test_other_frame_rates_map_to_the_nearest_frame_of_each_30_fps_index(tmp_path, rate):
+    # AVA's videos are not all 30 fps; PySlowFast's frames are extracted at 30 fps, so index i
+    # is the source frame nearest to time i/30 (a tie goes to the earlier frame)
+    n = 100
+    path = _write(tmp_path / "r.mp4", n=n, rate=rate)
+    covered = int(n / rate * 30)
+    assert abs(V.frame_count(path) - covered) <= 1
+
+    def nearest(i):  # smallest j with i/30 <= (j/rate + (j+1)/rate) / 2
+        return min(n - 1, max(0, math.ceil(Fraction(i, 30) * rate - Fraction(1, 2))))
+
+    for idx in ([0, 1, 2, 3, 4, 5, 6], [40, 42, 44, 46], [covered - 3, covered - 2, covered - 1]):
+        got = [_index_of(f) for f in V.read_frames(path, idx)]
+        assert got == [nearest(i) for i in idx], (idx, got)
+    with pytest.raises(V.VideoError, match="past the end"):
+        V.read_frames(path, [covered + 2])
 
 
 class _Counting:

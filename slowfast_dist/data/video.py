@@ -51,11 +51,12 @@ def _open(path):
 
 
 def frame_count(path, fps=30):
-    """Number of frames in the video (from the stream header, else from its duration)."""
+    """Number of frame indices at `fps` the video covers (its duration times `fps`; the source
+    may have another rate: PySlowFast's frames are extracted at 30 fps whatever the video's)."""
     container, st = _open(path)
     with container:
-        if st.frames:
-            return int(st.frames)
+        if st.frames and st.average_rate:
+            return int(round(st.frames / float(st.average_rate) * fps))
         if st.duration is not None and st.time_base is not None:
             return int(round(float(st.duration * st.time_base) * fps))
         if container.duration is not None:  # microseconds (AV_TIME_BASE), may include the start
@@ -66,8 +67,11 @@ def frame_count(path, fps=30):
 def read_frames(path, indices, fps=30):
     """RGB frames `uint8 [len(indices), H, W, 3]` for 0-based frame indices (repeats allowed).
 
-    Raises VideoError for a missing or unreadable file, a decode error, or an index that the
-    stream does not reach (a truncated file).
+    Frame index i is what the video shows at time i / fps: the decoded frame nearest to that
+    time (a tie goes to the earlier one), which is what extracting JPEGs at `fps` gives, so a
+    25 or 29.97 fps video maps onto the same indices as its frame tree. Raises VideoError for a
+    missing or unreadable file, a decode error, or an index that the stream does not reach (a
+    truncated file).
     """
     import av
     indices = [int(i) for i in indices]
@@ -75,65 +79,83 @@ def read_frames(path, indices, fps=30):
         raise ValueError("read_frames: no frame indices")
     if min(indices) < 0:
         raise VideoError(f"{path}: frame index {min(indices)} is negative")
-    need = set(indices)
-    first, last = min(need), max(need)
+    targets = sorted(set(indices))
     container, st = _open(path)
     with container:
         # one decoding thread: loader workers already decode clips in parallel, and FFmpeg's
         # automatic count would start a thread per core in every worker at every call
         st.codec_context.thread_count = 1
-        start = st.start_time if st.start_time is not None else 0
+        rate = float(st.average_rate) if st.average_rate else float(fps)
+        dec = _Decoder(st, targets, fps, rate)
         try:
-            got, lo, hi = _decode_range(container, st, start, need, last, fps, seek_to=first)
-            if first not in got and lo is not None and lo > first:
+            dec.run(container, seek_sec=targets[0] / fps)
+            if dec.overshot:
                 # the seek landed after the first frame (a container whose index lies): decode
                 # again from the start of the file, slow but exact
-                container.seek(start, stream=st, backward=True)
-                got, lo, hi = _decode_range(container, st, start, need, last, fps, seek_to=0)
+                container.seek(dec.start, stream=st, backward=True)
+                dec = _Decoder(st, targets, fps, rate)
+                dec.run(container, seek_sec=0)
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decode error: {_one_line(e)}") from None
-    missing = sorted(need - got.keys())
+    missing = [i for i in targets if i not in dec.got]
     if missing:
-        if hi is None or missing[-1] > hi:
-            ends = 0 if hi is None else hi + 1
+        if dec.last_t is None or missing[-1] / fps > dec.last_t:
+            ends = 0 if dec.last_t is None else int(dec.last_t * fps + 0.5) + 1
             raise VideoError(f"{path}: frame index {missing[-1]} past the end of the stream "
                              f"(decoding stopped at {ends} frames)")
         raise VideoError(f"{path}: frame index {missing[0]} not found in the stream")
-    return np.stack([got[i] for i in indices])
+    return np.stack([dec.got[i] for i in indices])
 
 
-def _decode_range(container, st, start, need, last, fps, seek_to):
-    """Decode from the keyframe at or before frame `seek_to` up to frame `last`.
+class _Decoder:
+    """Decodes forward from a seek and hands each target index the frame nearest its time."""
 
-    Returns ({index: rgb array} for the indices in `need`, lowest and highest index decoded).
-    """
-    tb = st.time_base
-    if seek_to > 0:
-        # floor: at or before the first frame's timestamp however the muxer rounded it
-        container.seek(start + math.floor(seek_to / (fps * tb)), stream=st, backward=True)
-    sec_per_tick = float(tb)
+    def __init__(self, st, targets, fps, rate):
+        self.st, self.targets, self.fps = st, targets, fps
+        self.start = st.start_time if st.start_time is not None else 0
+        self.tick = float(st.time_base)
+        self.half = 0.5 / rate  # half a source frame: how long a frame is nearest
+        # Skipping frames nothing refers to is safe only when source frames and indices coincide.
+        self.skip_ok = abs(rate - fps) < 1e-3
+        self.got, self.last_t, self.overshot = {}, None, False
 
-    def index(pts):
-        return int(round((pts - start) * sec_per_tick * fps))
+    def _time(self, pts):
+        return (pts - self.start) * self.tick
 
-    got, lo, hi = {}, None, None
-    ctx = st.codec_context
-    for packet in container.demux(st):
-        # a frame no other frame refers to (most B-frames) is decoded only if the clip needs it:
-        # the pre-roll from the keyframe and the frames between sampled ones cost less
-        skip = packet.pts is not None and index(packet.pts) not in need
-        ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-        for frame in packet.decode():
-            if frame.pts is not None:
-                idx = index(frame.pts)
-            else:  # no timestamp (rare raw streams): the frame after the previous one
-                idx = 0 if hi is None else hi + 1
-            lo = idx if lo is None else min(lo, idx)
-            hi = idx if hi is None else max(hi, idx)
-            if idx in need and idx not in got:
-                got[idx] = frame.to_ndarray(format="rgb24")
-                if len(got) == len(need):
-                    return got, lo, hi
-            if idx > last:
-                return got, lo, hi
-    return got, lo, hi
+    def run(self, container, seek_sec):
+        if seek_sec > 0:
+            # floor: at or before the first frame's timestamp however the muxer rounded it
+            container.seek(self.start + math.floor(seek_sec / self.tick), stream=self.st,
+                           backward=True)
+        need = set(self.targets)
+        k, prev = 0, None  # next target to place; previous frame (time, frame, array or None)
+        ctx = self.st.codec_context
+        for packet in container.demux(self.st):
+            # a frame no other frame refers to (most B-frames) is decoded only if the clip needs
+            # it: the pre-roll from the keyframe and the frames between sampled ones cost less
+            skip = (self.skip_ok and packet.pts is not None
+                    and round(self._time(packet.pts) * self.fps) not in need)
+            ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+            for frame in packet.decode():
+                t = (self._time(frame.pts) if frame.pts is not None
+                     else (0.0 if prev is None else prev[0] + 2 * self.half))
+                self.last_t = t if self.last_t is None else max(self.last_t, t)
+                if prev is None and self.targets[0] / self.fps < t - self.half - 1e-9:
+                    self.overshot = True  # the first frame decoded is already past the clip
+                    return
+                if prev is not None:
+                    k = self._place(k, prev, (prev[0] + t) / 2)
+                    if k == len(self.targets):
+                        return
+                prev = [t, frame, None]
+        if prev is not None:  # end of stream: the last frame holds for half a frame
+            self._place(k, prev, prev[0] + self.half)
+
+    def _place(self, k, prev, until):
+        """Give frame `prev` to the targets whose time is at most `until`; returns the next k."""
+        while k < len(self.targets) and self.targets[k] / self.fps <= until + 1e-9:
+            if prev[2] is None:
+                prev[2] = prev[1].to_ndarray(format="rgb24")
+            self.got[self.targets[k]] = prev[2]
+            k += 1
+        return k
