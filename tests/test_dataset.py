@@ -108,3 +108,14 @@ def test_build_from_config_uses_gt_and_predicted_lists_and_num_classes(tree):
     # GT rows (8th column = person id, never thresholded) plus the predicted rows above 0.8;
     # the synthetic predictions repeat the GT boxes, so each keyframe has its persons' boxes
     assert all(len(b) == 2 for _, _, b in train.keys)
+
+
+def test_only_val_keeps_every_fourth_second_without_full_test_on_val(tree):
+    cfg = get_cfg()
+    cfg.AVA.FRAME_DIR, cfg.AVA.FRAME_LIST_DIR = str(tree / "frames"), str(tree / "frame_lists")
+    cfg.AVA.ANNOTATION_DIR, cfg.AVA.TEST_LISTS = str(tree / "annotations"), ["val.csv"]
+    cfg.AVA.TEST_PREDICT_BOX_LISTS = ["ava_val_predicted_boxes.csv"]
+    cfg.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2.pbtxt"
+    cfg.AVA.FULL_TEST_ON_VAL, cfg.MODEL.NUM_CLASSES = False, 80
+    secs = lambda split: [s for _, s, _ in build_ava_dataset(cfg, split).keys]  # noqa: E731
+    assert secs("test") == [902, 903, 904] and secs("val") == [904]  # PySlowFast's test mode

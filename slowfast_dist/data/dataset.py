@@ -151,7 +151,11 @@ def _warn(msg):
 
 
 def build_ava_dataset(cfg, split):
-    """Thin adapter from a PySlowFast-keyed CfgNode."""
+    """Thin adapter from a PySlowFast-keyed CfgNode; split is train, val (evaluation during
+    training) or test (the test command). As in PySlowFast, only val keeps every 4th second
+    when AVA.FULL_TEST_ON_VAL is False; val and test read the same lists and crops otherwise."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, not {split!r}")
     a, d = cfg.AVA, cfg.DATA
     train = split == "train"
     j = lambda base, names: [os.path.join(base, n) for n in names]  # noqa: E731
@@ -165,6 +169,6 @@ def build_ava_dataset(cfg, split):
         slowfast=cfg.MODEL.ARCH == "slowfast", mean=list(d.MEAN), std=list(d.STD),
         crop_size=d.TRAIN_CROP_SIZE if train else d.TEST_CROP_SIZE,
         jitter_scales=list(d.TRAIN_JITTER_SCALES),
-        detect_thresh=a.DETECTION_SCORE_THRESH, full_test_on_val=a.FULL_TEST_ON_VAL,
-        num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
+        detect_thresh=a.DETECTION_SCORE_THRESH,
+        full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True, num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
         gt_box_csvs=gt)

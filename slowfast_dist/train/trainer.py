@@ -293,7 +293,7 @@ def train(cfg, info=None) -> dict:
             run.log(f"checkpoint: {path}")
         if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
             if not test:
-                test["set"], test["loader"], _ = run.loader("test")
+                test["set"], test["loader"], _ = run.loader("val")
             last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}")
             if writer is not None:
                 writer.add_scalar("eval/mAP", last["mAP"], epoch + 1)
