@@ -82,3 +82,15 @@ def test_bad_input_raises_user_error_naming_file_and_line(tmp_path):
         af.read_box_csvs([str(p)])
     with pytest.raises(UserError, match="missing.csv"):
         af.read_box_csvs([str(tmp_path / "missing.csv")])
+
+
+def test_exclusions_read_by_the_evaluator_rules(tmp_path):
+    ex = tmp_path / "excl.csv"
+    ex.write_text("b,0903\n\nc,1000\n")  # zero-padded seconds, a blank line
+    assert af.read_exclusions(str(ex)) == {("b", 903), ("c", 1000)}
+    assert af.read_exclusions(None) == set()
+    ex.write_text("b,0903\nc,1000,x\n")
+    with pytest.raises(UserError, match=r"excl.csv:2: expected 2 columns"):
+        af.read_exclusions(str(ex))
+    with pytest.raises(UserError, match="nope.csv"):
+        af.read_exclusions(str(tmp_path / "nope.csv"))

@@ -101,21 +101,14 @@ def read_box_csvs(paths, gt_paths=(), detect_thresh=0.0, full_test_on_val=True,
 
 
 def read_exclusions(path):
-    """Set of (video, sec) keyframes to exclude."""
-    excl = set()
+    """Set of (video, sec) keyframes to exclude, parsed by the evaluator's reader."""
     if not path:
-        return excl
+        return set()
     if not os.path.isfile(path):
         raise UserError(f"{where(path)}: exclusion file not found")
-    with open(path) as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row:
-                continue
-            try:
-                excl.add((row[0], int(row[1])))
-            except (ValueError, IndexError):
-                raise UserError(f"{where(path, lineno)}: expected 'video,sec'") from None
-    return excl
+    from slowfast_dist.eval.ava_map import read_exclusions as parse
+
+    return {(vid, int(sec)) for vid, sec in (key.rsplit(",", 1) for key in parse(path))}
 
 
 def read_label_map(path):

@@ -161,8 +161,10 @@ def read_exclusions(path):
     out = set()
     with f:
         for n, row in enumerate(csv.reader(f), 1):
+            if not row:  # blank line, e.g. a trailing newline
+                continue
             if len(row) != 2:
-                raise UserError(f"{where(path, n)}: expected 2 columns, got {len(row)}")
+                raise UserError(f"{where(path, n)}: expected 2 columns (video,sec), got {len(row)}")
             out.add(_frame_key(path, n, row[0], row[1]))
     return out
 
