@@ -38,6 +38,34 @@ def test_two_ranks_disjoint_and_cover():
     assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(20))
 
 
+class _Draw(_Idx):
+    def __getitem__(self, i):  # what an augmentation draws in a worker
+        import random
+        return torch.tensor(random.randint(0, 10**9))
+
+
+def _draws(rank, epochs=2):
+    ld = build_loader(_Draw(), 4, shuffle=False, drop_last=False, num_workers=2, pin_memory=False,
+                      persistent=False, rank=rank, world_size=2, seed=7)
+    out = []
+    for e in range(epochs):
+        ld.set_epoch(e)
+        out.append([int(x) for b in ld for x in b])
+    return out
+
+
+def test_worker_augmentations_differ_across_ranks_and_epochs_but_repeat_per_run():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # every rank seeds torch alike (identical model init)
+    r0 = _draws(0)
+    torch.manual_seed(0)
+    r1 = _draws(1)
+    assert not set(r0[0]) & set(r1[0])      # worker k of rank 0 and of rank 1 draw differently
+    assert r0[0] != r0[1]                   # and a new epoch draws anew
+    torch.manual_seed(123)
+    assert _draws(0) == r0                  # the same run (or a resume at epoch e) draws the same
+
+
 def _tree(tmp_path):
     import numpy as np
     from PIL import Image

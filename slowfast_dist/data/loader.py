@@ -1,4 +1,5 @@
 """Batch collation for detection samples (see DEVELOPERS.md, data contract)."""
+import numpy as np
 import torch
 
 
@@ -50,6 +51,7 @@ class EpochLoader:
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
                         collate_fn=collate_detection_or_default)
         self._batch_size, self._drop_last = batch_size, drop_last
+        self._seed, self._rank = seed, rank
         self._it = None
         self._next_epoch = None
 
@@ -63,15 +65,23 @@ class EpochLoader:
         if not self.persistent:
             self.sampler.set_epoch(self.epoch)
             # a fresh DataLoader (and fresh workers) per epoch: the study's baseline
-            yield from DataLoader(self.dataset, batch_sampler=self._batches, **self._kw)
+            yield from DataLoader(self.dataset, batch_sampler=self._batches,
+                                  generator=self._worker_seeds(), **self._kw)
             return
         if self._it is None or self._next_epoch != self.epoch:
             # first epoch, or a jump (resume): start the one persistent iterator at this epoch
             rs = _RepeatBatchSampler(self.sampler, self._batch_size, self._drop_last, self.epoch)
-            self._it = iter(DataLoader(self.dataset, batch_sampler=rs, **self._kw))
+            self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
+                                       generator=self._worker_seeds(), **self._kw))
         for _ in range(len(self)):
             yield next(self._it)
         self._next_epoch = self.epoch + 1
+
+    def _worker_seeds(self):
+        # Workers seed their RNGs from this generator. The default (torch's global RNG, seeded
+        # alike on every rank) would give worker k of every rank the same augmentations.
+        state = np.random.SeedSequence([self._seed, self._rank, self.epoch]).generate_state(1)
+        return torch.Generator().manual_seed(int(state[0]))
 
 
 def collate_detection_or_default(samples):

@@ -35,7 +35,8 @@ from slowfast_dist.train.meters import StepMeter
 
 
 def seed_everything(seed: int, rank: int) -> None:
-    # Same torch seed on every rank (identical init; DDP also broadcasts), distinct data RNGs.
+    # Same torch seed on every rank (identical init; DDP also broadcasts). Data RNGs differ per
+    # rank: here for the main process, in loader.py for the workers.
     torch.manual_seed(seed)
     np.random.seed(seed + rank)
     random.seed(seed + rank)
