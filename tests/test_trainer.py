@@ -1,6 +1,8 @@
 """The trainer: DDP equals one process, resume is bit-identical, bad checkpoints and NaN losses."""
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,6 +152,35 @@ def test_damaged_checkpoint_is_refused_and_the_previous_one_used(tmp_path, capsy
     path, state = ckpt.latest_good_checkpoint(tmp_path)
     assert path == ckpt.checkpoint_path(tmp_path, 0) and state["epoch"] == 0
     assert "skipping damaged checkpoint" in capsys.readouterr().err
+
+
+def test_flipped_byte_in_the_weights_is_refused(tmp_path):
+    model = torch.nn.Linear(300, 200)  # the weights fill the middle of the file
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 0), model=model,
+                                optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epoch=0,
+                                cfg_dump="")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # torch.load alone would return other weights without a word
+    path.write_bytes(bytes(raw))
+    with pytest.raises(trainer.UserError, match="checkpoint_epoch_00001.pyth: damaged checkpoint"):
+        ckpt.read_checkpoint(path)
+
+
+def test_partial_file_of_a_killed_save_is_invisible_to_pyslowfast_and_cleared(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    temps, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (temps.append(Path(a).name), real_replace(a, b)))
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 0), model=model, optimizer=opt, epoch=0,
+                         cfg_dump="")
+    # PySlowFast's get_last_checkpoint takes the last sorted name that contains "checkpoint".
+    assert temps and "checkpoint" not in temps[0]
+    stale = ckpt.checkpoint_dir(tmp_path) / temps[0]
+    stale.write_bytes(b"half a file")  # what a SIGKILL mid-write leaves
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 1), model=model, optimizer=opt, epoch=1,
+                         cfg_dump="")
+    assert sorted(p.name for p in ckpt.checkpoint_dir(tmp_path).iterdir()) == [
+        "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
 
 
 def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(data, tmp_path,

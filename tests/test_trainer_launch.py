@@ -186,6 +186,23 @@ def test_kinetics_head_is_left_out_of_the_detector(data, tmp_path, pretrained, c
     assert torch.equal(captured["model"][key], state["model_state"]["module." + key])
 
 
+def test_kinetics_checkpoint_without_epoch_reset_starts_a_new_schedule(data, tmp_path, pretrained,
+                                                                       captured, capsys):
+    # A PySlowFast Kinetics file keeps its epoch and a momentum buffer for its 400-way head:
+    # restoring them would put the run past MAX_EPOCH and crash the first optimizer step.
+    state = ckpt.read_checkpoint(pretrained)
+    w = state["model_state"]["head.projection.weight"]
+    state["model_state"]["head.projection.weight"] = torch.randn(400, w.shape[1])
+    for buf in state["optimizer_state"]["state"].values():
+        if buf["momentum_buffer"].shape == w.shape:
+            buf["momentum_buffer"] = torch.randn(400, w.shape[1])
+    path = tmp_path / "kinetics.pyth"
+    torch.save({**state, "epoch": 195}, path)
+    trainer.train(cfg_for(data, tmp_path / "run", "TRAIN.CHECKPOINT_FILE_PATH", str(path)))
+    assert captured["start_epoch"] == 0 and captured["optimizer"]["state"] == {}
+    assert "epoch and optimizer state are not used" in capsys.readouterr().err
+
+
 def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
     from slowfast_dist.cli import main
 
@@ -200,8 +217,9 @@ def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys)
 def test_inflate_turns_a_2d_kernel_into_a_3d_one_with_the_same_response():
     own = {"conv.weight": torch.zeros(4, 3, 5, 7, 7), "fc.weight": torch.zeros(2, 4)}
     w2d = torch.randn(4, 3, 7, 7)
-    got = finetune.pretrained_weights({"backbone.conv.weight": w2d}, own, inflate=True,
-                                     clear_name_patterns=["backbone."], path="p", log=print)
+    got, left = finetune.pretrained_weights({"backbone.conv.weight": w2d}, own, inflate=True,
+                                           clear_name_patterns=["backbone."], path="p", log=print)
+    assert left == ["fc.weight"]
     assert got["conv.weight"].shape == (4, 3, 5, 7, 7)
     # A clip of identical frames gives the 2D response: the kernel sums back to w2d over time.
     torch.testing.assert_close(got["conv.weight"].sum(2), w2d)

@@ -5,7 +5,10 @@ Layout (PySlowFast's keys first, so its tools read ours): `model_state`, `optimi
 Files are `OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth` as in PySlowFast.
 
 Written as temp file + fsync + rename, so a run killed mid-write leaves the previous checkpoint
-intact. Loading uses `weights_only=True`: every value stored is a tensor or a plain Python value.
+intact. The temp file's name does not contain "checkpoint": PySlowFast's resume takes the last
+sorted name containing it, and would pick a partial file left by a killed run. Loading checks the
+zip CRCs (torch.load does not, so a flipped byte would load as other weights) and uses
+`weights_only=True`: every value stored is a tensor or a plain Python value.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 import re
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ import torch
 from slowfast_dist.errors import UserError
 
 _NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+_PARTIAL = ".partial_"
 
 
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
@@ -53,8 +58,8 @@ def rng_state() -> dict:
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
         "python": list(random.getstate()),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this rank's device only: a resume may see fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -65,7 +70,11 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # files from before: one state per visible GPU
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler=None,
@@ -82,7 +91,10 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
         "rng_state": rng_state(),
         "global_step": global_step,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    for stale in path.parent.glob(_PARTIAL + "*"):  # left by a run killed while writing
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_PARTIAL + path.stem.replace("checkpoint_", "") + ".",
+                               suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -100,6 +112,15 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint file not found")
+    damaged = None
+    if zipfile.is_zipfile(path):  # torch's legacy (pre-1.6) format has no CRCs to check
+        try:
+            with zipfile.ZipFile(path) as z:
+                damaged = z.testzip()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise UserError(f"{path}: not a readable checkpoint ({err})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: damaged checkpoint (CRC mismatch in {damaged})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged zip/pickle

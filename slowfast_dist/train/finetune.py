@@ -36,8 +36,9 @@ def read_pretrained(path: str, checkpoint_type: str) -> dict:
 
 
 def pretrained_weights(weights: dict, own: dict, *, inflate: bool, clear_name_patterns: list,
-                       path: str, log) -> dict:
-    """The checkpoint's weights made to fit a model whose state dict is `own`.
+                       path: str, log) -> tuple[dict, list]:
+    """The checkpoint's weights made to fit a model whose state dict is `own`, and the names of
+    the tensors left as initialised.
 
     PySlowFast's rules: a `module.` prefix and CHECKPOINT_CLEAR_NAME_PATTERN are stripped; with
     CHECKPOINT_INFLATE a 2D conv kernel [O, I, H, W] becomes [O, I, T, H, W] / T and tensors
@@ -46,7 +47,7 @@ def pretrained_weights(weights: dict, own: dict, *, inflate: bool, clear_name_pa
     """
     weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in weights.items()}
     for pattern in clear_name_patterns:
-        weights = {k.replace(pattern, "", 1): v for k, v in weights.items()}
+        weights = {k.replace(pattern, ""): v for k, v in weights.items()}  # every occurrence
     if inflate:
         for k, v in list(weights.items()):
             mine = own.get(k)
@@ -66,19 +67,24 @@ def pretrained_weights(weights: dict, own: dict, *, inflate: bool, clear_name_pa
     if left:
         what = "head" if all(k.startswith("head.") for k in left) else f"{len(left)} tensors"
         log(f"{path}: {what} not loaded (shapes differ from this model; left as initialised)")
-    return {**own, **fits}
+    return {**own, **fits}, left
 
 
 def finetune_from(state: dict, path: str, *, model, optimizer, scaler, inflate: bool,
                   epoch_reset: bool, clear_name_patterns: list, log) -> int:
-    """Start from a pretrained checkpoint; returns the start epoch (0 with CHECKPOINT_EPOCH_RESET,
-    else the checkpoint's epoch + 1 with its optimizer and scaler, as PySlowFast)."""
+    """Start from a pretrained checkpoint; returns the start epoch: 0 with CHECKPOINT_EPOCH_RESET
+    or when some tensors did not load, else the checkpoint's epoch + 1 with its optimizer and
+    scaler, as PySlowFast."""
     target = ckpt.unwrap(model)
-    target.load_state_dict(pretrained_weights(state["model_state"], target.state_dict(),
-                                              inflate=inflate, path=path, log=log,
-                                              clear_name_patterns=clear_name_patterns))
+    weights, left = pretrained_weights(state["model_state"], target.state_dict(), inflate=inflate,
+                                       path=path, log=log, clear_name_patterns=clear_name_patterns)
+    target.load_state_dict(weights)
     start = 0
-    if not epoch_reset and "epoch" in state:
+    if not epoch_reset and "epoch" in state and left:
+        # Another head (or inflated 2D weights) means another task: its optimizer state does not
+        # fit these parameters and its epoch is not ours.
+        log(f"{path}: not every tensor loaded, so its epoch and optimizer state are not used")
+    elif not epoch_reset and "epoch" in state:
         start = int(state["epoch"]) + 1
         try:
             if state.get("optimizer_state"):
