@@ -17,6 +17,7 @@ CFG="${CFG:-configs/demo.yaml}"
 NPN="${NPN:-1}"   # processes per node
 NODES=$(sort -u "$PBS_NODEFILE" | wc -l)
 # Each host NPN times: one slot per line is what both OpenMPI and MPICH hostfiles agree on.
-HF="$(mktemp)"; sort -u "$PBS_NODEFILE" | awk -v n="$NPN" '{for (i = 0; i < n; i++) print $1}' > "$HF"
+# Node-file order kept (first line = mother superior, where rank 0 then runs).
+HF="$(mktemp)"; awk -v n="$NPN" '!seen[$1]++ {for (i = 0; i < n; i++) print $1}' "$PBS_NODEFILE" > "$HF"
 export SFD_JOB_ID="${PBS_JOBID:-pbs}" NP=$((NODES * NPN)) HOSTFILE="$HF" CFG
 exec launch/mpirun.sh "$@"

@@ -46,6 +46,27 @@ def test_detect_slurm():
         (6, 8, 2, 4, "gpu-a07", "slurm")
 
 
+def test_slurm_port_follows_the_job_id():
+    # Two jobs sharing a node must not both listen on one port.
+    env = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n1"}
+    ports = {world_info_from_env(dict(env, SLURM_JOB_ID=j)).master_port for j in ("1041", "1042")}
+    assert len(ports) == 2 and all(29500 <= p < 30500 for p in ports)
+    assert world_info_from_env(dict(env, SLURM_JOB_ID="7", MASTER_PORT="1234")).master_port == 1234
+
+
+def test_mpi4py_of_another_mpi_is_a_clear_error():
+    # Open MPI's mpirun says rank 1 of 2; the installed mpi4py (MPICH) starts a 1-process world.
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from slowfast_dist.dist.env import init_distributed\n"
+            "init_distributed(backend='gloo', timeout_s=5, env={'OMPI_COMM_WORLD_RANK': '1',"
+            " 'OMPI_COMM_WORLD_SIZE': '2', 'OMPI_COMM_WORLD_LOCAL_RANK': '1',"
+            " 'OMPI_COMM_WORLD_LOCAL_SIZE': '2'})\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode != 0
+    assert "mpi4py sees 1 process(es), the launcher 2" in p.stderr, p.stderr[-2000:]
+
+
 def test_detect_pbs_and_sge(tmp_path):
     nf = tmp_path / "nodes"
     nf.write_text("cn17\ncn17\ncn18\ncn18\n")

@@ -114,6 +114,20 @@ def test_bad_override_fails_before_any_rank_starts(tmp_path):
     assert not (tmp_path / "started").exists()
 
 
+def test_pbs_hostfile_keeps_the_node_file_order(tmp_path):
+    # Rank 0 runs on the hostfile's first host; it must be PBS's first (mother superior), not the
+    # alphabetically first. A stand-in mpirun records the hostfile it is given.
+    fake = tmp_path / "mpirun"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && exit 0\n'
+                    f'while [ $# -gt 0 ]; do [ "$1" = -hostfile ] && cp "$2" {tmp_path}/hosts; shift; done\n')
+    fake.chmod(0o755)
+    env = _pbs_env(tmp_path, ROOT / "configs" / "demo.yaml", "true")
+    (tmp_path / "nodes").write_text("cn10\ncn10\ncn02\ncn02\n")
+    subprocess.run(["bash", "launch/pbs.sh"], cwd=ROOT, timeout=60, capture_output=True, text=True,
+                   env=dict(env, MPIRUN=str(fake)))
+    assert (tmp_path / "hosts").read_text().split() == ["cn10", "cn10", "cn02", "cn02"]  # NPN=2
+
+
 @needs_mpirun
 def test_missing_summary_is_reported(tmp_path):
     # The job "succeeds" (true) but writes no summary.json: the script must fail and say so.

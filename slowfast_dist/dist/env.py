@@ -150,8 +150,10 @@ def world_info_from_env(env: Mapping[str, str]) -> WorldInfo:
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if addr is None and nodelist:
             addr = expand_hostlist(nodelist)[0]
+        if port is None:  # jobs sharing a node must not share a port
+            port = DEFAULT_PORT + int(env.get("SLURM_JOB_ID", 0) or 0) % 1000
         return WorldInfo(int(env["SLURM_PROCID"]), ws, int(env.get("SLURM_LOCALID", 0)), lws,
-                         addr, port or DEFAULT_PORT, "slurm")
+                         addr, port, "slurm")
     return WorldInfo(0, 1, 0, 1, None, None, "single")
 
 
@@ -161,15 +163,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _mpi_share_master(info: WorldInfo) -> WorldInfo:
-    """Rank 0 picks address/port and broadcasts them with mpi4py (imported lazily)."""
+def _mpi_share_master(info: WorldInfo, env: Mapping[str, str]) -> WorldInfo:
+    """Rank 0 broadcasts its own host and a free port with mpi4py (imported lazily).
+
+    Its own host, not the node file's first line: mpirun may place rank 0 elsewhere."""
     try:
         from mpi4py import MPI
     except ImportError:
         return info
+    size = MPI.COMM_WORLD.Get_size()
+    if size != info.world_size:
+        raise UserError(f"{info.launcher}: mpi4py sees {size} process(es), the launcher "
+                        f"{info.world_size}: mpi4py is built on another MPI than this mpirun; "
+                        "set MASTER_ADDR and MASTER_PORT instead")
     payload = None
     if info.rank == 0:
-        payload = (info.master_addr or socket.gethostname(), info.master_port or _free_port())
+        payload = (env.get("MASTER_ADDR") or socket.gethostname(), info.master_port or _free_port())
     addr, port = MPI.COMM_WORLD.bcast(payload, root=0)
     if info.local_world_size == info.world_size:
         addr = "127.0.0.1" if addr == socket.gethostname() else addr
@@ -215,15 +224,17 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     elif (info.launcher in ("openmpi", "mpich", "pbs", "sge") and init_method is None
           and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT"))):
         # A site that sets MASTER_ADDR/PORT needs no mpi4py (whose MPI build may not match mpirun).
-        info = _mpi_share_master(info)
+        info = _mpi_share_master(info, env)
 
     cuda = torch.cuda.is_available()
     backend = backend or ("nccl" if cuda else "gloo")
     if backend == "nccl" and not cuda:
         raise UserError(f"backend nccl needs CUDA; none available (use gloo)")
     if cuda:
-        torch.cuda.set_device(info.local_rank)
-        device = f"cuda:{info.local_rank}"
+        # One GPU per task (srun --gpus-per-task, CUDA_VISIBLE_DEVICES per rank) shows device 0 only.
+        gpu = info.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
+        device = f"cuda:{gpu}"
     else:
         device = "cpu"
 
