@@ -227,6 +227,33 @@ def test_study_config_resolves_to_the_linear_scaling_recipe(nodes):
     assert lr_at(19.9) == pytest.approx(0.0005 * nodes)
 
 
+def test_cosine_after_warmup_reaches_the_schedule():
+    cfg = load_config("configs/demo.yaml", ["SOLVER.LR_POLICY", "cosine", "SOLVER.BASE_LR", "0.1",
+                                            "SOLVER.COSINE_END_LR", "0.0", "SOLVER.MAX_EPOCH", "20",
+                                            "SOLVER.WARMUP_EPOCHS", "10", "SOLVER.COSINE_AFTER_WARMUP",
+                                            "True", "SOLVER.BASE_LR_SCALE_NUM_SHARDS", "False"])
+    _, lr_at = trainer.resolve_lr(cfg, world_size=1, global_batch=cfg.TRAIN.BATCH_SIZE)
+    assert lr_at(10.0) == pytest.approx(0.1)   # the cosine starts after the warm-up
+    assert lr_at(15.0) == pytest.approx(0.05)  # half-way down it
+
+
+def test_gradient_accumulation_counts_in_the_global_batch(data, tmp_path, capsys):
+    import re
+    trainer.train(cfg_for(data, tmp_path, "TRAIN.GRAD_ACCUM_STEPS", "2"))
+    out = capsys.readouterr()
+    g, b = map(int, re.search(r"global batch (\d+) \((\d+)/rank\)", out.out + out.err).groups())
+    assert g == 2 * b  # one process, two batches per optimizer step: the LR rule sees both
+
+
+def test_missing_evaluation_files_fail_before_training(data, tmp_path, capsys):
+    with pytest.raises(trainer.UserError, match=r"nope\.csv: AVA.GROUNDTRUTH_FILE not found"):
+        trainer.train(cfg_for(data, tmp_path, "TRAIN.EVAL_PERIOD", "1",
+                              "AVA.GROUNDTRUTH_FILE", "nope.csv"))
+    assert not ckpt.list_checkpoints(tmp_path)  # no epoch ran
+    with pytest.raises(trainer.UserError, match="AVA.LABEL_MAP_FILE not found"):
+        trainer.test(cfg_for(data, tmp_path, "AVA.LABEL_MAP_FILE", "nope.pbtxt"))
+
+
 def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     summary = trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1"))
     assert summary["mAP"] is not None and 0.0 <= summary["mAP"] <= 1.0

@@ -108,8 +108,8 @@ class StepTimers:
         mine = {"rank": self.rank, "rows": self.rows, "buckets": self.buckets}
         everyone = [mine]
         if self.world_size > 1:
-            everyone = [None] * self.world_size
-            dist.all_gather_object(everyone, mine)
+            everyone = [None] * self.world_size if self.rank == 0 else None
+            dist.gather_object(mine, everyone, dst=0)  # only rank 0 writes the summary
         if self.rank != 0:
             return None
         comm_wait = split_wait([r["buckets"] for r in everyone])

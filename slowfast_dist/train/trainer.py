@@ -98,7 +98,8 @@ def resolve_lr(cfg, world_size: int, global_batch: int):
                             reference_global_batch=s.REFERENCE_GLOBAL_BATCH)
     lr_at = partial(schedule.lr_at, base_lr=lr.base_lr, policy=s.LR_POLICY, steps=list(s.STEPS),
                     lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS,
-                    warmup_start_lr=lr.warmup_start_lr, cosine_end_lr=lr.cosine_end_lr)
+                    warmup_start_lr=lr.warmup_start_lr, cosine_end_lr=lr.cosine_end_lr,
+                    cosine_after_warmup=s.COSINE_AFTER_WARMUP)
     return lr, lr_at
 
 
@@ -170,19 +171,32 @@ class Run:
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED)
         return dataset, loader, batch
 
+    def eval_files(self, warn: bool = False) -> dict:
+        """The evaluator's inputs. Checked at start-up, so a typo fails before hours of training
+        (and before the other ranks wait in a barrier for a rank 0 that died scoring)."""
+        a = self.cfg.AVA
+        files = {"gt_csv": os.path.join(a.ANNOTATION_DIR, a.GROUNDTRUTH_FILE),
+                 "label_map": os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE), "exclusions": None}
+        for key, name in (("gt_csv", "AVA.GROUNDTRUTH_FILE"), ("label_map", "AVA.LABEL_MAP_FILE")):
+            if not os.path.isfile(files[key]):
+                raise UserError(f"{files[key]}: {name} not found (needed to score mAP)")
+        if a.EXCLUSION_FILE:
+            path = os.path.join(a.ANNOTATION_DIR, a.EXCLUSION_FILE)
+            if os.path.isfile(path):
+                files["exclusions"] = path
+            elif warn:
+                self.log(f"warning: {path}: AVA.EXCLUSION_FILE not found; mAP is scored without "
+                         "exclusions")
+        return files
+
     def evaluate(self, model, dataset, loader, tag: str) -> float:
         """Distributed inference, gathered to rank 0, scored by the exact AVA evaluator."""
-        a = self.cfg.AVA
         by_frame = predict(model, loader, device=self.device, autocast=self.autocast,
                            video_names=dataset.video_names, class_ids=dataset.class_ids)
         rows = gather_to_rank0(by_frame, self.world, self.rank)
         result = {"mAP": math.nan}
         if self.rank == 0:
-            exclusions = os.path.join(a.ANNOTATION_DIR, a.EXCLUSION_FILE) if a.EXCLUSION_FILE else None
-            result = score(rows, self.out / f"detections_{tag}.csv",
-                           gt_csv=os.path.join(a.ANNOTATION_DIR, a.GROUNDTRUTH_FILE),
-                           label_map=os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE),
-                           exclusions=exclusions if exclusions and os.path.exists(exclusions) else None)
+            result = score(rows, self.out / f"detections_{tag}.csv", **self.eval_files())
             (self.out / f"map_{tag}.json").write_text(json.dumps(result, indent=1))
             self.log(f"[{tag}] mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
@@ -230,7 +244,7 @@ def train(cfg, info=None) -> dict:
         run.log(f"dry run: {cfg.AVA.FRAME_LIST_DIR} not found; data not checked")
     else:
         train_set, train_loader, batch = run.loader("train")
-    global_batch = batch * run.world
+    global_batch = batch * run.world * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS)  # samples per update
     lr, lr_at = resolve_lr(cfg, run.world, global_batch)
     base_lr = lr.base_lr
     run.log(f"{run.world} rank(s) on {len(set(run.hosts))} node(s), backend {run.info.backend}; "
@@ -255,6 +269,8 @@ def train(cfg, info=None) -> dict:
                                     epoch_reset=t.CHECKPOINT_EPOCH_RESET,
                                     clear_name_patterns=list(t.CHECKPOINT_CLEAR_NAME_PATTERN),
                                     log=run.log)
+    if cfg.TRAIN.EVAL_PERIOD > 0 and not run.dry_run:
+        run.eval_files(warn=True)
     model = run.wrap_ddp()
     if run.dry_run:
         return dry_run_report(run, model, optimizer, lr_at, global_batch, len(train_loader))
@@ -317,6 +333,7 @@ def train(cfg, info=None) -> dict:
 def test(cfg, info=None) -> dict:
     """Score a checkpoint (TEST.CHECKPOINT_FILE_PATH, else the newest in OUTPUT_DIR)."""
     run = Run(cfg, info)
+    run.eval_files(warn=True)
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if path:
         from slowfast_dist.models import load_pyslowfast_checkpoint
