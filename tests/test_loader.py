@@ -14,8 +14,8 @@ class _Idx(Dataset):
         return torch.tensor(i)
 
 
-def _epochs(persistent, workers, rank=0, world=1, n=3):
-    ld = build_loader(_Idx(), 4, shuffle=True, drop_last=False, num_workers=workers,
+def _epochs(persistent, workers, rank=0, world=1, n=3, dataset=None, shuffle=True):
+    ld = build_loader(dataset or _Idx(), 4, shuffle=shuffle, drop_last=False, num_workers=workers,
                       pin_memory=False, persistent=persistent, rank=rank, world_size=world, seed=7)
     out = []
     for e in range(n):
@@ -44,14 +44,8 @@ class _Draw(_Idx):
         return torch.tensor(random.randint(0, 10**9))
 
 
-def _draws(rank, epochs=2):
-    ld = build_loader(_Draw(), 4, shuffle=False, drop_last=False, num_workers=2, pin_memory=False,
-                      persistent=False, rank=rank, world_size=2, seed=7)
-    out = []
-    for e in range(epochs):
-        ld.set_epoch(e)
-        out.append([int(x) for b in ld for x in b])
-    return out
+def _draws(rank):
+    return _epochs(False, 2, rank, 2, n=2, dataset=_Draw(), shuffle=False)
 
 
 def test_worker_augmentations_differ_across_ranks_and_epochs_but_repeat_per_run():
