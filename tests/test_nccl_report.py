@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from slowfast_dist.errors import UserError
 from slowfast_dist.profiling.nccl_report import format_text, report
 
 DATA = Path(__file__).parent / "data" / "nccl"
@@ -136,3 +139,104 @@ def test_real_prev_next_ring_lines_and_tree_lines():
     assert chans[1]["tree"]["1"] == {"up": -1, "down": [0, 3]}  # root of channel 1's tree
     assert chans[1]["tree"]["3"] == {"up": 1, "down": [2]}
     assert chans[5]["tree"]["3"] == {"up": -1, "down": [2, 1]}
+
+
+def test_real_pxn_send_nic_with_proxy_rank_is_not_asymmetric():
+    # real NCCL 2.27.5 log (real_nccl2275_pxn_host8.log, reviewer's nccl2275_pxn_host8.log): rank 9
+    # sends "via NET/IB/0(8)/GDRDMA" (NIC 0 through rank 8's proxy), rank 0 receives "via NET/IB/0/GDRDMA"
+    rep = report([str(DATA / "real_nccl2275_pxn_host8.log")])
+    assert rep["nranks"] == 16 and rep["nodes"] == 2
+    ch0 = {c["id"]: c for c in rep["channels"]}[0]
+    hops = {(h["from"], h["to"]): h for h in ch0["hops"]}
+    assert hops[(9, 0)]["transport"] == "NET/IB" and hops[(9, 0)]["nic"] == "0" and hops[(9, 0)]["proxy"] == 8
+    assert hops[(1, 8)]["proxy"] is None and hops[(9, 0)]["inter_node"]
+    assert not any("asymmetric" in f for f in rep["flags"])
+    assert "9 -> 0  inter-node via NET/IB NIC 0 (PXN: rank 8's proxy)" in format_text(rep)
+
+
+def test_pxn_still_flags_a_real_nic_mismatch(tmp_path):
+    # SYNTHESISED from the real line above: the receiver names NIC 1, so the two sides differ
+    log = tmp_path / "pxn_mismatch.log"
+    log.write_text("tpgds-aihub0008:181412:181412 [1] NCCL INFO Channel 00/0 : 9[1] -> 0[0] [send] "
+                   "via NET/IB/0(8)/GDRDMA\n"
+                   "tpgds-aihub0007:177787:177787 [0] NCCL INFO Channel 00/0 : 9[1] -> 0[0] [receive] "
+                   "via NET/IB/1/GDRDMA\n")
+    assert any("9->0 asymmetric" in f for f in report([str(log)])["flags"])
+
+
+def test_real_net_plugin_names_with_spaces():
+    # aws-samples/aws-efa-eks README.md (NCCL 2.8.3 over EFA): "via NET/AWS Libfabric/3/GDRDMA"
+    rep = report([str(DATA / "real_efa_awslibfabric_2node.log")])
+    chans = {c["id"]: c for c in rep["channels"]}
+    assert chans[0]["ring"] == [0, 7, 6, 5, 4, 3, 2, 1, 8, 15, 14, 13, 12, 11, 10, 9]
+    assert _hops(chans[0])[(1, 8)] == ("NET/AWS Libfabric", "0", True)
+    assert _hops(chans[3])[(7, 14)] == ("NET/AWS Libfabric", "3", True)
+    assert sum(t[2] for t in _hops(chans[3]).values()) == 2 and len(_hops(chans[3])) == 16
+    assert rep["hosts"]["15"] == "nccl-tests-efa-worker-1" and rep["flags"] == []
+    # NVIDIA/nccl-tests#321: "via NET/NCCL RDMA Plugin v6/0(2)/GDRDMA/Shared" (plugin name with spaces + PXN)
+    rep = report([str(DATA / "issue_tests321_rdma_plugin_p2p.log")])
+    p2p = {(h["channel"], h["from"], h["to"]): h for h in rep["p2p"]}
+    h = p2p[(1, 1, 2)]
+    assert (h["transport"], h["nic"], h["proxy"]) == ("NET/NCCL RDMA Plugin v6", "0", 0)
+    assert p2p[(1, 2, 1)]["nic"] == "1" and p2p[(1, 2, 1)]["proxy"] == 3 and p2p[(1, 2, 1)]["inter_node"]
+    assert rep["nodes_at_least"] == 2  # send/recv NET connections prove a second node
+
+
+def test_real_p2p_connections_conn_index_1_kept_out_of_rings():
+    # NCCL 2.20.5 sendrecv_perf -g 2 (real_nccl2205_sendrecv_p2p_conn1.log): "Channel 02/1 : 0[0] -> 1[1]"
+    # is a send/recv connection on channel 2, whose ring the trimmed excerpt does not list
+    rep = report([str(DATA / "real_nccl2205_sendrecv_p2p_conn1.log")])
+    assert [c["id"] for c in rep["channels"]] == [0, 1]
+    assert all(c["tree_hops"] == [] and len(c["hops"]) == 2 for c in rep["channels"])
+    assert sorted((h["channel"], h["from"], h["to"]) for h in rep["p2p"]) == [
+        (0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0), (2, 0, 1), (2, 1, 0)]
+    assert rep["p2p"][0]["transport"] == "P2P/direct"
+    assert "send/recv (p2p) connections: 6, 0 inter-node" in format_text(rep)
+
+
+def test_p2p_connections_do_not_make_tree_links_or_extra_successors():
+    # SYNTHESISED (synth_p2p_conn1_4rank.log): rank 0 opens "/1" connections to 1, 2, 3 and there is
+    # no ring-order line; before the fix they showed as 3 successors of rank 0
+    rep = report([str(DATA / "synth_p2p_conn1_4rank.log")])
+    ch0 = rep["channels"][0]
+    assert ch0["ring"] == [0, 1, 2, 3] and ch0["tree_hops"] == [] and len(ch0["hops"]) == 4
+    assert rep["flags"] == [] and len(rep["p2p"]) == 3
+
+
+def test_sub_communicator_does_not_overwrite_world_hosts_or_ring():
+    # SYNTHESISED (synth_subcomm_split.log): a 2-rank ncclCommSplit on nodeB prints "comm .. rank 0
+    # nranks 2" and its own ring on other threads; world ranks 0-1 stay on nodeA
+    rep = report([str(DATA / "synth_subcomm_split.log")])
+    assert rep["hosts"] == {"0": "nodeA", "1": "nodeA", "2": "nodeB", "3": "nodeB"}
+    assert rep["nranks"] == 4 and rep["nodes"] == 2
+    ch0 = rep["channels"][0]
+    assert ch0["ring"] == [0, 1, 2, 3] and ch0["tree_hops"] == []
+    assert rep["flags"] == [] and rep["subcomm_lines_dropped"] == 3
+
+
+def test_old_format_sub_communicator_attributed_by_init_complete(tmp_path):
+    # SYNTHESISED: NCCL < 2.12 prints only "Init COMPLETE", after the comm's own lines; the 2-rank
+    # comm's "Ring 00 : 1[1] -> 0[0]" must not become a second successor of world rank 1
+    log = tmp_path / "old_split.log"
+    log.write_text("\n".join([
+        "gpu1:10:10 [0] NCCL INFO Ring 00 :    0   1   2   3",
+        "gpu1:10:10 [0] NCCL INFO Ring 00 : 0[0] -> 1[1] via P2P/IPC",
+        "gpu1:11:11 [1] NCCL INFO Ring 00 : 1[1] -> 2[2] via P2P/IPC",
+        "gpu1:12:12 [2] NCCL INFO Ring 00 : 2[2] -> 3[3] via P2P/IPC",
+        "gpu1:13:13 [3] NCCL INFO Ring 00 : 3[3] -> 0[0] via P2P/IPC",
+        "gpu1:10:10 [0] NCCL INFO comm 0x7f00 rank 0 nranks 4 cudaDev 0 nvmlDev 0 - Init COMPLETE",
+        "gpu1:11:20 [1] NCCL INFO Ring 00 : 1[1] -> 0[0] via P2P/IPC",
+        "gpu1:11:20 [1] NCCL INFO comm 0x7f01 rank 1 nranks 2 cudaDev 1 nvmlDev 1 - Init COMPLETE", ""]))
+    rep = report([str(log)])
+    assert rep["nranks"] == 4 and rep["subcomm_lines_dropped"] == 1
+    assert rep["channels"][0]["tree_hops"] == [] and rep["flags"] == []
+
+
+def test_log_without_nccl_lines_is_a_user_error(tmp_path):
+    # the reviewer's no_nccl.log: training output without NCCL_DEBUG=INFO
+    log = tmp_path / "no_nccl.log"
+    log.write_text("just some training output\nepoch 1 loss 0.3\n")
+    with pytest.raises(UserError, match=r"no NCCL INFO lines in .*no_nccl\.log \(run with NCCL_DEBUG=INFO\)"):
+        report([str(log)])
+    # one log without NCCL lines next to one with them is accepted (a launcher's own output)
+    assert report([str(log), str(DATA / "new_2node.log")])["nranks"] == 4
