@@ -16,9 +16,9 @@ Formats (all quoted in NVIDIA/nccl issues, see tests/data/nccl/):
   (prev->me->next), `Tree 0 : -1 -> 0 -> 1/-1/-1` (up->me->down), `comm 0x.. rank 3 nRanks 8 nNodes 2`.
   A rank prints its ring connections, then `Connected all rings`, then its tree connections.
 - `Channel cc/NN :    0   1 ...` (ring order): NN is the channel count. `Channel cc/i : a -> b` (a
-  connection, printed since about NCCL 2.12): i is the connection index, 0 for ring and tree connections, 1 for the
-  send/recv (p2p) connections NCCL opens on demand (torch send/recv, gather_object, all_to_all).
-  Those are reported apart ("p2p") and never used for rings or trees.
+  connection, printed since about NCCL 2.12): i is the connection index, 0 for ring and tree
+  connections, 1 for the send/recv (p2p) connections NCCL opens on demand (torch send/recv,
+  gather_object, all_to_all). Those are reported apart ("p2p") and never used for rings or trees.
 - `via NET/<plugin>/<nic>[(<proxy>)]/...`: the plugin name may hold spaces ("AWS Libfabric", "NCCL
   RDMA Plugin v6"); `0(8)` (PXN) means NIC 0 driven by rank 8's proxy, and the receiver then prints
   plain `0`, so send and receive are compared on transport and NIC only.
