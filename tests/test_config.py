@@ -144,6 +144,23 @@ def test_type_errors_and_bad_files(tmp_path):
     assert load_config(None, ["SOLVER.BASE_LR", "1"]).SOLVER.BASE_LR == 1.0
 
 
+def test_files_fvcore_cannot_read_are_one_line_errors(tmp_path):
+    for text, name in (("", "empty.yaml"), ("# only a comment\n", "comment.yaml"), ("3\n", "scalar.yaml")):
+        with pytest.raises(UserError, match=rf"{name}: empty, or not a mapping"):
+            load_config(_write(tmp_path, text, name), [])
+    with pytest.raises(UserError, match=r"intkey.yaml: config key TRAIN.1 is not a name"):
+        load_config(_write(tmp_path, "TRAIN:\n  1: 2\n", "intkey.yaml"), [])
+    with pytest.raises(UserError, match="include each other in a loop"):
+        load_config(_write(tmp_path, "_BASE_: loop.yaml\n", "loop.yaml"), [])
+
+
+@pytest.mark.parametrize("key,value", [("SOLVER.OPTIMIZING_METHOD", "adamw"),
+                                       ("AVA.TEST_FORCE_FLIP", "True"), ("DATA.TARGET_FPS", "25")])
+def test_pyslowfast_values_we_do_not_implement_are_refused_not_ignored(key, value):
+    with pytest.raises(UserError, match=rf"{key} .*: not supported by slowfast-dist"):
+        load_config(None, [key, value])
+
+
 def test_dump_roundtrip_and_key_list(tmp_path):
     cfg = load_config(None, ["SOLVER.BASE_LR", "0.4"])
     out = tmp_path / "run" / "config.yaml"

@@ -119,3 +119,32 @@ def test_only_val_keeps_every_fourth_second_without_full_test_on_val(tree):
     cfg.AVA.FULL_TEST_ON_VAL, cfg.MODEL.NUM_CLASSES = False, 80
     secs = lambda split: [s for _, s, _ in build_ava_dataset(cfg, split).keys]  # noqa: E731
     assert secs("test") == [902, 903, 904] and secs("val") == [904]  # PySlowFast's test mode
+
+
+def _train_ds(root, **kw):
+    return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
+                      [str(root / "annotations/ava_train_predicted_boxes.csv")],
+                      str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
+                      num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.45] * 3,
+                      std=[0.225] * 3, crop_size=32, detect_thresh=0.8, **kw)
+
+
+def test_data_random_flip_false_never_flips(tree, monkeypatch):
+    from slowfast_dist.data import dataset as dsmod
+    flips, real = [], dsmod.T.hflip
+    monkeypatch.setattr(dsmod.T, "hflip", lambda *a: flips.append(1) or real(*a))
+    on = _train_ds(tree, jitter_scales=[32, 40])
+    for _ in range(12):
+        on[0]
+    assert flips  # about half of the draws flip
+    flips.clear()
+    off = _train_ds(tree, jitter_scales=[32, 40], random_flip=False)
+    for _ in range(12):
+        off[0]
+    assert not flips
+
+
+@pytest.mark.parametrize("scales", [[24, 28], [40, 36], [40]])
+def test_jitter_scales_must_cover_the_crop(tree, scales):
+    with pytest.raises(UserError, match="DATA.TRAIN_JITTER_SCALES"):
+        _train_ds(tree, jitter_scales=scales)

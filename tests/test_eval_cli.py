@@ -28,3 +28,12 @@ def test_bad_row_exit_2(tmp_path):
                         *_files(tmp_path, det="v,09x2,0,0,0.5,0.5,1,0.9\n")], capture_output=True, text=True)
     assert p.returncode == 2
     assert "det.csv:1:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_file_that_is_not_utf8_exit_2_naming_the_line(tmp_path):
+    args = _files(tmp_path)
+    (tmp_path / "det.csv").write_bytes(b"v,0902,0,0,0.5,0.5,1,0.9\nv,0903,0,0,0.5,0.5,1,0.9\xe9\n")
+    p = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "ava-eval", *args],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "det.csv:2: not UTF-8 text" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

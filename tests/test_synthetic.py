@@ -21,3 +21,13 @@ def test_tree_readable_and_deterministic(tmp_path):
     s = ds[0]
     assert s["labels"].shape[1] == 6 and s["labels"].sum() >= 2
     assert (a / "videos/syn000.mp4").stat().st_size > 0
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    from slowfast_dist.cli import main
+
+    assert main(["make-synthetic", str(tmp_path / "d"), "--seconds", "-3"]) == 2
+    (tmp_path / "file").write_text("")
+    assert main(["make-synthetic", str(tmp_path / "file" / "d"), "--videos", "1", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--seconds -3: must be at least 1" in err[0] and "cannot write the data set" in err[-1]

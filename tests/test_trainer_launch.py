@@ -203,6 +203,18 @@ def test_kinetics_checkpoint_without_epoch_reset_starts_a_new_schedule(data, tmp
     assert "epoch and optimizer state are not used" in capsys.readouterr().err
 
 
+def test_the_test_command_refuses_a_checkpoint_whose_head_does_not_fit(data, tmp_path, pretrained):
+    # Scoring a randomly initialised head would print a meaningless mAP.
+    state = ckpt.read_checkpoint(pretrained)
+    w = state["model_state"]["head.projection.weight"]
+    state["model_state"]["head.projection.weight"] = torch.randn(60, w.shape[1])
+    state["model_state"]["head.projection.bias"] = torch.randn(60)
+    path = tmp_path / "ava60.pyth"
+    torch.save(state, path)
+    with pytest.raises(UserError, match="ava60.pyth: state dict does not match the model"):
+        trainer.test(cfg_for(data, tmp_path / "run", "TEST.CHECKPOINT_FILE_PATH", str(path)))
+
+
 def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
     from slowfast_dist.cli import main
 

@@ -33,8 +33,17 @@ def pyslowfast_keys() -> frozenset:
         return frozenset(l.strip() for l in f if l.strip() and not l.startswith("#"))
 
 
+# PySlowFast keys in our defaults (so its YAMLs load) whose other values we do not implement:
+# a non-default value is refused rather than silently ignored.
+ONLY_DEFAULT = {"SOLVER.OPTIMIZING_METHOD": "sgd", "RESNET.STRIDE_1X1": False,
+                "DATA.TARGET_FPS": 30, "AVA.BGR": False,
+                "AVA.TRAIN_USE_COLOR_AUGMENTATION": False, "AVA.TEST_FORCE_FLIP": False}
+
+
 def _flatten(d, prefix=""):
     for k, v in d.items():
+        if not isinstance(k, str):
+            raise UserError(f"config key {prefix}{k!r} is not a name (quote it, or check the file)")
         if isinstance(v, dict):
             yield from _flatten(v, prefix + k + ".")
         else:
@@ -123,11 +132,21 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             raise UserError(f"{loc}: malformed YAML ({getattr(e, 'problem', e)})") from None
         except (OSError, KeyError) as e:
             raise UserError(f"{path}: cannot load config ({e})") from None
+        except RecursionError:
+            raise UserError(f"{path}: _BASE_ files include each other in a loop") from None
+        except (TypeError, AssertionError, AttributeError) as e:
+            # fvcore's loader on an empty, scalar or non-mapping file (or _BASE_)
+            raise UserError(f"{path}: empty, or not a mapping of config keys (this file or a "
+                            f"_BASE_ it names; {type(e).__name__})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: top level must be a mapping of config keys")
-        keep, ign = _classify(dict(_flatten(loaded)), ours, path)
+        try:
+            flat = dict(_flatten(loaded))
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        keep, ign = _classify(flat, ours, path)
         ignored += ign
         for k, v in keep.items():
             _set(cfg, k, v, path)
@@ -144,6 +163,12 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             "PySlowFast config keys not used by slowfast-dist (ignored): " + ", ".join(sorted(set(ignored))),
             stacklevel=2,
         )
+    for key, only in ONLY_DEFAULT.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value != only:
+            raise UserError(f"{key} {value!r}: not supported by slowfast-dist (only {only!r})")
     # Stored outside the key tree so dumps stay loadable; read with cfg_ignored_keys().
     object.__setattr__(cfg, _IGNORED_ATTR, tuple(sorted(set(ignored))))
     cfg.freeze()

@@ -25,7 +25,8 @@ class AvaDataset(torch.utils.data.Dataset):
     def __init__(self, frame_lists, frame_dir, box_csvs, label_map, *, train, num_frames,
                  sampling_rate, alpha, slowfast, mean, std, crop_size, jitter_scales=None,
                  detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
-                 num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=()):
+                 num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=(),
+                 random_flip=True):
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
         if pixel_source == "video" and not video_dir:
@@ -61,7 +62,10 @@ class AvaDataset(torch.utils.data.Dataset):
                                            af.read_exclusions(exclusions))
         self.train, self.num_frames, self.rate = train, num_frames, sampling_rate
         self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
-        self.crop_size, self.jitter = crop_size, jitter_scales
+        self.crop_size, self.jitter, self.random_flip = crop_size, jitter_scales, random_flip
+        if train and not (len(jitter_scales or ()) == 2 and crop_size <= jitter_scales[0] <= jitter_scales[1]):
+            raise UserError(f"DATA.TRAIN_JITTER_SCALES {jitter_scales}: need [min, max] with "
+                            f"DATA.TRAIN_CROP_SIZE {crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
 
     def __len__(self):
@@ -115,7 +119,7 @@ class AvaDataset(torch.utils.data.Dataset):
             y0 = random.randint(0, clip.shape[1] - self.crop_size)
             x0 = random.randint(0, clip.shape[2] - self.crop_size)
             clip, pix = T.crop(clip, pix, x0, y0, self.crop_size)
-            if random.random() < 0.5:
+            if self.random_flip and random.random() < 0.5:
                 clip, pix = T.hflip(clip, pix)
         else:
             clip, pix = T.resize_short_side(clip, pix, self.crop_size)
@@ -170,5 +174,6 @@ def build_ava_dataset(cfg, split):
         crop_size=d.TRAIN_CROP_SIZE if train else d.TEST_CROP_SIZE,
         jitter_scales=list(d.TRAIN_JITTER_SCALES),
         detect_thresh=a.DETECTION_SCORE_THRESH,
-        full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True, num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
-        gt_box_csvs=gt)
+        full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True,
+        num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
+        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP)

@@ -12,6 +12,14 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from slowfast_dist.data.synthetic import make_synthetic
-    vids = make_synthetic(args.out, args.videos, args.seconds, args.persons, args.seed)
+    from slowfast_dist.errors import UserError
+
+    for name in ("videos", "seconds", "persons"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
+    try:
+        vids = make_synthetic(args.out, args.videos, args.seconds, args.persons, args.seed)
+    except OSError as e:
+        raise UserError(f"{e.filename or args.out}: cannot write the data set ({e.strerror})") from None
     print(f"wrote {len(vids)} videos under {args.out}")
     return 0

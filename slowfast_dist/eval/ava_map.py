@@ -29,6 +29,7 @@ Boxes outside [0, 1] are tolerated by the official tool; we do too, with one war
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 
@@ -41,6 +42,20 @@ def _warn(msg):
     print(f"warning: {msg}", file=sys.stderr)
 
 
+def _open_text(path, what, newline=None):
+    """The file as text; bytes that are not UTF-8 are a UserError naming the line."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot open {what} ({e.strerror})") from None
+    try:
+        return io.StringIO(raw.decode("utf-8"), newline=newline)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{where(path, line)}: not UTF-8 text ({what})") from None
+
+
 def read_label_map(path):
     """Return [(id, name), ...] in file order, parsed line by line as the official tool does.
 
@@ -48,11 +63,7 @@ def read_label_map(path):
     name is the text after the first double quote up to the next one; the id is the last
     space-separated word of the stripped line. An id before any name gets the name ""."""
     items, name = [], ""
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot open label map ({e.strerror})") from None
-    with f:
+    with _open_text(path, "label map") as f:
         for n, line in enumerate(f, 1):
             if line.startswith("  name:"):
                 parts = line.split('"')
@@ -89,12 +100,8 @@ def read_boxes(path, with_score, whitelist=None):
     fast = _read_boxes_fast(path, with_score)
     if fast is not None:
         return fast
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot open ({e.strerror})") from None
     keys, boxes, ids, scores, lines = [], [], [], [], []
-    with f:
+    with _open_text(path, "box CSV", newline="") as f:
         for n, row in enumerate(csv.reader(f), 1):
             ok = len(row) == 8 if with_score else len(row) in (7, 8)
             if not ok:
@@ -154,12 +161,8 @@ def _read_boxes_fast(path, with_score):
 
 
 def read_exclusions(path):
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot open ({e.strerror})") from None
     out = set()
-    with f:
+    with _open_text(path, "exclusions", newline="") as f:
         for n, row in enumerate(csv.reader(f), 1):
             if not row:  # blank line, e.g. a trailing newline
                 continue

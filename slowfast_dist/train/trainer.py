@@ -338,7 +338,7 @@ def test(cfg, info=None) -> dict:
     if path:
         from slowfast_dist.models import load_pyslowfast_checkpoint
 
-        load_pyslowfast_checkpoint(run.model, path, log=run.log)
+        load_pyslowfast_checkpoint(run.model, path, skip_head=False, log=run.log)  # no random head
     else:
         found = ckpt.latest_good_checkpoint(run.out)
         if not found:
