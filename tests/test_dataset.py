@@ -121,6 +121,23 @@ def test_only_val_keeps_every_fourth_second_without_full_test_on_val(tree):
     assert secs("test") == [902, 903, 904] and secs("val") == [904]  # PySlowFast's test mode
 
 
+def test_val_takes_the_centre_square_test_the_whole_frame_boxes_clipped(tree):
+    cfg = get_cfg()
+    cfg.AVA.FRAME_DIR, cfg.AVA.FRAME_LIST_DIR = str(tree / "frames"), str(tree / "frame_lists")
+    cfg.AVA.ANNOTATION_DIR, cfg.AVA.TEST_LISTS = str(tree / "annotations"), ["val.csv"]
+    cfg.AVA.TEST_PREDICT_BOX_LISTS = ["ava_val_predicted_boxes.csv"]
+    cfg.AVA.LABEL_MAP_FILE, cfg.MODEL.NUM_CLASSES = "ava_action_list_v2.2.pbtxt", 80
+    cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.SLOWFAST.ALPHA = 4, 2, 2
+    cfg.DATA.TEST_CROP_SIZE = 24  # frames are 64 x 48: scaled to 32 x 24
+    cfg.AVA.FULL_TEST_ON_VAL = True  # the same keyframes in both splits
+    val, test = build_ava_dataset(cfg, "val")[0], build_ava_dataset(cfg, "test")[0]
+    assert val["inputs"][1].shape[-2:] == (24, 24) and test["inputs"][1].shape[-2:] == (24, 32)
+    # the centre crop starts at x = ceil((32 - 24) / 2) = 4 (PySlowFast's spatial_shift_crop_list)
+    both = test["boxes"][:, [0, 2]] - 4
+    torch.testing.assert_close(val["boxes"][:, [0, 2]], both.clamp(0, 23))
+    assert (test["boxes"][:, [0, 2]] <= 31).all() and (test["boxes"][:, [1, 3]] <= 23).all()
+
+
 def _train_ds(root, **kw):
     return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
                       [str(root / "annotations/ava_train_predicted_boxes.csv")],

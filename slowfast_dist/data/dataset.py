@@ -6,6 +6,7 @@ extraction; both give the same frame indices. A sample whose pixels cannot be re
 the next readable one, with one warning naming the file; the count travels with the batch
 (`batch["skipped"]`) so the trainer can sum it over workers and ranks.
 """
+import math
 import os
 import random
 import sys
@@ -26,7 +27,7 @@ class AvaDataset(torch.utils.data.Dataset):
                  sampling_rate, alpha, slowfast, mean, std, crop_size, jitter_scales=None,
                  detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
                  num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=(),
-                 random_flip=True):
+                 random_flip=True, center_crop=False):
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
         if pixel_source == "video" and not video_dir:
@@ -63,6 +64,7 @@ class AvaDataset(torch.utils.data.Dataset):
         self.train, self.num_frames, self.rate = train, num_frames, sampling_rate
         self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
         self.crop_size, self.jitter, self.random_flip = crop_size, jitter_scales, random_flip
+        self.center_crop = center_crop
         if train and not (len(jitter_scales or ()) == 2 and crop_size <= jitter_scales[0] <= jitter_scales[1]):
             raise UserError(f"DATA.TRAIN_JITTER_SCALES {jitter_scales}: need [min, max] with "
                             f"DATA.TRAIN_CROP_SIZE {crop_size} <= min <= max")
@@ -113,7 +115,8 @@ class AvaDataset(torch.utils.data.Dataset):
         clip = torch.from_numpy(self.read_pixels(vidx, self.frame_indices(vidx, sec))).float()
         h, w = clip.shape[1:3]
         ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
-        pix = ori * torch.tensor([w, h, w, h], dtype=torch.float32)
+        # PySlowFast clips boxes to the image ([0, W-1]) before and after the transforms
+        pix = T.clip_boxes(ori * torch.tensor([w, h, w, h], dtype=torch.float32), h, w)
         if self.train:
             clip, pix = T.resize_short_side(clip, pix, random.randint(*self.jitter))
             y0 = random.randint(0, clip.shape[1] - self.crop_size)
@@ -123,6 +126,11 @@ class AvaDataset(torch.utils.data.Dataset):
                 clip, pix = T.hflip(clip, pix)
         else:
             clip, pix = T.resize_short_side(clip, pix, self.crop_size)
+            if self.center_crop:  # PySlowFast's val split (evaluation during training)
+                y0 = math.ceil((clip.shape[1] - self.crop_size) / 2)
+                x0 = math.ceil((clip.shape[2] - self.crop_size) / 2)
+                clip, pix = T.crop(clip, pix, x0, y0, self.crop_size)
+        pix = T.clip_boxes(pix, clip.shape[1], clip.shape[2])
         labels = torch.zeros(len(boxes), self.num_classes)
         for n, (_, ids) in enumerate(boxes):
             for c in ids:
@@ -156,8 +164,9 @@ def _warn(msg):
 
 def build_ava_dataset(cfg, split):
     """Thin adapter from a PySlowFast-keyed CfgNode; split is train, val (evaluation during
-    training) or test (the test command). As in PySlowFast, only val keeps every 4th second
-    when AVA.FULL_TEST_ON_VAL is False; val and test read the same lists and crops otherwise."""
+    training) or test (the test command). As in PySlowFast, val and test read the same lists and
+    scale the short side to TEST_CROP_SIZE; only val then takes the centre square, and only val
+    keeps every 4th second when AVA.FULL_TEST_ON_VAL is False."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, not {split!r}")
     a, d = cfg.AVA, cfg.DATA
@@ -176,4 +185,4 @@ def build_ava_dataset(cfg, split):
         detect_thresh=a.DETECTION_SCORE_THRESH,
         full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True,
         num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
-        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP)
+        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP, center_crop=split == "val")
