@@ -2,22 +2,28 @@
 from ..errors import UserError
 
 
+def read_pyslowfast(path) -> object:
+    """Load a .pyth file onto the CPU; a missing or unreadable file is a UserError."""
+    import torch
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001
+            # PySlowFast checkpoints pickle a CfgNode. The user named this file: trusted, as
+            # PySlowFast's own loader trusts it.
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__})") from None
+
+
 def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print):
     """Load weights; returns the checkpoint's cfg (str/dict) if present.
 
     skip_head=None: skip head.* automatically when shapes differ (Kinetics -> AVA), one line told.
     """
-    import torch
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            # PySlowFast checkpoints pickle a CfgNode; fall back for trusted files.
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as e:
-        raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__})") from None
+    ckpt = read_pyslowfast(path)
     state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path}: no 'model_state' in checkpoint")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from slowfast_dist.errors import UserError
+from slowfast_dist.models.checkpoint_compat import read_pyslowfast
 from slowfast_dist.train import checkpoint as ckpt
 
 
@@ -22,14 +21,7 @@ def read_pretrained(path: str, checkpoint_type: str) -> dict:
         raise UserError(f"TRAIN.CHECKPOINT_TYPE: {checkpoint_type!r} must be pytorch or caffe2")
     if not os.path.isfile(path):
         raise UserError(f"{path}: TRAIN.CHECKPOINT_FILE_PATH not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older PySlowFast files pickle more than tensors
-        try:
-            # The user named this file: trusted, as PySlowFast's own loader trusts it.
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    state = read_pyslowfast(path)
     if not isinstance(state, dict) or not isinstance(state.get("model_state"), dict):
         raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
     return state
