@@ -163,12 +163,10 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             "PySlowFast config keys not used by slowfast-dist (ignored): " + ", ".join(sorted(set(ignored))),
             stacklevel=2,
         )
+    values = dict(_flatten(cfg))
     for key, only in ONLY_DEFAULT.items():
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if value != only:
-            raise UserError(f"{key} {value!r}: not supported by slowfast-dist (only {only!r})")
+        if values[key] != only:
+            raise UserError(f"{key} {values[key]!r}: not supported by slowfast-dist (only {only!r})")
     # Stored outside the key tree so dumps stay loadable; read with cfg_ignored_keys().
     object.__setattr__(cfg, _IGNORED_ATTR, tuple(sorted(set(ignored))))
     cfg.freeze()

@@ -55,8 +55,8 @@ def read_box_csvs(paths, gt_paths=(), detect_thresh=0.0, full_test_on_val=True,
 
     Rows: video, sec, x1, y1, x2, y2, label[, score]. Files in `gt_paths` are ground truth: their
     8th column is AVA's person id, not a score, and no threshold applies (PySlowFast reads the
-    GT lists first, then the predicted ones, keeping predicted rows with score >= threshold). Boxes with identical coordinates in the
-    same keyframe are merged, their labels accumulated. A box outside [0,1] or inverted drops
+    GT lists first, then the predicted ones, keeping predicted rows with score >= threshold).
+    Boxes with identical coordinates in the same keyframe are merged, their labels accumulated. A box outside [0,1] or inverted drops
     its whole keyframe (the sample is skipped, not the run); `bad` (a list) receives one
     "file:line: problem" per such row. A label id outside 1..num_classes is an error: PySlowFast
     puts label k in output column k-1, so it would silently train the wrong class.
@@ -104,8 +104,6 @@ def read_exclusions(path):
     """Set of (video, sec) keyframes to exclude, parsed by the evaluator's reader."""
     if not path:
         return set()
-    if not os.path.isfile(path):
-        raise UserError(f"{where(path)}: exclusion file not found")
     from slowfast_dist.eval.ava_map import read_exclusions as parse
 
     return {(vid, int(sec)) for vid, sec in (key.rsplit(",", 1) for key in parse(path))}

@@ -65,7 +65,8 @@ class AvaDataset(torch.utils.data.Dataset):
         self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
         self.crop_size, self.jitter, self.random_flip = crop_size, jitter_scales, random_flip
         self.center_crop = center_crop
-        if train and not (len(jitter_scales or ()) == 2 and crop_size <= jitter_scales[0] <= jitter_scales[1]):
+        scales = list(jitter_scales or ())
+        if train and not (len(scales) == 2 and crop_size <= scales[0] <= scales[1]):
             raise UserError(f"DATA.TRAIN_JITTER_SCALES {jitter_scales}: need [min, max] with "
                             f"DATA.TRAIN_CROP_SIZE {crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts

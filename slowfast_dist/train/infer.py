@@ -28,14 +28,15 @@ def predict(model, loader, *, device, autocast, video_names, class_ids) -> dict:
         skipped += int(batch.get("skipped", 0))
         with autocast():
             scores = model(inputs, boxes).float().cpu()
-        done = set(by_frame)  # keyframes given by earlier batches
         owner: dict[tuple[int, int], int] = {}  # keyframe -> sample of this batch that gives it
         for sample, box, meta, row_scores in zip(batch["boxes"][:, 0].tolist(),
                                                  batch["ori_boxes"].tolist(),
                                                  batch["metadata"].tolist(), scores.tolist()):
             key = (int(meta[0]), int(meta[1]))
-            if key in done or owner.setdefault(key, sample) != sample:
-                continue
+            if key in by_frame and key not in owner:
+                continue  # given by an earlier batch
+            if owner.setdefault(key, sample) != sample:
+                continue  # given by another sample of this batch
             rows = by_frame.setdefault(key, [])
             name = video_names[key[0]]
             # output column k-1 scores label id k (PySlowFast); only ids in the label map are kept

@@ -35,7 +35,6 @@ def guarded(fn, cfg, info=None) -> int:
     return 0
 
 
-
 # ---- PySlowFast's one-process-per-node layout ----------------------------------------------
 
 def rendezvous_for_local_workers(*, num_gpus: int, num_shards: int, shard_id: int,
