@@ -109,9 +109,10 @@ def _read_events(paths):
     cur, pending = {}, {}  # per thread: communicator being initialised; events not yet attributed
     for path in paths:
         try:
-            lines = open(path, errors="replace").read().splitlines()
+            with open(path, errors="replace") as f:
+                lines = f.read().splitlines()
         except OSError as e:
-            raise UserError(f"{path}: cannot read: {e.strerror}")
+            raise UserError(f"{path}: cannot read: {e.strerror}") from None
         n_info = 0
         for line in lines:
             if (v := _VERSION.search(line)):
@@ -142,8 +143,7 @@ def _read_events(paths):
                 if "Connected all rings" in msg and proc:
                     events.append({"kind": "rings_done", "proc": proc, "comm": cur.get(thread)})
                 elif (n := _NRANKS.search(msg)):
-                    comms.append({"ptr": None, "rank": None, "nranks": int(n.group(1)), "nnodes": None,
-                                  "host": None})
+                    comms.append(_sized_comm(int(n.group(1))))
                 continue
             if ev.get("comm"):
                 comms.append(ev["comm"])  # RCCL names the communicator on the line itself
@@ -158,6 +158,11 @@ def _read_events(paths):
     return version, comms, events
 
 
+def _sized_comm(nranks):
+    """A communicator known only by its size (an `nRanks N` line, RCCL's per-line tag)."""
+    return {"ptr": None, "rank": None, "nranks": nranks, "nnodes": None, "host": None}
+
+
 def _event(msg):
     """One ring/tree/connection line -> event dict, or None for any other line."""
     if msg.startswith("Trees"):
@@ -170,7 +175,7 @@ def _event(msg):
         if (rc := _HOP_COMM.search(via)):
             via = via[:rc.start()]
             if rc.group(1):
-                comm = {"ptr": None, "rank": None, "nranks": int(rc.group(1)), "nnodes": None, "host": None}
+                comm = _sized_comm(int(rc.group(1)))
         # "Channel cc/i": i is the connection index; 0 = ring and tree connections, 1 = the
         # send/recv (p2p) connections NCCL makes on demand (ncclTransportP2pSetup(comm, NULL, 1)).
         # Older logs ("Ring 00 :", "Channel 00 :") print no index: everything counts as 0.
