@@ -23,3 +23,67 @@ def opts_for(data, out, *extra) -> list:
 
 def cfg_for(data, out, *extra):
     return load_config("configs/demo.yaml", opts_for(data, out, *extra))
+
+
+class CountHostSyncs:
+    """Counts, by op name, the ops that would block the host on a GPU (a value read back:
+    .item(), float(t), .tolist(), bool(t); shape-dependent results: nonzero, boolean-mask
+    indexing, unique, masked_select) and the collectives (c10d ops) run under it.
+
+    On CPU nothing blocks, but the same dispatcher calls happen, so this counts what a CUDA
+    run would sync on."""
+
+    SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2",
+                "unique_dim", "unique_consecutive", "is_nonzero", "item"}
+
+    def __init__(self):
+        from collections import Counter
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self.syncs, self.collectives = Counter(), Counter()
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(mode, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                name = func._schema.name
+                ns, _, op = name.partition("::")
+                if ns == "c10d":
+                    counter[1][op] += 1
+                elif op in self.SYNC_OPS or (op in ("index", "index_put_", "index_put")
+                                             and _has_bool_index(args)):
+                    counter[0][op] += 1
+                return func(*args, **kwargs)
+
+        self._mode = _Mode()
+
+    def __enter__(self):
+        import torch
+
+        # .tolist() and .numpy() of a CPU tensor read memory without a dispatcher call; on a
+        # GPU they copy to the host and sync, so they are counted by wrapping them.
+        self._saved = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy")}
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, self._counting(name, method))
+        self._mode.__enter__()
+        return self
+
+    def _counting(self, name, method):
+        def wrapped(tensor, *args, **kwargs):
+            self.syncs[name] += 1
+            return method(tensor, *args, **kwargs)
+        return wrapped
+
+    def __exit__(self, *exc):
+        import torch
+
+        for name, method in self._saved.items():
+            setattr(torch.Tensor, name, method)
+        return self._mode.__exit__(*exc)
+
+
+def _has_bool_index(args) -> bool:
+    import torch
+
+    indices = args[1] if len(args) > 1 else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (indices or ()))
