@@ -6,7 +6,15 @@ SFD    := $(VENV)/bin/slowfast-dist
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_output
 
-.PHONY: venv test demo clean
+# `make gpu-check OUT=dir` on a machine with one CUDA GPU and a Python whose CUDA torch must not
+# be replaced, without network: the other packages come from a folder of wheels made beforehand
+# (README, "Checking on a GPU", has the pip download command). Writes OUT/gpu_check.json.
+GPU_PYTHON ?= python3
+WHEELS ?= .whl
+OUT    ?= gpu_check_out
+GPU_SITE ?= /tmp/slowfast_gpu_site
+
+.PHONY: venv test demo clean gpu-check
 
 venv: $(VENV)/.installed
 
@@ -32,6 +40,11 @@ demo: venv $(DEMO_DATA)/annotations/ava_action_list_v2.2.pbtxt
 	    OUTPUT_DIR $(DEMO_OUT)
 	$(PY) benchmarks/demo_baseline.py $(DEMO_OUT) $(DEMO_DATA) --json $(DEMO_OUT)/baseline.json
 	@echo "TensorBoard logs: $(DEMO_OUT)/tensorboard  (view: $(VENV)/bin/tensorboard --logdir $(DEMO_OUT))"
+
+gpu-check:
+	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: no wheels in $(WHEELS)/ (see README, Checking on a GPU)"; exit 2; }
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl
+	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(OUT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_OUT)

@@ -178,4 +178,5 @@ def test_dump_roundtrip_and_key_list(tmp_path):
     extra = {k for k in flat if k not in keys and not k.startswith(ext)}
     assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
                      "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
-                     "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE"}
+                     "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE",
+                     "DATA.DECODER"}

@@ -2,7 +2,7 @@
 import torch
 from torch.utils.data import Dataset
 
-from slowfast_dist.data.loader import build_loader
+from slowfast_dist.data.loader import build_loader, collate_detection
 
 
 class _Idx(Dataset):
@@ -80,7 +80,12 @@ def _tree(tmp_path):
 def test_dataset_sample_contract(tmp_path):
     ds = _tree(tmp_path)
     s = ds[0]
-    assert [x.shape for x in s["inputs"]] == [(3, 2, 24, 32), (3, 4, 24, 32)]
+    # a worker ships the uint8 window and its geometry; the device transform makes the pathways
+    assert s["clip"].dtype == torch.uint8 and s["clip"].shape == (4, 12, 16, 3)
+    from slowfast_dist.data.device import ClipBatchTransform
+    batch = collate_detection([s])
+    inputs = ClipBatchTransform([0.5] * 3, [0.5] * 3, 2, True)(batch["clips"], batch["geometry"])
+    assert [x.shape for x in inputs] == [(1, 3, 2, 24, 32), (1, 3, 4, 24, 32)]
     assert ds.frame_indices(0, 902) == [56, 58, 60, 62]  # (902-900)*30 centred, rate 2
     # label id k -> column k-1 of NUM_CLASSES (PySlowFast), not the position in the label map
     assert s["labels"].tolist() == [[0.0, 0.0, 1.0]] and s["metadata"].tolist() == [[0, 902]]

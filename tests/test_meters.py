@@ -1,5 +1,6 @@
 """StepMeter: skipped-sample counts summed over ranks, non-finite loss named, epoch stats."""
 import io
+import math
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_skipped_samples_are_summed_over_ranks_and_reported(tmp_path):
 
 def test_non_finite_loss_names_the_step():
     meter = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), stream=io.StringIO())
-    with pytest.raises(NonFiniteLoss, match=r"epoch 1, step 2/3"):
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, steps 1-3 of 3"):
         _run_epoch(meter, [0, 0, 0], [1.0, float("nan"), 1.0])
 
 
@@ -49,3 +50,110 @@ def test_clean_epoch_reports_no_skips():
     meter = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), stream=stream)
     stats = _run_epoch(meter, [0, 0], [1.0, 1.0])
     assert stats["skipped_samples"] == 0 and "skipped" not in stream.getvalue()
+
+
+# ---- what a step costs the host: nothing, unless it logs ------------------------------------
+
+def _count_per_step(rank, port, out, log_period, steps):
+    """The real loop, DDP over 2 gloo ranks, counting per step the host syncs and collectives."""
+    import torch.distributed as dist
+
+    from support import CountHostSyncs
+    from test_trainer import ListLoader, fixed_batches, shard
+
+    from slowfast_dist.config import load_config
+    from slowfast_dist.models import build_model
+    from slowfast_dist.train import trainer
+    from slowfast_dist.train.loop import train_one_epoch
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    cfg = load_config("configs/demo.yaml", ["DATA.TRAIN_CROP_SIZE", "32"])
+    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
+    optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
+                                        weight_decay=1e-4, bn_weight_decay=0.0)
+    meter = StepMeter(rank=rank, world_size=2, device=torch.device("cpu"), log_period=log_period,
+                      stream=io.StringIO())
+    batches = [shard(b, rank, 2) for b in fixed_batches(per_rank=2, ranks=2, steps=steps)]
+    counts = []
+    with CountHostSyncs() as counted:
+        step_done = meter.step_done
+
+        def counting_step_done(*args, **kwargs):
+            step_done(*args, **kwargs)
+            counts.append((dict(counted.syncs), dict(counted.collectives)))
+            counted.syncs.clear()
+            counted.collectives.clear()
+
+        meter.step_done = counting_step_done
+        train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1,
+                        loss_fn=torch.nn.BCEWithLogitsLoss(), device=torch.device("cpu"),
+                        autocast=lambda: torch.autocast("cpu", enabled=False),
+                        scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=1,
+                        meter=meter)
+    torch.save(counts, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_only_logging_steps_sync_or_add_a_collective(tmp_path):
+    """Steps 1-3 and 5 of 6 (LOG_PERIOD 4) read nothing back and run no collective besides DDP's
+    own (gradient allreduce, BN buffer broadcast); steps 4 and 6 read once and all-reduce once
+    more."""
+    mp.spawn(_count_per_step, args=(free_port(), str(tmp_path / "c"), 4, 6), nprocs=2)
+    for rank in (0, 1):
+        counts = torch.load(tmp_path / f"c.{rank}")
+        assert len(counts) == 6
+        # step 3: DDP's collectives in the steady state (in steps 1-2 it also rebuilds buckets)
+        ddp_own = counts[2][1]
+        assert set(ddp_own) <= {"allreduce_", "broadcast_"} and ddp_own["allreduce_"] >= 1
+        for step, (syncs, collectives) in enumerate(counts, start=1):
+            logs = step in (4, 6)
+            assert sum(syncs.values()) == (1 if logs else 0), (rank, step, syncs)
+            if step < 3:
+                continue
+            expect = dict(ddp_own, allreduce_=ddp_own["allreduce_"] + (1 if logs else 0))
+            assert collectives == expect, (rank, step, collectives)
+
+
+@pytest.mark.cuda
+def test_cuda_non_logging_steps_never_sync_the_host():
+    """The real loop on a GPU, with torch's sync debug mode raising on any host sync except
+    inside the meter's logging read."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (make gpu-check)")
+    from test_trainer import fixed_batches
+
+    from slowfast_dist.config import load_config
+    from slowfast_dist.models import build_model
+    from slowfast_dist.train import trainer
+    from slowfast_dist.train.loop import train_one_epoch
+
+    device = torch.device("cuda")
+    cfg = load_config("configs/demo.yaml", ["DATA.TRAIN_CROP_SIZE", "32"])
+    model = build_model(cfg).to(device)
+    optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
+                                        weight_decay=1e-4, bn_weight_decay=0.0)
+    batches = [{k: ([x.to(device) for x in v] if k == "inputs" else v.to(device))
+                for k, v in b.items()} for b in fixed_batches(per_rank=2, ranks=1, steps=6)]
+    meter = StepMeter(rank=0, world_size=1, device=device, log_period=3, stream=io.StringIO())
+    flush, reads = meter._flush, []
+
+    def allowed_flush(*args):
+        torch.cuda.set_sync_debug_mode("default")
+        reads.append(args[1])
+        flush(*args)
+        torch.cuda.set_sync_debug_mode("error")
+
+    meter._flush = allowed_flush
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        from test_trainer import ListLoader
+
+        train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1,
+                        loss_fn=torch.nn.BCEWithLogitsLoss(), device=device,
+                        autocast=lambda: torch.autocast("cuda", dtype=torch.bfloat16),
+                        scaler=torch.amp.GradScaler("cuda", enabled=False), accum_steps=1,
+                        meter=meter)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert reads == [2, 5] and math.isfinite(meter.last_loss)

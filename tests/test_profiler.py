@@ -32,7 +32,7 @@ def test_two_rank_run_writes_loadable_traces_and_a_consistent_summary(data, tmp_
     out = tmp_path / "out"
     cfg = cfg_for(data, out, "TRAIN.BATCH_SIZE", "2", "SOLVER.MAX_EPOCH", "2",
                   "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "100",
-                  "PROFILE.ENABLE", "True", "PROFILE.WAIT", "1", "PROFILE.WARMUP", "1",
+                  "PROFILE.ENABLE", "True", "PROFILE.COMM_PROBE", "True", "PROFILE.WAIT", "1", "PROFILE.WARMUP", "1",
                   "PROFILE.ACTIVE", "2", "PROFILE.REPEAT", "1")
     mp.spawn(_worker, args=(free_port(), cfg), nprocs=2)
 
@@ -45,6 +45,11 @@ def test_two_rank_run_writes_loadable_traces_and_a_consistent_summary(data, tmp_
     run = RunLoader("run", str(out / "profile"), io.Cache(str(tmp_path / "cache"))).load()
     # A trace the loader cannot parse is dropped with a warning, so its worker would be missing.
     assert {"rank0", "rank1"} <= set(run.workers)
+
+    # the step phases are ranges in the trace (NVTX ranges as well on a GPU)
+    trace = json.loads(next((out / "profile").glob("rank0.*")).read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert {"data_wait", "forward_backward", "optimizer_step"} <= names
 
     summary = json.loads((out / "profile_summary.json").read_text())
     assert summary["world_size"] == 2 and len(summary["ranks"]) == 2

@@ -198,11 +198,13 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(da
         return fn
 
     monkeypatch.setattr(trainer, "make_loss", poisoned)
+    # LOG_PERIOD 1: the loss is read every step, so the step is named exactly (with a longer
+    # period the meter names the window's step range: tests/test_meters.py)
     cfg = cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "3", "TRAIN.CHECKPOINT_PERIOD", "1",
-                  "TRAIN.EVAL_PERIOD", "0")
+                  "TRAIN.EVAL_PERIOD", "0", "LOG_PERIOD", "1")
     assert launch.guarded(trainer.train, cfg) == 3
     err = capsys.readouterr().err
-    assert "non-finite loss at epoch 2, step 2/3" in err
+    assert "non-finite loss in epoch 2, step 2 of 3" in err
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint_epoch_00001.pyth"]
     assert ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path, 0))["epoch"] == 0
 

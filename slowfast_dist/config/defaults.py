@@ -173,6 +173,8 @@ _C.TENSORBOARD.LOG_DIR = ""
 _C.DATA_LOADER.PERSISTENT_WORKERS = True
 # Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
 _C.AVA.PIXEL_SOURCE = "frames"
+# JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv.
+_C.DATA.DECODER = "auto"
 # Directory of AVA videos when PIXEL_SOURCE is "video".
 _C.AVA.VIDEO_DIR = ""
 # AMP dtype when TRAIN.MIXED_PRECISION: "bf16" or "fp16".
@@ -192,6 +194,11 @@ _C.DDP = CfgNode()
 _C.DDP.BUCKET_CAP_MB = 25
 _C.DDP.STATIC_GRAPH = False
 _C.DDP.FIND_UNUSED_PARAMETERS = False
+# Gradients as views into the allreduce buckets (saves one gradient-sized copy and its memory).
+_C.DDP.GRADIENT_AS_BUCKET_VIEW = False
+# Gradient compression on the wire: "none", or "bf16"/"fp16" (torch's compress hooks: half the
+# bytes of every allreduce, gradients rounded to 16 bits before they are averaged).
+_C.DDP.COMM_HOOK = "none"
 # torch.profiler schedule and NVTX/communication probes.
 _C.PROFILE = CfgNode()
 _C.PROFILE.ENABLE = False
@@ -200,7 +207,11 @@ _C.PROFILE.WARMUP = 1
 _C.PROFILE.ACTIVE = 3
 _C.PROFILE.REPEAT = 1
 _C.PROFILE.NVTX = True
-_C.PROFILE.COMM_PROBE = True
+# Time every gradient bucket's allreduce with a Python DDP comm hook (replaces DDP's C++ one;
+# read once per LOG_PERIOD). Off by default: it costs a Python call per bucket per step.
+_C.PROFILE.COMM_PROBE = False
+# Peak TFLOP/s for the MFU shown in the log; 0 = the table in profiling/mfu.py by device name.
+_C.PROFILE.PEAK_TFLOPS = 0.0
 # Process-group timeout and a fake world size for dry runs (0 = real run).
 _C.DIST = CfgNode()
 _C.DIST.TIMEOUT_S = 300

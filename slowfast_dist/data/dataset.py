@@ -5,17 +5,24 @@ Pixels come from PySlowFast's frame tree (`AVA.PIXEL_SOURCE frames`) or straight
 extraction; both give the same frame indices. A sample whose pixels cannot be read is replaced by
 the next readable one, with one warning naming the file; the count travels with the batch
 (`batch["skipped"]`) so the trainer can sum it over workers and ranks.
+
+A sample leaves the worker in uint8 (`output="uint8"`, what training and testing use): the
+scale, crop and flip are drawn and applied to the boxes here, but of the pixels only the source
+window that the crop needs is shipped, with its `ClipGeometry`; `data/device.py` resamples and
+normalises the batch on the training device. `output="float"` is the float reference: the whole
+clip resized, cropped, flipped and normalised here, as PySlowFast does (the tests compare both).
 """
 import math
 import os
 import random
 import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
-from PIL import Image
 
 from slowfast_dist.data import ava_files as af
+from slowfast_dist.data import jpeg
 from slowfast_dist.data import transforms as T
 from slowfast_dist.errors import UserError
 
@@ -27,7 +34,14 @@ class AvaDataset(torch.utils.data.Dataset):
                  sampling_rate, alpha, slowfast, mean, std, crop_size, jitter_scales=None,
                  detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
                  num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=(),
-                 random_flip=True, center_crop=False):
+                 random_flip=True, center_crop=False, decoder="auto", output="uint8"):
+        if output not in ("uint8", "float"):
+            raise ValueError(f"output must be uint8 or float, not {output!r}")
+        self.output = output
+        self.decoder = jpeg.resolve_decoder(decoder)
+        if self.decoder in jpeg.GPU_DECODERS and (pixel_source != "frames" or output != "uint8"):
+            raise UserError(f"DATA.DECODER {decoder} decodes JPEG frames on the GPU; "
+                            f"AVA.PIXEL_SOURCE {pixel_source} needs a CPU decoder (auto)")
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
         if pixel_source == "video" and not video_dir:
@@ -91,55 +105,127 @@ class AvaDataset(torch.utils.data.Dataset):
 
     def read_pixels(self, vidx, indices) -> np.ndarray:
         """uint8 [T, H, W, 3] RGB frames `indices` of video `vidx` from the configured source."""
+        return self._read(vidx, indices, lambda size: None)[0]
+
+    def _read(self, vidx, indices, need_short):
+        """(uint8 [T, h, w, 3], full (H, W)). `need_short(full_hw)` is the short side the sample
+        will be resized to, known before decoding (JPEG headers), so frames at least twice that
+        size decode reduced; from videos the frames come whole."""
         if self.pixel_source == "video":
             from slowfast_dist.data import video
 
             try:
                 path = video.find_video(self.video_dir, self.video_names[vidx])
-                return video.read_frames(path, indices, fps=self.fps)
+                clip = video.read_frames(path, indices, fps=self.fps)
             except video.VideoError as e:
                 raise _Skip(str(e)) from None
-        imgs = []
-        for i in indices:
-            p = self.frames[vidx][i]
-            try:
-                with Image.open(p) as im:
-                    imgs.append(np.asarray(im.convert("RGB")))
-            except (OSError, ValueError) as e:
-                raise _Skip(f"{p}: {e}") from None
-        if any(im.shape != imgs[0].shape for im in imgs):
-            raise _Skip(f"{self.frames[vidx][indices[0]]}: frames of one clip differ in size")
-        return np.stack(imgs)
+            return clip, clip.shape[1:3]
+        paths = [self.frames[vidx][i] for i in indices]
+        try:
+            data = [jpeg.read_bytes(p) for p in paths]
+            full = jpeg.header_size(data[0], paths[0])
+            need = need_short(full)
+            imgs = [jpeg.decode(d, p, self.decoder, need) for d, p in zip(data, paths)]
+        except jpeg.DecodeError as e:
+            raise _Skip(str(e)) from None
+        if any(im.shape != imgs[0][0].shape or hw != full for im, hw in imgs):
+            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
+        return np.stack([im for im, _ in imgs]), full
+
+    def _draw(self, h, w):
+        """(resized (nh, nw), crop offset (y, x), output (h, w), flip): the random draws in
+        PySlowFast's order (scale, y, x, flip) in training; the deterministic ones otherwise."""
+        crop = self.crop_size
+        if self.train:
+            nh, nw = T.resized_size(h, w, random.randint(*self.jitter))
+            y0 = random.randint(0, nh - crop)
+            x0 = random.randint(0, nw - crop)
+            flip = self.random_flip and random.random() < 0.5
+            return (nh, nw), (y0, x0), (crop, crop), flip
+        nh, nw = T.resized_size(h, w, crop)
+        if self.center_crop:  # PySlowFast's val split (evaluation during training)
+            offset = (math.ceil((nh - crop) / 2), math.ceil((nw - crop) / 2))
+            return (nh, nw), offset, (crop, crop), False
+        return (nh, nw), (0, 0), (nh, nw), False
+
+    def _boxes(self, ori, full_hw, resized, offset, out_hw, flip):
+        """Boxes in pixels of the output clip; the same rules on the uint8 and float paths."""
+        h, w = full_hw
+        # PySlowFast clips boxes to the image ([0, W-1]) before and after the transforms
+        pix = T.clip_boxes(ori * torch.tensor([w, h, w, h], dtype=torch.float32), h, w)
+        pix = T.scale_boxes(pix, h, w, *resized)
+        if out_hw != resized:  # cropped (training, val)
+            pix = T.crop_boxes(pix, offset[1], offset[0], out_hw[0])
+        if flip:
+            pix = T.flip_boxes(pix, out_hw[1])
+        return T.clip_boxes(pix, *out_hw)
 
     def _load(self, idx):
         vidx, sec, boxes = self.keys[idx]
-        clip = torch.from_numpy(self.read_pixels(vidx, self.frame_indices(vidx, sec))).float()
-        h, w = clip.shape[1:3]
+        if self.decoder in jpeg.GPU_DECODERS:
+            return self._load_undecoded(vidx, sec, boxes)
+        draws = {}
+
+        def need_short(full_hw):
+            # draw before decoding: the drawn scale decides whether a reduced decode will do
+            draws["plan"] = self._draw(*full_hw)
+            return None if self.output == "float" else min(draws["plan"][0])
+
+        frames, full = self._read(vidx, self.frame_indices(vidx, sec), need_short)
+        resized, offset, out_hw, flip = draws.get("plan") or self._draw(*full)
         ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
-        # PySlowFast clips boxes to the image ([0, W-1]) before and after the transforms
-        pix = T.clip_boxes(ori * torch.tensor([w, h, w, h], dtype=torch.float32), h, w)
-        if self.train:
-            clip, pix = T.resize_short_side(clip, pix, random.randint(*self.jitter))
-            y0 = random.randint(0, clip.shape[1] - self.crop_size)
-            x0 = random.randint(0, clip.shape[2] - self.crop_size)
-            clip, pix = T.crop(clip, pix, x0, y0, self.crop_size)
-            if self.random_flip and random.random() < 0.5:
-                clip, pix = T.hflip(clip, pix)
-        else:
-            clip, pix = T.resize_short_side(clip, pix, self.crop_size)
-            if self.center_crop:  # PySlowFast's val split (evaluation during training)
-                y0 = math.ceil((clip.shape[1] - self.crop_size) / 2)
-                x0 = math.ceil((clip.shape[2] - self.crop_size) / 2)
-                clip, pix = T.crop(clip, pix, x0, y0, self.crop_size)
-        pix = T.clip_boxes(pix, clip.shape[1], clip.shape[2])
+        sample = {"boxes": self._boxes(ori, full, resized, offset, out_hw, flip),
+                  "ori_boxes": ori, "labels": self._labels(boxes),
+                  "metadata": torch.tensor([[vidx, sec]] * len(boxes), dtype=torch.long)}
+        if self.output == "float":
+            sample["inputs"] = self._float_pixels(frames, resized, offset, out_hw, flip)
+            return sample
+        geo, (top, bottom, left, right) = T.ClipGeometry.plan(
+            frames.shape[1:3], resized, offset, out_hw, flip)
+        # one contiguous copy of the window only; the slow pathway is an index, not a copy
+        sample["clip"] = torch.from_numpy(np.ascontiguousarray(frames[:, top:bottom, left:right]))
+        sample["geometry"] = torch.from_numpy(geo.as_array())
+        return sample
+
+    def _load_undecoded(self, vidx, sec, boxes):
+        """GPU decoding: the worker reads the JPEG bytes and draws the geometry from the
+        headers; the whole frames are decoded and resampled on the device (data/device.py)."""
+        paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
+        try:
+            data = [jpeg.read_bytes(p) for p in paths]
+            sizes = {jpeg.check_complete(d, p) for d, p in zip(data, paths)}
+        except jpeg.DecodeError as e:
+            raise _Skip(str(e)) from None
+        if len(sizes) != 1:
+            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
+        full = sizes.pop()
+        resized, offset, out_hw, flip = self._draw(*full)
+        geo, _ = T.ClipGeometry.plan(full, resized, offset, out_hw, flip)
+        ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
+        return {"jpegs": torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8),
+                "jpeg_sizes": torch.tensor([len(d) for d in data]),
+                "geometry": torch.from_numpy(replace(geo, top=0, left=0).as_array()),
+                "boxes": self._boxes(ori, full, resized, offset, out_hw, flip),
+                "ori_boxes": ori, "labels": self._labels(boxes),
+                "metadata": torch.tensor([[vidx, sec]] * len(boxes), dtype=torch.long)}
+
+    def _labels(self, boxes):
         labels = torch.zeros(len(boxes), self.num_classes)
         for n, (_, ids) in enumerate(boxes):
             for c in ids:
                 labels[n, c - 1] = 1.0
-        x = T.normalize(clip, self.mean, self.std)
-        return {"inputs": T.pack_pathway(x, self.alpha, self.slowfast), "boxes": pix,
-                "ori_boxes": ori, "labels": labels,
-                "metadata": torch.tensor([[vidx, sec]] * len(boxes), dtype=torch.long)}
+        return labels
+
+    def _float_pixels(self, frames, resized, offset, out_hw, flip):
+        """The float reference: the whole clip resized, then cropped, flipped, normalised."""
+        clip = torch.from_numpy(frames).float()
+        dummy = torch.zeros(0, 4)
+        clip, _ = T.resize_short_side(clip, dummy, min(resized))
+        if out_hw != resized:
+            clip, _ = T.crop(clip, dummy, offset[1], offset[0], out_hw[0])
+        if flip:
+            clip, _ = T.hflip(clip, dummy)
+        return T.pack_pathway(T.normalize(clip, self.mean, self.std), self.alpha, self.slowfast)
 
     def __getitem__(self, idx):
         # a bad sample is replaced by the next readable one so batches stay full
@@ -186,4 +272,5 @@ def build_ava_dataset(cfg, split):
         detect_thresh=a.DETECTION_SCORE_THRESH,
         full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True,
         num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
-        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP, center_crop=split == "val")
+        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP, center_crop=split == "val",
+        decoder=d.DECODER)

@@ -4,16 +4,46 @@ import torch
 
 
 def collate_detection(samples):
-    """Stack inputs per pathway; boxes -> [sum N, 5] with the batch index in column 0."""
-    n_path = len(samples[0]["inputs"])
-    inputs = [torch.stack([s["inputs"][p] for s in samples]) for p in range(n_path)]
-    boxes = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1)
-                       for i, s in enumerate(samples)])
-    out = {"inputs": inputs, "boxes": boxes}
+    """uint8 windows -> `clips` [B, T, H, W, 3] zero-padded to the largest, `geometry` [B, 11]
+    (float samples: `inputs` stacked per pathway); boxes -> [sum N, 5] with the batch index in
+    column 0."""
+    if "clip" in samples[0]:
+        out = {"clips": _pad_stack([s["clip"] for s in samples]),
+               "geometry": torch.stack([s["geometry"] for s in samples])}
+    elif "jpegs" in samples[0]:  # decoded on the GPU: the bytes of every frame, back to back
+        out = {"jpegs": torch.cat([s["jpegs"] for s in samples]),
+               "jpeg_sizes": torch.stack([s["jpeg_sizes"] for s in samples]),
+               "geometry": torch.stack([s["geometry"] for s in samples]),
+               "keyframes": torch.stack([s["metadata"][0] for s in samples])}
+    else:
+        n_path = len(samples[0]["inputs"])
+        out = {"inputs": [torch.stack([s["inputs"][p] for s in samples]) for p in range(n_path)]}
+    out["boxes"] = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]],
+                                        1) for i, s in enumerate(samples)])
     for k in ("ori_boxes", "labels", "metadata"):
         out[k] = torch.cat([s[k] for s in samples])
     # unreadable samples replaced while building this batch, in whichever worker built it
     out["skipped"] = sum(int(s.get("skipped", 0)) for s in samples)
+    return out
+
+
+def _pad_stack(clips):
+    """[B, T, H, W, C] with each clip at the top left; in a worker, built straight in shared
+    memory (as torch's default collate does) so the hand-over to the main process copies
+    nothing more."""
+    t, _, _, c = clips[0].shape
+    h = max(x.shape[1] for x in clips)
+    w = max(x.shape[2] for x in clips)
+    shape = (len(clips), t, h, w, c)
+    if torch.utils.data.get_worker_info() is not None:
+        numel = int(np.prod(shape))
+        out = clips[0].new(clips[0]._typed_storage()._new_shared(numel)).view(shape)
+    else:
+        out = torch.empty(shape, dtype=clips[0].dtype)
+    for i, x in enumerate(clips):
+        out[i, :, :x.shape[1], :x.shape[2]] = x
+        out[i, :, x.shape[1]:] = 0  # padding is never sampled; zeroed to keep batches exact
+        out[i, :, :x.shape[1], x.shape[2]:] = 0
     return out
 
 

@@ -1,44 +1,50 @@
-"""Clip transforms that move boxes with the pixels (PySlowFast cv2_transform rules).
+"""Clip transforms that move boxes with the pixels (PySlowFast cv2_transform rules), and the
+resize-and-crop geometry that lets a worker ship only the source pixels a sample needs.
 
-Clips are float tensors [T, H, W, C]; boxes are float arrays [N, 4] (x1, y1, x2, y2) in pixels.
+Float reference path: clips are float tensors [T, H, W, C]; `resize_short_side`, `crop`,
+`hflip` transform the whole clip (the test reference of the uint8 path). Boxes are float tensors
+[N, 4] (x1, y1, x2, y2) in pixels; the box rules are the same functions on both paths.
+
+uint8 path: `ClipGeometry` says which output pixel comes from which source pixel; the worker
+ships the uint8 source window that covers the output, and `data/device.py` resamples, converts
+and normalises the whole batch on the training device.
 """
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def resize_short_side(clip, boxes, size):
-    """Scale so the short side equals `size`; boxes scaled by the same factors."""
-    t, h, w, c = clip.shape
+def resized_size(h, w, size):
+    """(height, width) after scaling the short side to `size` (PySlowFast's floor rule)."""
     if h <= w:
-        nh, nw = size, int(math.floor(w * size / h))
-    else:
-        nh, nw = int(math.floor(h * size / w)), size
-    out = F.interpolate(clip.permute(0, 3, 1, 2), size=(nh, nw), mode="bilinear",
-                        align_corners=False).permute(0, 2, 3, 1)
+        return size, int(math.floor(w * size / h))
+    return int(math.floor(h * size / w)), size
+
+
+def scale_boxes(boxes, h, w, nh, nw):
     b = boxes.clone()
     b[:, [0, 2]] *= nw / w
     b[:, [1, 3]] *= nh / h
-    return out, b
+    return b
 
 
-def crop(clip, boxes, x0, y0, size):
-    """Crop a size x size window at (x0, y0); boxes shifted and clipped to the window."""
-    out = clip[:, y0:y0 + size, x0:x0 + size, :]
+def crop_boxes(boxes, x0, y0, size):
+    """Shifted into a size x size window at (x0, y0) and clipped to it."""
     b = boxes.clone()
     b[:, [0, 2]] -= x0
     b[:, [1, 3]] -= y0
-    return out, clip_boxes(b, size, size)
+    return clip_boxes(b, size, size)
 
 
-def hflip(clip, boxes):
-    """Horizontal flip; x' = W - 1 - x as in PySlowFast's flip_boxes."""
-    w = clip.shape[2]
+def flip_boxes(boxes, width):
+    """x' = W - 1 - x as in PySlowFast's flip_boxes."""
     b = boxes.clone()
-    b[:, 0] = w - 1 - boxes[:, 2]
-    b[:, 2] = w - 1 - boxes[:, 0]
-    return clip.flip(2), b
+    b[:, 0] = width - 1 - boxes[:, 2]
+    b[:, 2] = width - 1 - boxes[:, 0]
+    return b
 
 
 def clip_boxes(boxes, height, width):
@@ -48,13 +54,31 @@ def clip_boxes(boxes, height, width):
     return b
 
 
-def pack_pathway(frames, alpha, slowfast=True):
-    """[C, T, H, W] -> [slow, fast]; slow picks T // alpha frames by torch.linspace indices."""
+def resize_short_side(clip, boxes, size):
+    """Scale so the short side equals `size`; boxes scaled by the same factors."""
+    t, h, w, c = clip.shape
+    nh, nw = resized_size(h, w, size)
+    out = F.interpolate(clip.permute(0, 3, 1, 2), size=(nh, nw), mode="bilinear",
+                        align_corners=False).permute(0, 2, 3, 1)
+    return out, scale_boxes(boxes, h, w, nh, nw)
+
+
+def crop(clip, boxes, x0, y0, size):
+    """Crop a size x size window at (x0, y0); boxes shifted and clipped to the window."""
+    return clip[:, y0:y0 + size, x0:x0 + size, :], crop_boxes(boxes, x0, y0, size)
+
+
+def hflip(clip, boxes):
+    return clip.flip(2), flip_boxes(boxes, clip.shape[2])
+
+
+def pack_pathway(frames, alpha, slowfast=True, time_dim=1):
+    """[.., C, T, H, W] -> [slow, fast]; slow picks T // alpha frames by torch.linspace indices."""
     if not slowfast:
         return [frames]
-    t = frames.shape[1]
-    idx = torch.linspace(0, t - 1, t // alpha).long()
-    return [frames.index_select(1, idx), frames]
+    t = frames.shape[time_dim]
+    idx = torch.linspace(0, t - 1, t // alpha).long().to(frames.device)
+    return [frames.index_select(time_dim, idx), frames]
 
 
 def normalize(clip, mean, std):
@@ -62,3 +86,51 @@ def normalize(clip, mean, std):
     x = clip / 255.0
     x = (x - torch.tensor(mean)) / torch.tensor(std)
     return x.permute(3, 0, 1, 2).contiguous()
+
+
+# ---- uint8 path: which source pixels an output needs ----------------------------------------
+
+GEOMETRY_FIELDS = ("scale_y", "scale_x", "off_y", "off_x", "max_y", "max_x", "top", "left",
+                   "flip", "out_h", "out_w")
+
+
+@dataclass(frozen=True)
+class ClipGeometry:
+    """Output pixel (i, j) of a sample is the bilinear sample of the decoded frame at
+    y = clamp((off_y + i + 0.5) * scale_y - 0.5, 0, max_y), and likewise x (j mirrored when
+    flipped): torch's bilinear resize (align_corners False) of the whole frame to the resized
+    size, then the crop at (off_y, off_x), then the flip. `top`, `left` place the shipped
+    window in the decoded frame."""
+
+    scale_y: float
+    scale_x: float
+    off_y: int
+    off_x: int
+    max_y: int
+    max_x: int
+    top: int
+    left: int
+    flip: bool
+    out_h: int
+    out_w: int
+
+    @classmethod
+    def plan(cls, decoded_hw, resized_hw, offset, out_hw, flip):
+        """Geometry and window [top:bottom, left:right] of the decoded frame for an output of
+        `out_hw` at `offset` (y, x) in the frame resized to `resized_hw`."""
+        (dh, dw), (nh, nw) = decoded_hw, resized_hw
+        sy, sx = dh / nh, dw / nw
+        ys = source_coords(offset[0], out_hw[0], sy, dh - 1)
+        xs = source_coords(offset[1], out_hw[1], sx, dw - 1)
+        top, left = int(ys[0]), int(xs[0])
+        bottom, right = min(int(ys[-1]) + 2, dh), min(int(xs[-1]) + 2, dw)
+        geo = cls(sy, sx, offset[0], offset[1], dh - 1, dw - 1, top, left, bool(flip), *out_hw)
+        return geo, (top, bottom, left, right)
+
+    def as_array(self) -> np.ndarray:
+        return np.array([float(getattr(self, f)) for f in GEOMETRY_FIELDS], dtype=np.float64)
+
+
+def source_coords(offset, count, scale, max_index):
+    """Source coordinates of `count` output pixels from `offset` (numpy float64, ascending)."""
+    return np.clip((offset + np.arange(count) + 0.5) * scale - 0.5, 0.0, max_index)

@@ -1,13 +1,16 @@
-"""Always-on communication timers: a DDP comm hook that times every gradient bucket's allreduce.
+"""Communication timers (`PROFILE.COMM_PROBE`, off by default): a DDP comm hook that times
+every gradient bucket's allreduce.
 
-`CommTimer.hook` replaces DDP's built-in allreduce (same maths: divide by the world size, then
-sum) and records, per bucket, the interval from the hook call (this rank hands the bucket over)
-to the completion of the allreduce future.
+`CommTimer.hook` replaces DDP's built-in C++ allreduce (same maths: divide by the world size,
+then sum, optionally on a bf16/fp16 copy as torch's compression hooks do) and records, per
+bucket, the interval from the hook call (this rank hands the bucket over) to the completion of
+the allreduce future. It costs a Python call per bucket, hence off by default.
 - CPU / gloo: the `then` callback runs when the allreduce has finished, so `perf_counter()` in
   it is the completion time.
 - CUDA / nccl: the future is marked done when the kernel is enqueued, not finished; the hook
   therefore records a CUDA event at the call and one inside the callback (which runs on a stream
-  ordered after the collective), and the intervals are read with `elapsed_time` at step end.
+  ordered after the collective). The events are read with `elapsed_time` once per logging
+  window, after the meter's one sync, never per step or per bucket.
 
 Waiting-for-the-slowest-rank vs moving bytes (`split_wait`): every interval is stored relative
 to the completion of the step's last bucket, a moment all ranks share to within one network
@@ -40,9 +43,11 @@ def union_length(intervals) -> float:
 
 
 class CommTimer:
-    def __init__(self, world_size: int, cuda: bool):
+    def __init__(self, world_size: int, cuda: bool, compress: str = "none"):
         self.world_size, self.cuda = world_size, cuda
-        self._pending = []  # per bucket: (start, end) floats on CPU, events on CUDA
+        self.wire_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[compress]
+        self._step = []  # this step's buckets: [start, end], floats on CPU, events on CUDA
+        self._steps = []  # finished steps of the current logging window
 
     def register(self, ddp_model) -> None:
         ddp_model.register_comm_hook(state=None, hook=self.hook)
@@ -54,9 +59,10 @@ class CommTimer:
         else:
             start = time.perf_counter()
         slot = [start, None]
-        self._pending.append(slot)
-        tensor = bucket.buffer().div_(self.world_size)
-        fut = dist.all_reduce(tensor, group=state, async_op=True).get_future()
+        self._step.append(slot)
+        buffer = bucket.buffer()
+        wire = buffer if self.wire_dtype is None else buffer.to(self.wire_dtype)
+        fut = dist.all_reduce(wire.div_(self.world_size), group=state, async_op=True).get_future()
 
         def done(f):
             if self.cuda:
@@ -64,18 +70,28 @@ class CommTimer:
                 slot[1].record()
             else:
                 slot[1] = time.perf_counter()
-            return f.value()[0]
+            reduced = f.value()[0]
+            if reduced.data_ptr() != buffer.data_ptr():  # a compressed copy went on the wire
+                buffer.copy_(reduced)
+            return buffer
 
         return fut.then(done)
 
-    def pop_step(self) -> list[tuple[float, float]]:
-        """This step's bucket intervals in seconds, relative to the last completion (<= 0)."""
-        slots, self._pending = [s for s in self._pending if s[1] is not None], []
+    def mark_step(self) -> None:
+        """End of a training step (host bookkeeping only)."""
+        self._steps.append(self._step)
+        self._step = []
+
+    def pop_window(self) -> list[list[tuple[float, float]]]:
+        """Per step of the window, its bucket intervals in seconds relative to that step's last
+        completion (<= 0). Call after the device has finished the window's work."""
+        steps, self._steps = self._steps, []
+        return [self._intervals([s for s in slots if s[1] is not None]) for slots in steps]
+
+    def _intervals(self, slots) -> list[tuple[float, float]]:
         if not slots:
             return []
         if self.cuda:
-            for s in slots:
-                s[1].synchronize()
             ref = slots[0][0]
             ends = [ref.elapsed_time(s[1]) / 1e3 for s in slots]
             starts = [ref.elapsed_time(s[0]) / 1e3 for s in slots]
@@ -88,7 +104,7 @@ class CommTimer:
 def split_wait(per_rank_steps: list[list[list[tuple[float, float]]]]) -> list[tuple[float, float]]:
     """Per rank (sum of allreduce time, sum of time waiting for the slowest rank) over all steps.
 
-    `per_rank_steps[rank][step]` is that step's bucket intervals from `CommTimer.pop_step`."""
+    `per_rank_steps[rank][step]` is that step's bucket intervals from `CommTimer.pop_window`."""
     ranks = len(per_rank_steps)
     out = [[0.0, 0.0] for _ in range(ranks)]
     steps = min(len(s) for s in per_rank_steps)

@@ -1,22 +1,24 @@
 """torch.profiler on a schedule (one trace per rank), NVTX ranges, and cheap always-on step timers.
 
 `maybe_profile(...)` yields a profiler (or None) that `StepMeter` steps once per training step.
-`StepTimers` gets, per step, data wait, compute and the loss-sync time from the meter and the
-gradient-allreduce intervals from `CommTimer`; `write_summary` gathers every rank's numbers and
-rank 0 writes OUTPUT_DIR/profile_summary.json.
+`StepTimers` gets, per logging window, the steps, wall time, data wait and loss-sync time from
+the meter and, when `PROFILE.COMM_PROBE` is on, the gradient-allreduce intervals of every step
+from `CommTimer`, read once per window; `write_summary` gathers every rank's numbers and rank 0
+writes OUTPUT_DIR/profile_summary.json.
 
-Definitions (per step, seconds): step = wall time from the end of the previous step (or the
-start of the epoch) to the end of this one, minus profiler/logging time after the step
-(`overhead_s`, reported apart); data = wait for the batch; comm = union of the gradient
-allreduce intervals + the end-of-step loss allreduce; compute = the rest of the step
-(forward, backward not overlapped by comm, optimizer). wait = time waiting for the slowest
-rank (see `comm.py`; the loss allreduce counts as wait: it moves 16 bytes); transfer = comm - wait.
+Definitions (per step, seconds, averaged over the logging windows): step = wall time of a window
+(from the end of the previous one, or the start of the epoch, to the read of its loss, after the
+device finished its work) / its steps; logging time between windows is reported apart
+(`overhead_s`); data = wait for the batch; comm = union of the gradient allreduce intervals +
+the window's loss allreduce; compute = the rest of the step (forward, backward not overlapped
+by comm, optimizer). wait = time waiting for the slowest rank (see `comm.py`; the loss
+allreduce counts as wait: it moves 24 bytes); transfer = comm - wait.
 """
 
 from __future__ import annotations
 
 import json
-import time
+
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,41 +50,49 @@ def maybe_profile(enabled: bool, out_dir, rank: int, wait: int, warmup: int, act
 
 
 class Nvtx:
-    """Balanced NVTX ranges (one open at a time); no-ops without CUDA or when disabled."""
+    """Balanced step-phase ranges (data_wait, forward_backward, optimizer_step), one open at a
+    time: NVTX ranges on a GPU (Nsight Systems) and `record_function` ranges everywhere, so the
+    torch.profiler trace shows the same phases. No-ops when disabled."""
 
     def __init__(self, enabled: bool):
-        self.on = enabled and torch.cuda.is_available()
-        self.open = False
+        self.enabled = enabled
+        self.cuda = enabled and torch.cuda.is_available()
+        self._open = None
 
     def begin(self, name: str) -> None:
-        if self.on:
+        if self.enabled:
             self.end()
-            torch.cuda.nvtx.range_push(name)
-            self.open = True
+            if self.cuda:
+                torch.cuda.nvtx.range_push(name)
+            self._open = torch.autograd.profiler.record_function(name)
+            self._open.__enter__()
 
     def end(self) -> None:
-        if self.on and self.open:
-            torch.cuda.nvtx.range_pop()
-            self.open = False
+        if self._open is not None:
+            if self.cuda:
+                torch.cuda.nvtx.range_pop()
+            self._open.__exit__(None, None, None)
+            self._open = None
 
     def attach_optimizer(self, optimizer) -> None:
         """'optimizer_step' around optimizer.step(), closing 'forward_backward'."""
-        if self.on:
+        if self.enabled:
             optimizer.register_step_pre_hook(lambda *a: self.begin("optimizer_step"))
             optimizer.register_step_post_hook(lambda *a: self.end())
 
 
 class StepTimers:
+    """Per logging window (see `StepMeter`): steps, wall time, data wait, the loss all-reduce,
+    and the gradient-allreduce intervals of each of its steps from `CommTimer`."""
+
     def __init__(self, *, rank: int, world_size: int, comm: CommTimer | None = None,
                  nvtx: Nvtx | None = None):
         self.rank, self.world_size, self.comm = rank, world_size, comm
         self.nvtx = nvtx or Nvtx(False)
-        self.rows = []  # per step: [step, data, compute, sync, overhead]
+        self.rows = []  # per window: [steps, wall, data, sync, overhead]
         self.buckets = []  # per step: CommTimer intervals
-        self._start = time.perf_counter()
 
     def epoch_start(self) -> None:
-        self._start = time.perf_counter()
         self.nvtx.begin("data_wait")
 
     def batch_ready(self) -> None:
@@ -91,17 +101,22 @@ class StepTimers:
     def data_begin(self) -> None:
         self.nvtx.begin("data_wait")
 
-    def step_end(self, *, data_wait: float, compute: float, sync: float, end: float,
-                 writer=None, global_step: int = 0) -> None:
-        """Called last in `StepMeter.step_done`; `end` is when the step's work finished."""
+    def step_end(self) -> None:
+        """After every step: host-side bookkeeping only (no device read)."""
         self.nvtx.end()
-        buckets = self.comm.pop_step() if self.comm is not None else []
-        self.buckets.append(buckets)
-        if writer is not None:
-            writer.add_scalar("time/allreduce_s", union_length(buckets), global_step)
-        now = time.perf_counter()
-        self.rows.append([end - self._start, data_wait, compute, sync, now - end])
-        self._start = now
+        if self.comm is not None:
+            self.comm.mark_step()
+
+    def window_end(self, *, steps: int, wall_s: float, data_wait_s: float, sync_s: float,
+                   overhead_s: float = 0.0, writer=None, global_step: int = 0) -> None:
+        """At a logging step, after the meter's one sync: the window's bucket timings are read
+        here, once, not per step or per bucket."""
+        buckets = self.comm.pop_window() if self.comm is not None else []
+        self.buckets.extend(buckets)
+        if writer is not None and buckets:
+            per_step = sum(union_length(b) for b in buckets) / max(1, len(buckets))
+            writer.add_scalar("time/allreduce_s", per_step, global_step)
+        self.rows.append([steps, wall_s, data_wait_s, sync_s, overhead_s])
 
     def summary(self, writer=None, global_step: int = 0) -> dict | None:
         """Collective: gathers every rank's numbers; rank 0 returns the summary, others None."""
@@ -115,13 +130,13 @@ class StepTimers:
         comm_wait = split_wait([r["buckets"] for r in everyone])
         ranks = []
         for r, (grad_comm, grad_wait) in zip(everyone, comm_wait):
-            n = max(1, len(r["rows"]))
-            step, data, compute, sync, overhead = (sum(c) / n for c in zip(*r["rows"])) \
-                if r["rows"] else (0.0,) * 5
+            steps = sum(row[0] for row in r["rows"])
+            n = max(1, steps)
+            step, data, sync, overhead = (sum(row[k] for row in r["rows"]) / n for k in (1, 2, 3, 4))
             comm = grad_comm / n + sync
             wait = grad_wait / n + sync
-            ranks.append({"rank": r["rank"], "steps": len(r["rows"]), "step_s": step,
-                          "data_wait_s": data, "compute_s": compute - comm, "comm_s": comm,
+            ranks.append({"rank": r["rank"], "steps": steps, "step_s": step,
+                          "data_wait_s": data, "compute_s": step - data - comm, "comm_s": comm,
                           "allreduce_s": grad_comm / n, "wait_for_slowest_s": wait,
                           "transfer_s": comm - wait, "overhead_s": overhead})
         mean = {k: sum(x[k] for x in ranks) / len(ranks) for k in ranks[0] if k.endswith("_s")}

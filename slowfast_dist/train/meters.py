@@ -1,9 +1,17 @@
-"""What the loop reports: per-step timings, loss, LR, throughput; TensorBoard and a progress line.
+"""What the loop reports: loss, LR, throughput, MFU, timings; TensorBoard and a progress line.
 
 The loop calls three things: `timed(loader, epoch)` around its iterator (measures how long each
 batch was waited for; the first wait of an epoch is the epoch-boundary stall the study found),
 `step_done(...)` after each step, and `epoch_done(epoch)`. Everything else is here, so the loop
 itself never branches on logging, profiling or rank.
+
+No step waits for the device unless it logs. On a GPU every value read back to the host is a
+blocking sync that also stops the CPU from queueing the next step, and a collective per step is a
+barrier. So the loss sum and the count of non-finite losses accumulate on the device, and every
+`log_period` steps (and at the end of an epoch) one all-reduce of [loss sum, non-finite count,
+skipped samples] is read back. A non-finite loss is therefore seen up to `log_period` steps late,
+named by the step range; no checkpoint is written inside an epoch, so the last good one is kept.
+Timings are per logging window: wall time between two reads, the host's data waits inside it.
 """
 
 from __future__ import annotations
@@ -22,25 +30,36 @@ class NonFiniteLoss(RuntimeError):
 
 class StepMeter:
     def __init__(self, *, rank: int, world_size: int, device, log_period: int = 10,
-                 writer=None, profiler=None, timers=None, stream=sys.stderr):
-        self.rank, self.world_size, self.device = rank, world_size, device
+                 writer=None, profiler=None, timers=None, stream=sys.stderr,
+                 train_flops_per_clip: float | None = None, peak_tflops: float | None = None):
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.timers = timers  # slowfast_dist.profiling.profiler.StepTimers, or None
         self.log_period = max(1, log_period)
         self.writer, self.profiler, self.stream = writer, profiler, stream
+        self.flops_per_clip, self.peak_tflops = train_flops_per_clip, peak_tflops
         self.global_step = 0
         self.last_loss = math.nan
         self._steps = 0
         self._reset()
 
     def _reset(self):
-        self.loss_sum = 0.0
+        self.loss_sum = 0.0  # sum over this epoch's steps of the rank-averaged loss
         self.samples = 0
+        self.steps_done = 0
         self.data_wait = []
-        self.compute = []
         self.boundary_s = 0.0
         self.skipped = 0  # summed over ranks, from each batch's "skipped" count
-        self._batch_skipped = 0
         self._epoch_t0 = time.perf_counter()
+        self._new_window(self._epoch_t0)
+
+    def _new_window(self, start: float):
+        self._window_t0 = start
+        self._window_first_step = self.steps_done
+        self._window_wait = 0.0
+        self._window_samples = 0
+        self._window_skipped = 0
+        # [sum of finite losses, non-finite count], on the device: adding to it never syncs
+        self._acc = torch.zeros(2, dtype=torch.float32, device=self.device)
 
     def timed(self, loader, epoch: int):
         """Yield the loader's batches, timing the wait for each (and the epoch boundary)."""
@@ -54,75 +73,116 @@ class StepMeter:
             if self.timers is not None:
                 self.timers.batch_ready()
             self.data_wait.append(now - t_wait)
+            self._window_wait += now - t_wait
             if i == 0:
                 self.boundary_s = now - t_wait
-            self._t_batch = now
-            self._batch_skipped = int(batch.get("skipped", 0)) if isinstance(batch, dict) else 0
+            # a host int, counted by collate in whichever worker built the batch
+            self._window_skipped += int(batch.get("skipped", 0)) if isinstance(batch, dict) else 0
             yield batch
             t_wait = time.perf_counter()
             if self.timers is not None:
                 self.timers.data_begin()
 
     def step_done(self, epoch: int, step: int, loss: torch.Tensor, lr: float, batch_size: int):
-        """Average the loss over ranks (also stopping every rank on a non-finite loss) and log.
-
-        The same one all-reduce sums the skipped-sample counts, so they cost nothing extra."""
-        bad = 0.0 if torch.isfinite(loss).item() else 1.0
-        packed = torch.tensor([0.0 if bad else float(loss), bad, float(self._batch_skipped)],
-                              dtype=torch.float64, device=self.device)
-        t_sync = time.perf_counter()
-        if self.world_size > 1:
-            dist.all_reduce(packed)
-        loss_sum, bad_ranks, skipped = packed.tolist()
-        self.skipped += int(skipped)
-        end = time.perf_counter()
-        self.compute.append(end - self._t_batch)
+        """Accumulate the loss on the device; on logging steps reduce, check and log."""
+        loss = loss.detach().float().reshape(())
+        finite = torch.isfinite(loss)
+        self._acc += torch.stack([torch.where(finite, loss, torch.zeros_like(loss)),
+                                  (~finite).float()])
+        self.steps_done += 1
         self.global_step += 1
-        if bad_ranks:
-            raise NonFiniteLoss(
-                f"non-finite loss at epoch {epoch + 1}, step {step + 1}/{self._steps} "
-                f"(global step {self.global_step}) on {int(bad_ranks)} of {self.world_size} rank(s)"
-            )
-        self.last_loss = loss_sum / self.world_size
-        self.loss_sum += self.last_loss
         self.samples += batch_size * self.world_size
+        self._window_samples += batch_size * self.world_size
+        if self.timers is not None:
+            self.timers.step_end()
         if self.profiler is not None:
             self.profiler.step()
-        if self.rank == 0:
-            self._log_step(epoch, step, lr)
-        if self.timers is not None:
-            self.timers.step_end(data_wait=self.data_wait[-1], compute=self.compute[-1],
-                                 sync=end - t_sync, end=end, writer=self.writer,
-                                 global_step=self.global_step)
+        if (step + 1) % self.log_period == 0 or step + 1 == self._steps:
+            self._flush(epoch, step, lr)
 
-    def _log_step(self, epoch, step, lr):
+    def _flush(self, epoch: int, step: int, lr: float):
+        """The one sync and one collective of a logging window."""
+        steps = self.steps_done - self._window_first_step
+        if steps == 0:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the window's wall time includes its GPU work
+        t_ready = time.perf_counter()
+        packed = torch.cat([self._acc.double(), torch.tensor(
+            [float(self._window_skipped)], dtype=torch.float64, device=self.device)])
+        if self.world_size > 1:
+            dist.all_reduce(packed)
+        loss_sum, bad, skipped = packed.tolist()
+        end = time.perf_counter()
+        self.skipped += int(skipped)
+        if bad:
+            first = self._window_first_step + 1
+            where = f"step {first}" if first == step + 1 else f"steps {first}-{step + 1}"
+            raise NonFiniteLoss(
+                f"non-finite loss in epoch {epoch + 1}, {where} of {self._steps} "
+                f"(global step {self.global_step}): {int(bad)} non-finite step loss(es) over "
+                f"{self.world_size} rank(s)")
+        self.last_loss = loss_sum / (self.world_size * steps)
+        self.loss_sum += loss_sum / self.world_size
+        window = {"steps": steps, "wall_s": end - self._window_t0,
+                  "data_wait_s": self._window_wait, "sync_s": end - t_ready}
+        if self.rank == 0:
+            self._log(epoch, step, lr, window, self._window_samples)
+        restart = time.perf_counter()  # logging time stays out of the next window
+        if self.timers is not None:
+            self.timers.window_end(**window, overhead_s=restart - end, writer=self.writer,
+                                   global_step=self.global_step)
+        self._new_window(restart)
+
+    def throughput(self, samples: int, wall_s: float) -> dict:
+        """clips/s in all, per GPU (process), and MFU when the device's peak is known."""
+        total = samples / max(wall_s, 1e-9)
+        per_gpu = total / self.world_size
+        out = {"clips_per_s": total, "clips_per_s_per_gpu": per_gpu, "mfu": None}
+        if self.flops_per_clip and self.peak_tflops:
+            out["mfu"] = per_gpu * self.flops_per_clip / (self.peak_tflops * 1e12)
+        return out
+
+    def _log(self, epoch, step, lr, window, samples):
         g = self.global_step
+        rate = self.throughput(samples, window["wall_s"])
+        step_s = window["wall_s"] / window["steps"]
+        data_s = window["data_wait_s"] / window["steps"]
         if self.writer is not None:
             self.writer.add_scalar("train/loss", self.last_loss, g)
             self.writer.add_scalar("train/lr", lr, g)
-            self.writer.add_scalar("time/data_wait_s", self.data_wait[-1], g)
-            self.writer.add_scalar("time/compute_s", self.compute[-1], g)
-        if (step + 1) % self.log_period == 0 or step + 1 == self._steps:
-            elapsed = time.perf_counter() - self._epoch_t0
-            width = 20
-            filled = int(width * (step + 1) / max(1, self._steps))
-            print(f"epoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
-                  f"{step + 1}/{self._steps}  loss {self.last_loss:.4f}  lr {lr:.4g}  "
-                  f"{self.samples / max(elapsed, 1e-9):.1f} clips/s  "
-                  f"data {self.data_wait[-1] * 1e3:.0f} ms", file=self.stream, flush=True)
+            self.writer.add_scalar("time/step_s", step_s, g)
+            self.writer.add_scalar("time/data_wait_s", data_s, g)
+            self.writer.add_scalar("perf/clips_per_s_per_gpu", rate["clips_per_s_per_gpu"], g)
+            if rate["mfu"] is not None:
+                self.writer.add_scalar("perf/mfu", rate["mfu"], g)
+            if self.device.type == "cuda":
+                self.writer.add_scalar("perf/max_memory_allocated_gb",
+                                       torch.cuda.max_memory_allocated(self.device) / 1e9, g)
+        width = 20
+        filled = int(width * (step + 1) / max(1, self._steps))
+        mfu = f"  MFU {rate['mfu']:.1%}" if rate["mfu"] is not None else ""
+        print(f"epoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
+              f"{step + 1}/{self._steps}  loss {self.last_loss:.4f}  lr {lr:.4g}  "
+              f"{rate['clips_per_s_per_gpu']:.1f} clips/s/GPU{mfu}  "
+              f"step {step_s * 1e3:.0f} ms  data {data_s * 1e3:.0f} ms",
+              file=self.stream, flush=True)
 
     def epoch_done(self, epoch: int) -> dict:
         elapsed = time.perf_counter() - self._epoch_t0
-        n = max(1, len(self.compute))
+        n = max(1, self.steps_done)
+        rate = self.throughput(self.samples, elapsed)
         stats = {
             "epoch": epoch + 1,
             "loss": self.loss_sum / n,
             "last_loss": self.last_loss,
-            "steps": len(self.compute),
+            "steps": self.steps_done,
             "time_s": elapsed,
-            "samples_per_s": self.samples / max(elapsed, 1e-9),
+            "samples_per_s": rate["clips_per_s"],
+            "samples_per_s_per_gpu": rate["clips_per_s_per_gpu"],
+            "mfu": rate["mfu"],
             "data_wait_s": sum(self.data_wait) / n,
-            "compute_s": sum(self.compute) / n,
+            "compute_s": max(0.0, elapsed - sum(self.data_wait)) / n,
             "epoch_boundary_s": self.boundary_s,
             "skipped_samples": self.skipped,
         }

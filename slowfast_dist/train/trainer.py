@@ -118,6 +118,9 @@ class Run:
                                              dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE)
         self.rank, self.world = self.info.rank, self.info.world_size
         self.device = torch.device(self.info.device)
+        if self.device.type == "cuda":
+            # the clip shapes are fixed within a run: let cuDNN pick the fastest 3D convolutions
+            torch.backends.cudnn.benchmark = True
         seed_everything(cfg.RNG_SEED, self.rank)
         self.out = Path(cfg.OUTPUT_DIR)
         self.model = build_model(cfg).to(self.device)
@@ -148,13 +151,57 @@ class Run:
                 self.log(f"warning: BN.NORM_TYPE sync_batchnorm needs CUDA; on CPU each of the "
                          f"{self.world} processes normalises over its own batch (batchnorm)")
         ids = [self.device.index] if self.device.type == "cuda" else None
+        ddp = self.cfg.DDP
         return torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=ids, bucket_cap_mb=self.cfg.DDP.BUCKET_CAP_MB,
-            static_graph=self.cfg.DDP.STATIC_GRAPH,
-            find_unused_parameters=self.cfg.DDP.FIND_UNUSED_PARAMETERS)
+            self.model, device_ids=ids, bucket_cap_mb=ddp.BUCKET_CAP_MB,
+            static_graph=ddp.STATIC_GRAPH, find_unused_parameters=ddp.FIND_UNUSED_PARAMETERS,
+            gradient_as_bucket_view=ddp.GRADIENT_AS_BUCKET_VIEW)
+
+    def comm_timer(self, model):
+        """DDP's gradient allreduce: the C++ default, torch's bf16/fp16 compression hook, or the
+        timing probe (PROFILE.COMM_PROBE), which also compresses when asked."""
+        from slowfast_dist.profiling.comm import CommTimer
+
+        hook = self.cfg.DDP.COMM_HOOK
+        if hook not in ("none", "bf16", "fp16"):
+            raise UserError(f"DDP.COMM_HOOK: {hook!r} must be none, bf16 or fp16")
+        if model is self.model:  # one process: no allreduce
+            return None
+        if self.cfg.PROFILE.COMM_PROBE:
+            comm = CommTimer(self.world, self.device.type == "cuda", compress=hook)
+            comm.register(model)
+            return comm
+        if hook != "none":
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            model.register_comm_hook(None, getattr(default_hooks, f"{hook}_compress_hook"))
+        return None
+
+    def flops_and_peak(self):
+        """(training FLOPs per clip, device peak TFLOP/s) for the MFU in the log; (None, None)
+        where the peak is unknown (CPUs, GPUs missing from profiling/mfu.py's table)."""
+        from slowfast_dist.models.info_cli import input_shapes
+        from slowfast_dist.profiling import mfu
+
+        cfg, device = self.cfg, self.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        amp = cfg.TRAIN.AMP_DTYPE if cfg.TRAIN.MIXED_PRECISION else None
+        peak = mfu.peak_tflops(name, mfu.step_precision(amp, name), cfg.PROFILE.PEAK_TFLOPS)
+        if not peak or self.rank != 0:  # only rank 0 logs
+            return None, None
+        crop = cfg.DATA.TRAIN_CROP_SIZE
+        xs = [torch.zeros(shape, device=device) for shape in input_shapes(
+            cfg.MODEL.ARCH, cfg.DATA.NUM_FRAMES, cfg.SLOWFAST.ALPHA, crop,
+            cfg.DATA.INPUT_CHANNEL_NUM)]
+        boxes = (torch.tensor([[0, 0.0, 0.0, crop - 1.0, crop - 1.0]], device=device)
+                 if cfg.DETECTION.ENABLE else None)
+        macs = mfu.forward_macs(ckpt.unwrap(self.model), xs, boxes)
+        return mfu.clip_train_flops(macs), peak
 
     def loader(self, split: str):
+        """(dataset, loader of batches already on the device, per-process batch size)."""
         from slowfast_dist.data import build_ava_dataset, build_loader
+        from slowfast_dist.data.device import DeviceLoader, build_device_transform
 
         cfg, train = self.cfg, split == "train"
         dataset = build_ava_dataset(cfg, split)
@@ -169,7 +216,7 @@ class Run:
             pin_memory=cfg.DATA_LOADER.PIN_MEMORY and self.device.type == "cuda",
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED)
-        return dataset, loader, batch
+        return dataset, DeviceLoader(loader, self.device, build_device_transform(cfg)), batch
 
     def eval_files(self, warn: bool = False) -> dict:
         """The evaluator's inputs. Checked at start-up, so a typo fails before hours of training
@@ -274,14 +321,10 @@ def train(cfg, info=None) -> dict:
     model = run.wrap_ddp()
     if run.dry_run:
         return dry_run_report(run, model, optimizer, lr_at, global_batch, len(train_loader))
-    from slowfast_dist.profiling.comm import CommTimer
     from slowfast_dist.profiling.profiler import Nvtx, StepTimers, maybe_profile, write_summary
 
     p = cfg.PROFILE
-    comm = None
-    if p.COMM_PROBE and model is not run.model:
-        comm = CommTimer(run.world, run.device.type == "cuda")
-        comm.register(model)
+    comm = run.comm_timer(model)
     nvtx = Nvtx(p.NVTX)
     nvtx.attach_optimizer(optimizer)
     timers = StepTimers(rank=run.rank, world_size=run.world, comm=comm, nvtx=nvtx)
@@ -292,16 +335,20 @@ def train(cfg, info=None) -> dict:
 
         writer = SummaryWriter(cfg.TENSORBOARD.LOG_DIR or str(out / "tensorboard"))
         writer.add_scalar("train/base_lr", base_lr, 0)
+    flops, peak = run.flops_and_peak()
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
-                      log_period=cfg.LOG_PERIOD, writer=writer, timers=timers)
+                      log_period=cfg.LOG_PERIOD, writer=writer, timers=timers,
+                      train_flops_per_clip=flops, peak_tflops=peak)
     meter.global_step = start_epoch * len(train_loader)
     test = {}
     last = {"mAP": None}
 
     def on_epoch_end(epoch, stats):
+        mfu = f" (MFU {stats['mfu']:.1%})" if stats["mfu"] is not None else ""
         run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f}, "
-                f"{stats['samples_per_s']:.1f} clips/s, boundary {stats['epoch_boundary_s']:.3f} s, "
-                f"skipped samples {getattr(train_set, 'skipped', 0)}")
+                f"{stats['samples_per_s']:.1f} clips/s, {stats['samples_per_s_per_gpu']:.1f} "
+                f"clips/s per GPU{mfu}, boundary {stats['epoch_boundary_s']:.3f} s, "
+                f"skipped samples {stats['skipped_samples']}")
         final = epoch + 1 == s.MAX_EPOCH
         if run.rank == 0 and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final):
             path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch), model=model,

@@ -1,0 +1,318 @@
+"""`make gpu-check OUT=dir`: what only a GPU shows, in one command (about 6 minutes on one H100).
+
+Stages, each bounded in time, each result written to OUT/gpu_check.json as soon as it is known
+(a stage that fails records its error and the others still run):
+1. cuda_tests: the tests marked `cuda` (`pytest -m cuda`), which skip with a reason elsewhere.
+2. model_step: the real-size SlowFast R50 32x2 AVA train step at batch 8 (benchmarks/model_step.py):
+   fp32 eager, bf16, bf16 + channels_last_3d, bf16 + torch.compile, fp16; clips/s and MFU.
+3. loader_fed: the same model trained by the real loop, fed by the real loader (uint8 workers,
+   device-side resample, prefetch to the GPU) from photo-like 640x360 JPEG frames, against the
+   same loop on one batch already in GPU memory; for the CPU decoder (simplejpeg) and nvJPEG on
+   the GPU (DATA.DECODER nvjpeg), at most 12 loader processes.
+4. train_nccl: `torchrun --nproc_per_node 1` training end to end with the nccl backend on a
+   synthetic set: finite loss, a checkpoint, mAP, a profiler trace with the step phases.
+
+Without CUDA it says so in one line and exits 2. `--quick` runs every stage at toy sizes (on CPU
+too): that is how the test suite checks this script's plumbing (tests/test_gpu_check.py).
+
+    make gpu-check OUT=gpu_out            # Python with a CUDA torch; other packages from .whl/
+    python benchmarks/gpu_check.py --out gpu_out [--quick] [--stages model_step,loader_fed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("cuda_tests", "model_step", "loader_fed", "train_nccl")
+
+
+def environment() -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"device": torch.cuda.get_device_name() if cuda else "cpu",
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def run_logged(cmd, log: Path, timeout: float, env=None) -> dict:
+    """Run `cmd` with its output in `log`; rc 124 when it ran past `timeout`."""
+    t0 = time.time()
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
+                                cwd=ROOT, env=env).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    return {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": tail}
+
+
+# ---- stages -------------------------------------------------------------------------------
+
+def cuda_tests(args) -> dict:
+    out = run_logged([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p",
+                      "no:cacheprovider", "tests"], args.out / "cuda_tests.log", args.budget(240))
+    out["passed"] = out["rc"] == 0
+    return out
+
+
+def model_step(args) -> dict:
+    size = "tiny" if args.quick else "real"
+    target = args.out / "model_step.json"
+    cmd = [sys.executable, "benchmarks/model_step.py", "--out", str(target), "--size", size,
+           "--rounds", "2" if args.quick else "12", "--warmup", "1" if args.quick else "3"]
+    cmd.append("--compile" if not args.quick and not args.no_compile else "--no-compile")
+    out = run_logged(cmd, args.out / "model_step.log", args.budget(300))
+    if target.exists():
+        out["result"] = json.loads(target.read_text())
+    return out
+
+
+def make_textured_set(args) -> subprocess.Popen:
+    """Started first, in the background: photo-like 640x360 frames take a minute to write."""
+    size, videos, seconds = ("64x48", 4, 2) if args.quick else ("640x360", 8, 8)
+    args.textured = Path(args.work) / f"textured_{size}"
+    if (args.textured / "annotations").is_dir():
+        return None
+    return subprocess.Popen([sys.executable, "-m", "slowfast_dist.cli", "make-synthetic",
+                             str(args.textured), "--size", size, "--texture", "--videos",
+                             str(videos), "--seconds", str(seconds)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+class Repeat:
+    """`steps` batches from an epoch loader, running on into its next epochs."""
+
+    def __init__(self, loader, steps: int):
+        self.loader, self.steps = loader, steps
+        self.dataset = getattr(loader, "dataset", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        n, epoch = 0, 0
+        while True:
+            self.loader.set_epoch(epoch)
+            for batch in self.loader:
+                yield batch
+                n += 1
+                if n == self.steps:
+                    return
+            epoch += 1
+
+
+class Resident:
+    """One batch already on the device, again and again: the loader-free upper bound."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+def loader_fed(args) -> dict:
+    """clips/s of the real loop fed by the real loader / the same loop on a resident batch."""
+    import torch
+
+    from slowfast_dist.config import load_config
+    from slowfast_dist.data import build_ava_dataset, build_loader
+    from slowfast_dist.data.device import DeviceLoader, build_device_transform
+    from slowfast_dist.models import build_model
+    from slowfast_dist.train import trainer
+    from slowfast_dist.train.loop import train_one_epoch
+    from slowfast_dist.train.meters import StepMeter
+
+    if args.maker is not None and args.maker.wait(timeout=args.budget(240)) != 0:
+        raise RuntimeError(f"make-synthetic failed with exit status {args.maker.returncode}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True  # as the trainer does on a GPU
+    data = args.textured
+    opts = ["AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
+            "AVA.ANNOTATION_DIR", str(data / "annotations"), "AVA.TRAIN_PREDICT_BOX_LISTS", "[]",
+            "AVA.LABEL_MAP_FILE", "ava_action_list_v2.2.pbtxt", "NUM_GPUS", "1",
+            "TRAIN.BATCH_SIZE", "8", "TRAIN.MIXED_PRECISION", "True", "MODEL.CHANNELS_LAST", "True"]
+    if args.quick:  # fp32: bf16 convolutions are slow on CPUs
+        opts += ["RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "32",
+                 "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "TRAIN.BATCH_SIZE", "2",
+                 "TRAIN.MIXED_PRECISION", "False"]
+    cfg = load_config(str(ROOT / "configs/AVA/SLOWFAST_32x2_R50.yaml"), opts)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    optimizer = trainer.build_optimizer(model, lr=0.01, momentum=0.9, dampening=0.0,
+                                        nesterov=True, weight_decay=1e-4, bn_weight_decay=0.0)
+    autocast = trainer.make_autocast(device, cfg.TRAIN.MIXED_PRECISION, "bf16")
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    dataset = build_ava_dataset(cfg, "train")
+    batch = cfg.TRAIN.BATCH_SIZE
+    steps, warm = (3, 1) if args.quick else (40, 8)
+
+    def clips_per_s(loader) -> float:
+        meter = StepMeter(rank=0, world_size=1, device=device, log_period=10 ** 6,
+                          stream=open(os.devnull, "w"))
+        common = dict(epoch=0, lr_at=lambda e: 0.01, loss_fn=torch.nn.BCEWithLogitsLoss(),
+                      device=device, autocast=autocast, scaler=scaler, accum_steps=1, meter=meter)
+        train_one_epoch(model, Repeat(loader, warm), optimizer, **common)  # cudnn autotune, workers
+        return train_one_epoch(model, Repeat(loader, steps), optimizer, **common)["samples_per_s"]
+
+    transform = build_device_transform(cfg)
+    result = {"config": "configs/AVA/SLOWFAST_32x2_R50.yaml, bf16 + channels_last_3d",
+              "batch": batch, "frames": str(data), "steps": steps, "runs": []}
+    for decoder, workers in args.decoders:
+        dataset.decoder = decoder
+        epoch_loader = build_loader(dataset, batch, shuffle=True, drop_last=True,
+                                    num_workers=workers, pin_memory=device.type == "cuda",
+                                    persistent=True, rank=0, world_size=1, seed=0)
+        fed = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform)
+        resident_batch = next(iter(DeviceLoader(Repeat(epoch_loader, 1), device, transform)))
+        resident = clips_per_s(Resident(resident_batch))
+        rate = clips_per_s(fed)
+        result["runs"].append({"decoder": decoder, "workers": workers,
+                               "fed_clips_per_s": rate, "resident_clips_per_s": resident,
+                               "fed_over_resident": rate / resident})
+        del epoch_loader, fed
+    return result
+
+
+def train_nccl(args) -> dict:
+    """A real 1-GPU run (torchrun, nccl) of the demo config with the profiler on."""
+    data = Path(args.work) / "demo_set"
+    if not (data / "annotations").is_dir():
+        subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "make-synthetic", str(data),
+                        "--videos", "4" if args.quick else "8", "--seconds", "4"], cwd=ROOT,
+                       check=True, stdout=subprocess.DEVNULL)
+    out = Path(args.work) / "train_nccl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           "-m", "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
+           "AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
+           "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out),
+           "SOLVER.MAX_EPOCH", "2", "TRAIN.EVAL_PERIOD", "2", "TRAIN.CHECKPOINT_PERIOD", "1",
+           "NUM_GPUS", "1", "TRAIN.BATCH_SIZE", "4", "PROFILE.ENABLE", "True", "LOG_PERIOD", "2",
+           "DATA_LOADER.NUM_WORKERS", "2"]
+    res = run_logged(cmd, args.out / "train_nccl.log", args.budget(180),
+                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+    summary = _json(out / "summary.json")
+    trace_names = set()
+    for trace in (out / "profile").glob("rank0.*"):
+        trace_names |= {e.get("name") for e in json.loads(trace.read_text())["traceEvents"]}
+    profile = _json(out / "profile_summary.json")
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("*.pyth"))
+    res.update({
+        "summary": summary, "checkpoints": checkpoints,
+        "backend_nccl": "backend nccl" in (args.out / "train_nccl.log").read_text(),
+        "phases_in_trace": sorted(trace_names & {"data_wait", "forward_backward",
+                                                  "optimizer_step"}),
+        "split": profile.get("split") if profile else None,
+        "finite_loss": bool(summary and summary.get("last_loss") is not None
+                            and math.isfinite(summary["last_loss"])),
+    })
+    res["passed"] = (res["rc"] == 0 and res["finite_loss"] and bool(checkpoints)
+                     and summary.get("mAP") is not None and len(res["phases_in_trace"]) == 3)
+    return res
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---- driver -------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="folder for gpu_check.json and logs")
+    ap.add_argument("--work", default="/tmp/slowfast_gpu_check", help="synthetic data, runs")
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
+    ap.add_argument("--quick", action="store_true", help="toy sizes; runs without CUDA too")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--minutes", type=float, default=7.5, help="time budget for all stages")
+    args = ap.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available() and not args.quick:
+        print("gpu-check: no CUDA GPU visible to this Python (torch "
+              f"{torch.__version__}); nothing to check", file=sys.stderr)
+        return 2
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        print(f"gpu-check: unknown stage(s) {sorted(unknown)}; choose from {STAGES}",
+              file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.minutes * 60
+    args.budget = lambda cap: max(10.0, min(cap, deadline - time.time()))
+    # (decoder, loader processes); nvjpeg workers only read bytes, so fewer of them suffice
+    args.decoders = ([("simplejpeg", 2), ("pil", 2)] if args.quick else
+                     [("simplejpeg", 12), ("simplejpeg", 6), ("nvjpeg", 4), ("nvjpeg", 12)])
+    args.maker = make_textured_set(args) if "loader_fed" in stages else None
+    report = {"environment": environment(), "quick": args.quick, "stages": {}}
+    path = args.out / "gpu_check.json"
+    for name in stages:
+        t0 = time.time()
+        print(f"gpu-check: {name} ...", flush=True)
+        try:
+            result = globals()[name](args)
+        except Exception as e:  # noqa: BLE001 - one broken stage must not hide the others
+            result = {"error": f"{type(e).__name__}: {e}"}
+        result["stage_seconds"] = round(time.time() - t0, 1)
+        report["stages"][name] = result
+        path.write_text(json.dumps(report, indent=1, default=str))
+        print(f"gpu-check: {name} done in {result['stage_seconds']} s"
+              + (f" ({result['error']})" if "error" in result else ""), flush=True)
+    print(summary_table(report))
+    return 0
+
+
+def summary_table(report: dict) -> str:
+    env, st = report["environment"], report["stages"]
+    lines = [f"{env['device']}  torch {env['torch']}  CUDA {env['cuda']}  cuDNN {env['cudnn']}"]
+    if "cuda_tests" in st:
+        lines.append(f"cuda tests: rc {st['cuda_tests'].get('rc')}  "
+                     f"{' '.join(st['cuda_tests'].get('tail', [])[-1:])}")
+    step = st.get("model_step", {}).get("result") or {}
+    for name, r in step.get("variants", {}).items():
+        if r.get("error"):
+            lines.append(f"step {name:10s} error: {r['error'][:100]}")
+            continue
+        m = r.get("mfu")
+        x = (step.get("speedup_vs_fp32", {}).get(name) or {}).get("median")
+        lines.append(f"step {name:10s} {r.get('clips_per_s', 0):8.1f} clips/s  "
+                     f"MFU {'-' if m is None else f'{m:.1%}'}  x fp32 "
+                     f"{'-' if x is None else f'{x:.2f}'}")
+    for r in st.get("loader_fed", {}).get("runs", []):
+        lines.append(f"fed {r['decoder']:10s} x{r['workers']:<2d} {r['fed_clips_per_s']:8.1f} "
+                     f"clips/s vs resident {r['resident_clips_per_s']:.1f} "
+                     f"({r['fed_over_resident']:.0%})")
+    if "train_nccl" in st:
+        t = st["train_nccl"]
+        lines.append(f"train nccl: passed {t.get('passed')}  mAP "
+                     f"{(t.get('summary') or {}).get('mAP')}  phases {t.get('phases_in_trace')}")
+    for name, r in st.items():
+        if "error" in r:
+            lines.append(f"{name}: ERROR {r['error'][:200]}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The half of the data path that runs on the training device, batched: resample, convert,
+normalise, pack the pathways; and the prefetcher that moves the next batch there while the
+current step runs.
+
+Workers ship uint8 source windows and their `ClipGeometry` (`transforms.py`); `collate` pads the
+windows to one [B, T, H, W, 3] uint8 tensor. `ClipBatchTransform` turns that into the model's
+float pathway tensors [B, 3, T, h, w] with one `grid_sample` for the whole batch: on a GPU this
+is a few milliseconds, where the same work in the workers cost about half their CPU time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from slowfast_dist.data.transforms import GEOMETRY_FIELDS, pack_pathway
+
+_G = {name: k for k, name in enumerate(GEOMETRY_FIELDS)}
+
+
+class ClipBatchTransform:
+    def __init__(self, mean, std, alpha: int, slowfast: bool, channels_last: bool = False):
+        self.mean, self.std = list(mean), list(std)
+        self.alpha, self.slowfast, self.channels_last = alpha, slowfast, channels_last
+
+    def __call__(self, clips: torch.Tensor, geometry: torch.Tensor) -> list[torch.Tensor]:
+        """clips uint8 [B, T, H, W, 3] (windows, zero-padded), geometry float64 [B, 11] ->
+        pathway tensors [B, 3, T', h, w], normalised with DATA.MEAN / DATA.STD."""
+        b, t, h, w, c = clips.shape
+        out_h, out_w = _one_size(geometry)
+        grid = _sampling_grid(geometry.to(clips.device), out_h, out_w, h, w)
+        x = clips.permute(0, 4, 1, 2, 3).reshape(b, c * t, h, w).float()
+        # align_corners=True: grid -1..1 spans pixel centres 0..size-1, so the coordinates in
+        # the geometry are used as they are; 'border' never reads the zero padding.
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        x = x.view(b, c, t, out_h, out_w)
+        mean = torch.tensor(self.mean, device=x.device).view(1, c, 1, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=x.device).view(1, c, 1, 1, 1) * 255.0
+        x = (x - mean) / std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return pack_pathway(x, self.alpha, self.slowfast, time_dim=2)
+
+
+def _one_size(geometry: torch.Tensor) -> tuple[int, int]:
+    # geometry stays on the host until here (collate builds it): reading it costs no sync
+    sizes = {(int(g[_G["out_h"]]), int(g[_G["out_w"]])) for g in geometry.cpu().tolist()}
+    if len(sizes) != 1:
+        raise ValueError(f"one batch mixes output sizes {sorted(sizes)} (frames of different "
+                         "aspect ratios in a test batch; use TEST.BATCH_SIZE 1 per GPU)")
+    return sizes.pop()
+
+
+def _sampling_grid(geometry, out_h, out_w, h, w):
+    """[B, out_h, out_w, 2] grid_sample coordinates (x, y) in -1..1 over the padded windows."""
+    def coords(scale, off, max_index, start, count, size):
+        i = torch.arange(count, dtype=torch.float64, device=geometry.device)
+        src = ((off[:, None] + i + 0.5) * scale[:, None] - 0.5).clamp(min=0.0)
+        src = torch.minimum(src, max_index[:, None]) - start[:, None]
+        return (2.0 * src / max(size - 1, 1) - 1.0).float()
+
+    g = geometry.double()
+    ys = coords(g[:, _G["scale_y"]], g[:, _G["off_y"]], g[:, _G["max_y"]], g[:, _G["top"]],
+                out_h, h)
+    xs = coords(g[:, _G["scale_x"]], g[:, _G["off_x"]], g[:, _G["max_x"]], g[:, _G["left"]],
+                out_w, w)
+    flip = g[:, _G["flip"]] > 0.5
+    xs = torch.where(flip[:, None], xs.flip(1), xs)
+    b = geometry.shape[0]
+    return torch.stack([xs[:, None, :].expand(b, out_h, out_w),
+                        ys[:, :, None].expand(b, out_h, out_w)], dim=-1)
+
+
+class DeviceLoader:
+    """Wraps an EpochLoader: each batch moves to `device` (pinned host memory and a side CUDA
+    stream, so the copy of batch k+1 overlaps step k) and goes through `transform`. Yields the
+    batch dict with `inputs`, `boxes`, `labels` on the device; the rest stays on the host."""
+
+    def __init__(self, loader, device, transform: ClipBatchTransform, decode_jpegs=None):
+        from slowfast_dist.data import jpeg
+
+        self.loader, self.device, self.transform = loader, torch.device(device), transform
+        self.decode_jpegs = decode_jpegs or jpeg.decode_on_gpu
+        self.dataset = getattr(loader, "dataset", None)
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        if self._stream is None:
+            for batch in it:
+                yield self._to_device(batch)
+            return
+        ahead = self._enqueue(next(it, None))
+        while ahead is not None:
+            batch, ready = ahead
+            ahead = self._enqueue(next(it, None))  # the next copy overlaps this step
+            torch.cuda.current_stream(self.device).wait_event(ready)
+            yield batch
+
+    def _enqueue(self, batch):
+        if batch is None:
+            return None
+        with torch.cuda.stream(self._stream):
+            out = self._to_device(batch)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        main = torch.cuda.current_stream(self.device)
+        for t in [*out["inputs"], out["boxes"], out["labels"]]:
+            t.record_stream(main)  # made on the side stream, freed after use on the main one
+        return out, ready
+
+    def _to_device(self, batch: dict) -> dict:
+        nb = self.device.type == "cuda"
+        out = dict(batch)
+        if "jpegs" in batch:  # DATA.DECODER nvjpeg: whole frames decoded here, as one batch
+            clips = self._decode(batch["jpegs"], batch["jpeg_sizes"], batch["keyframes"])
+            out["inputs"] = self.transform(clips, batch["geometry"])
+            del out["jpegs"], out["jpeg_sizes"], out["keyframes"]
+        elif "clips" in batch:
+            clips = batch["clips"].to(self.device, non_blocking=nb)
+            out["inputs"] = self.transform(clips, batch["geometry"])
+            del out["clips"]
+        else:  # float batches (the reference path)
+            out["inputs"] = [x.to(self.device, non_blocking=nb) for x in batch["inputs"]]
+        out["boxes"] = batch["boxes"].to(self.device, non_blocking=nb)
+        out["labels"] = batch["labels"].to(self.device, non_blocking=nb)
+        return out
+
+    def _decode(self, data, sizes, keyframes):
+        """[B, T, H, W, 3] uint8 on the device from the batch's JPEG bytes (`sizes` [B, T])."""
+        b, t = sizes.shape
+        chunks = list(torch.split(data, sizes.flatten().tolist()))
+        try:
+            frames = self.decode_jpegs(chunks, self.device)
+        except RuntimeError:
+            frames = self._decode_one_by_one(chunks, t, keyframes)
+        h = max(f.shape[1] for f in frames)
+        w = max(f.shape[2] for f in frames)
+        clips = torch.zeros((b, t, h, w, 3), dtype=torch.uint8, device=self.device)
+        for k, f in enumerate(frames):
+            clips[k // t, k % t, :f.shape[1], :f.shape[2]] = f.permute(1, 2, 0)
+        return clips
+
+    def _decode_one_by_one(self, chunks, t, keyframes):
+        """A frame the worker's checks passed but the decoder refused: each frame alone; a bad
+        one is replaced by the nearest good frame of its clip, with one warning naming it."""
+        import sys
+
+        frames = []
+        for k, chunk in enumerate(chunks):
+            try:
+                frames.append(self.decode_jpegs([chunk], self.device)[0])
+            except RuntimeError as e:
+                vidx, sec = (int(v) for v in keyframes[k // t])
+                print(f"warning: video index {vidx} second {sec}: frame {k % t} of the clip does "
+                      f"not decode on the GPU ({' '.join(str(e).split())[:120]}); the nearest "
+                      "good frame of the clip stands in", file=sys.stderr, flush=True)
+                frames.append(None)
+        for k, f in enumerate(frames):
+            if f is None:
+                clip = range(k - k % t, k - k % t + t)
+                good = [j for j in clip if frames[j] is not None]
+                if not good:
+                    raise RuntimeError(f"no frame of video index {int(keyframes[k // t][0])} "
+                                       f"second {int(keyframes[k // t][1])} decodes on the GPU")
+                frames[k] = frames[min(good, key=lambda j: abs(j - k))]
+        return frames
+
+
+def build_device_transform(cfg) -> ClipBatchTransform:
+    """From a PySlowFast-keyed CfgNode (DATA.MEAN/STD, SLOWFAST.ALPHA, MODEL.ARCH)."""
+    return ClipBatchTransform(cfg.DATA.MEAN, cfg.DATA.STD, cfg.SLOWFAST.ALPHA,
+                              cfg.MODEL.ARCH == "slowfast", bool(cfg.MODEL.CHANNELS_LAST))

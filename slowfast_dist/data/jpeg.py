@@ -1,0 +1,169 @@
+"""The one JPEG reader: frame files to uint8 RGB arrays, with the decoder chosen in the config
+(`DATA.DECODER`), optionally decoded at a reduced size through the DCT.
+
+Decoders: `simplejpeg` (libjpeg-turbo, no extra copies; the fastest here, see
+benchmarks/loader_throughput.py), `pil`, `opencv`; `auto` = simplejpeg when it imports, else PIL.
+`nvjpeg` decodes on the GPU (torchvision.io.decode_jpeg): workers then only read the bytes.
+
+Reduced-size decode: when a frame's short side is at least twice the largest short side a
+sample can be resized to, libjpeg scales each 8x8 DCT block while decoding (1/8 steps with
+simplejpeg, 1/2, 1/4, 1/8 with PIL) to the smallest size whose short side is still at least that
+large. That is several times cheaper at 1080p and changes the pixels only as a slightly different
+anti-aliasing of the same downscale; below the 2x threshold every decoder decodes in full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CPU_DECODERS = ("simplejpeg", "pil", "opencv")
+GPU_DECODERS = ("nvjpeg",)
+
+
+class DecodeError(Exception):
+    """A frame that cannot be read or decoded; the message names the file."""
+
+
+def resolve_decoder(name: str) -> str:
+    """The decoder for DATA.DECODER `name`; a UserError naming the key when it cannot run."""
+    from slowfast_dist.errors import UserError
+
+    if name == "auto":
+        return "simplejpeg" if _imports("simplejpeg") else "pil"
+    if name not in CPU_DECODERS + GPU_DECODERS:
+        raise UserError(f"DATA.DECODER: {name!r} is not one of auto, "
+                        f"{', '.join(CPU_DECODERS + GPU_DECODERS)}")
+    module = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2",
+              "nvjpeg": "torchvision.io"}[name]
+    if not _imports(module):
+        pkg = {"simplejpeg": "simplejpeg", "pil": "pillow", "opencv": "opencv-python-headless",
+               "nvjpeg": "torchvision (pip install 'slowfast-dist[gpu]')"}[name]
+        raise UserError(f"DATA.DECODER {name}: {module} does not import; install {pkg}")
+    if name in GPU_DECODERS:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"DATA.DECODER {name} decodes on a GPU and this process has none; "
+                            "use DATA.DECODER auto")
+    return name
+
+
+def _imports(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return True
+    except Exception:  # a broken install (torchvision with a CPU torch) counts as missing
+        return False
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DecodeError(f"{path}: {e.strerror or e}") from None
+
+
+def header_size(data: bytes, path: str) -> tuple[int, int]:
+    """(height, width) from the JPEG header, without decoding."""
+    # Start-of-frame markers carry the size; scan the segments (a few dozen bytes usually).
+    i, n = 2, len(data)
+    if data[:2] != b"\xff\xd8":
+        raise DecodeError(f"{path}: not a JPEG file")
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            raise DecodeError(f"{path}: corrupt JPEG header")
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (int.from_bytes(data[i + 5:i + 7], "big"),
+                    int.from_bytes(data[i + 7:i + 9], "big"))
+        i += 2 + length
+    raise DecodeError(f"{path}: no frame header in the JPEG")
+
+
+def check_complete(data: bytes, path: str) -> tuple[int, int]:
+    """(height, width) of a JPEG that is not decoded here (GPU decoders): its header must parse
+    and its data must end with the end-of-image marker, which catches truncated and garbage
+    files in the worker, where the sample can still be skipped and counted."""
+    size = header_size(data, path)
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise DecodeError(f"{path}: truncated JPEG (no end-of-image marker)")
+    return size
+
+
+def decode_on_gpu(datas, device):
+    """uint8 [3, H, W] CUDA tensors from a list of 1-D uint8 CPU tensors of JPEG bytes, decoded
+    as one batch by nvJPEG (torchvision), which uses the GPU's JPEG engines where it has them."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+
+
+def reduced_target(height: int, width: int, need_short: int | None) -> tuple[int, int] | None:
+    """(min height, min width) for a reduced decode, or None for a full one: only when the short
+    side is at least twice `need_short`."""
+    if not need_short or min(height, width) < 2 * need_short:
+        return None
+    if height <= width:
+        return need_short, 0
+    return 0, need_short
+
+
+def decode(data: bytes, path: str, decoder: str, need_short: int | None = None):
+    """uint8 [h, w, 3] RGB and the frame's full (height, width) from its header."""
+    size = header_size(data, path)
+    target = reduced_target(*size, need_short)
+    try:
+        if decoder == "simplejpeg":
+            import simplejpeg
+
+            mh, mw = target or (0, 0)
+            img = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=mh, min_width=mw,
+                                         min_factor=2.0 if target else 1.0)
+        elif decoder == "pil":
+            img = _decode_pil(data, size, target)
+        elif decoder == "opencv":
+            img = _decode_opencv(data, size, target)
+        else:
+            raise ValueError(f"{decoder} is not a CPU JPEG decoder")
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DecodeError(f"{path}: {e}") from None
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        raise DecodeError(f"{path}: decoded to an unexpected shape "
+                          f"{None if img is None else img.shape}")
+    return img, size
+
+
+def _decode_pil(data, size, target):
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if target:
+            mh, mw = target
+            # draft picks the largest 1/2^k reduction that keeps the size at least this
+            scale = (mh / size[0]) if mh else (mw / size[1])
+            im.draft("RGB", (max(1, int(np.ceil(size[1] * scale))),
+                             max(1, int(np.ceil(size[0] * scale)))))
+        return np.asarray(im.convert("RGB"))
+
+
+def _decode_opencv(data, size, target):
+    import cv2
+
+    flag = cv2.IMREAD_COLOR
+    if target:
+        mh, mw = target
+        factor = (size[0] / mh) if mh else (size[1] / mw)
+        flag = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                2: cv2.IMREAD_REDUCED_COLOR_2}.get(max(k for k in (1, 2, 4, 8) if k <= factor),
+                                                   cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,219 @@
+"""data/device.py: the uint8 path (worker windows + batched resample on the device) equals the
+float reference path; the prefetcher yields the same batches in the same order."""
+import random
+
+import pytest
+import torch
+
+from slowfast_dist.data import AvaDataset
+from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader
+from slowfast_dist.data.loader import build_loader, collate_detection
+from slowfast_dist.data.synthetic import make_synthetic
+
+MEAN, STD = [0.45, 0.4, 0.35], [0.225, 0.25, 0.2]
+GREY = 1 / 255 / 0.2  # one grey level in normalised units (the smallest std)
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    """Photo-like frames: flat ones would hide resampling errors."""
+    root = tmp_path_factory.mktemp("tex")
+    make_synthetic(str(root), videos=4, seconds=3, seed=2, width=96, height=64, texture=True)
+    return root
+
+
+def dataset(root, output, *, train=True, source="frames", center_crop=False, flip=True):
+    return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
+                      [str(root / "annotations/ava_train_v2.2.csv")],
+                      str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=train,
+                      num_frames=8, sampling_rate=2, alpha=4, slowfast=True, mean=MEAN, std=STD,
+                      crop_size=40, jitter_scales=[40, 72], pixel_source=source,
+                      video_dir=str(root / "videos"), random_flip=flip, center_crop=center_crop,
+                      decoder="pil", output=output)
+
+
+def transform():
+    return ClipBatchTransform(MEAN, STD, alpha=4, slowfast=True)
+
+
+def assert_same_sample(ref, sample, tf):
+    batch = collate_detection([sample])
+    inputs = tf(batch["clips"], batch["geometry"])
+    for x, y in zip(ref["inputs"], inputs):
+        assert x.shape == y.shape[1:]
+        diff = (x - y[0]).abs()
+        assert diff.max() < 0.05 * GREY and diff.mean() < 0.01 * GREY, float(diff.max() / GREY)
+    for key in ("boxes", "labels", "ori_boxes", "metadata"):
+        assert torch.equal(ref[key], sample[key]), key
+
+
+@pytest.mark.parametrize("source", ["frames", "video"])
+def test_uint8_path_equals_float_reference_in_training_with_pinned_draws(textured, source):
+    ref, fast = dataset(textured, "float", source=source), dataset(textured, "uint8", source=source)
+    tf = transform()
+    flips = set()
+    for i in range(len(ref)):
+        random.seed(100 + i)
+        a = ref[i]
+        random.seed(100 + i)
+        b = fast[i]
+        flips.add(bool(b["geometry"][8]))
+        assert b["clip"].dtype == torch.uint8
+        assert_same_sample(a, b, tf)
+    assert flips == {True, False}  # both branches were compared
+
+
+@pytest.mark.parametrize("center_crop", [False, True])
+def test_uint8_path_equals_float_reference_in_test_and_val_mode(textured, center_crop):
+    ref = dataset(textured, "float", train=False, center_crop=center_crop)
+    fast = dataset(textured, "uint8", train=False, center_crop=center_crop)
+    tf = transform()
+    for i in range(0, len(ref), 3):
+        assert_same_sample(ref[i], fast[i], tf)
+
+
+def test_a_batch_of_windows_of_different_sizes_equals_one_by_one(textured):
+    ds, tf = dataset(textured, "uint8"), transform()
+    random.seed(3)
+    samples = [ds[i] for i in range(6)]
+    assert len({s["clip"].shape for s in samples}) > 1  # padding is exercised
+    batch = collate_detection(samples)
+    together = tf(batch["clips"], batch["geometry"])
+    for k, s in enumerate(samples):
+        alone = tf(*(lambda b: (b["clips"], b["geometry"]))(collate_detection([s])))
+        for x, y in zip(together, alone):
+            assert torch.allclose(x[k], y[0], atol=1e-4)
+
+
+def test_mixed_output_sizes_in_a_test_batch_are_a_clear_error():
+    geometry = torch.zeros(2, 11, dtype=torch.float64)
+    geometry[:, 9] = 8
+    geometry[0, 10], geometry[1, 10] = 8, 10
+    with pytest.raises(ValueError, match="mixes output sizes"):
+        transform()(torch.zeros(2, 4, 8, 10, 3, dtype=torch.uint8), geometry)
+
+
+def _loader(ds, workers):
+    return build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=workers,
+                        pin_memory=False, persistent=True, rank=0, world_size=1, seed=5)
+
+
+def test_prefetcher_yields_the_same_batches_in_the_same_order(textured):
+    ds, tf = dataset(textured, "uint8"), transform()
+    direct = _loader(ds, 2)
+    direct.set_epoch(1)
+    expected = [tf(b["clips"], b["geometry"]) for b in direct]
+    wrapped = DeviceLoader(_loader(ds, 2), "cpu", tf)
+    wrapped.set_epoch(1)
+    got = list(wrapped)
+    assert len(got) == len(expected) == len(wrapped) > 1
+    for g, e in zip(got, expected):
+        assert all(torch.equal(x, y) for x, y in zip(g["inputs"], e))
+
+
+def test_worker_ships_uint8_windows_a_fifth_of_the_float_clip(textured):
+    """The hand-over per clip: uint8 window against the float pathways of the reference."""
+    random.seed(0)
+    fast, ref = dataset(textured, "uint8")[0], None
+    random.seed(0)
+    ref = dataset(textured, "float")[0]
+    shipped = fast["clip"].numel()
+    float_bytes = sum(x.numel() * 4 for x in ref["inputs"])
+    assert shipped * 4 < float_bytes  # at this toy scale; the benchmark measures real sizes
+
+
+@pytest.mark.cuda
+def test_cuda_transform_and_prefetcher_equal_the_cpu_ones(textured):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (make gpu-check)")
+    ds, tf = dataset(textured, "uint8"), transform()
+    cpu = DeviceLoader(_loader(ds, 2), "cpu", tf)
+    gpu = DeviceLoader(_loader(ds, 2), "cuda", tf)
+    for epoch in (0, 1):
+        cpu.set_epoch(epoch)
+        gpu.set_epoch(epoch)
+        for a, b in zip(cpu, gpu, strict=True):
+            assert b["inputs"][0].is_cuda and b["boxes"].is_cuda
+            for x, y in zip(a["inputs"], b["inputs"]):
+                assert (x - y.cpu()).abs().max() < 0.05 * GREY
+            assert torch.equal(a["boxes"], b["boxes"].cpu())
+
+
+def _cpu_decode(chunks, device):
+    """Stands in for nvJPEG on machines without a GPU: the same plumbing, a CPU decoder."""
+    import simplejpeg
+
+    return [torch.from_numpy(simplejpeg.decode_jpeg(c.numpy().tobytes(), colorspace="RGB"))
+            .permute(2, 0, 1).to(device) for c in chunks]
+
+
+def test_gpu_decoding_plumbing_equals_the_cpu_path(textured):
+    """DATA.DECODER nvjpeg: workers ship the JPEG bytes and the geometry drawn from the headers;
+    decoded whole on the device, the batch equals the CPU decoder's (same decoder here)."""
+    cpu_ds = dataset(textured, "uint8")
+    cpu_ds.decoder = "simplejpeg"
+    gpu_ds = dataset(textured, "uint8")
+    gpu_ds.decoder = "nvjpeg"  # what resolve_decoder allows only where CUDA and torchvision are
+    tf = transform()
+    ref = DeviceLoader(_loader(cpu_ds, 2), "cpu", tf)  # same workers: the same draws
+    got = DeviceLoader(_loader(gpu_ds, 2), "cpu", tf, decode_jpegs=_cpu_decode)
+    sample = gpu_ds[0]
+    assert "clip" not in sample and sample["jpegs"].dtype == torch.uint8
+    for epoch in (0, 1):
+        ref.set_epoch(epoch)
+        got.set_epoch(epoch)
+        for a, b in zip(ref, got, strict=True):
+            for x, y in zip(a["inputs"], b["inputs"]):
+                assert (x - y).abs().max() < 0.05 * GREY
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_gpu_decoding_skips_truncated_frames_in_the_worker(textured, tmp_path, capfd):
+    import shutil
+
+    root = tmp_path / "t"
+    shutil.copytree(textured, root)
+    ds = dataset(root, "uint8", train=False)
+    ds.decoder = "nvjpeg"
+    vidx, sec, _ = ds.keys[0]
+    path = ds.frames[vidx][ds.frame_indices(vidx, sec)[3]]
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    sample = ds[0]
+    assert sample["skipped"] >= 1 and "truncated JPEG" in capfd.readouterr().err
+
+
+def test_a_frame_the_gpu_decoder_refuses_is_replaced_and_named(textured, capfd):
+    ds = dataset(textured, "uint8", train=False)
+    ds.decoder = "nvjpeg"
+    calls = []
+
+    def flaky(chunks, device):
+        calls.append(len(chunks))
+        if len(chunks) > 1:
+            raise RuntimeError("nvjpeg: bad huffman table")
+        if len(calls) == 3:  # the second frame of the first clip
+            raise RuntimeError("nvjpeg: bad huffman table")
+        return _cpu_decode(chunks, device)
+
+    loader = DeviceLoader(_loader(ds, 0), "cpu", transform(), decode_jpegs=flaky)
+    batch = next(iter(loader))
+    assert batch["inputs"][1].shape[0] == 3
+    assert "frame 1 of the clip does not decode" in capfd.readouterr().err
+
+
+@pytest.mark.cuda
+def test_cuda_nvjpeg_decoding_close_to_the_cpu_decoder(textured):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (make gpu-check)")
+    cpu_ds, gpu_ds = dataset(textured, "uint8"), dataset(textured, "uint8")
+    gpu_ds.decoder = "nvjpeg"
+    tf = transform()
+    ref = DeviceLoader(_loader(cpu_ds, 2), "cpu", tf)
+    got = DeviceLoader(_loader(gpu_ds, 2), "cuda", tf)
+    for a, b in zip(ref, got, strict=True):
+        for x, y in zip(a["inputs"], b["inputs"]):
+            diff = (x - y.cpu()).abs()
+            # two IDCT implementations: a grey level or two apart here and there
+            assert diff.mean() < 0.5 * GREY and diff.max() < 12 * GREY, float(diff.max() / GREY)
+        assert torch.equal(a["boxes"], b["boxes"].cpu())
