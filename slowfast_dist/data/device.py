@@ -10,6 +10,9 @@ is a few milliseconds, where the same work in the workers cost about half their 
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -28,18 +31,26 @@ class ClipBatchTransform:
         pathway tensors [B, 3, T', h, w], normalised with DATA.MEAN / DATA.STD."""
         b, t, h, w, c = clips.shape
         out_h, out_w = _one_size(geometry)
-        grid = _sampling_grid(geometry.to(clips.device), out_h, out_w, h, w)
+        grid = _sampling_grid(geometry.to(clips.device, non_blocking=True), out_h, out_w, h, w)
         x = clips.permute(0, 4, 1, 2, 3).reshape(b, c * t, h, w).float()
         # align_corners=True: grid -1..1 spans pixel centres 0..size-1, so the coordinates in
         # the geometry are used as they are; 'border' never reads the zero padding.
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
         x = x.view(b, c, t, out_h, out_w)
-        mean = torch.tensor(self.mean, device=x.device).view(1, c, 1, 1, 1) * 255.0
-        std = torch.tensor(self.std, device=x.device).view(1, c, 1, 1, 1) * 255.0
+        mean, std = self._scales(x.device, c)
         x = (x - mean) / std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return pack_pathway(x, self.alpha, self.slowfast, time_dim=2)
+
+
+    def _scales(self, device, c):
+        """DATA.MEAN / DATA.STD in grey levels, made on the device once (no copy per batch)."""
+        if getattr(self, "_scale_device", None) != device:
+            self._mean = torch.tensor(self.mean, device=device).view(1, c, 1, 1, 1) * 255.0
+            self._std = torch.tensor(self.std, device=device).view(1, c, 1, 1, 1) * 255.0
+            self._scale_device = device
+        return self._mean, self._std
 
 
 def _one_size(geometry: torch.Tensor) -> tuple[int, int]:
@@ -72,17 +83,21 @@ def _sampling_grid(geometry, out_h, out_w, h, w):
 
 
 class DeviceLoader:
-    """Wraps an EpochLoader: each batch moves to `device` (pinned host memory and a side CUDA
-    stream, so the copy of batch k+1 overlaps step k) and goes through `transform`. Yields the
-    batch dict with `inputs`, `boxes`, `labels` on the device; the rest stays on the host."""
+    """Wraps an EpochLoader: each batch moves to `device` (pinned host memory, a side CUDA
+    stream and a thread, so batches k+1.. are copied and transformed while step k runs) and goes
+    through `transform`. Yields the batch dict with `inputs`, `boxes`, `labels` on the device;
+    the rest stays on the host. On a CPU it works in line."""
 
-    def __init__(self, loader, device, transform: ClipBatchTransform, decode_jpegs=None):
+    def __init__(self, loader, device, transform: ClipBatchTransform, decode_jpegs=None,
+                 depth: int = 2, thread: bool | None = None):
         from slowfast_dist.data import jpeg
 
         self.loader, self.device, self.transform = loader, torch.device(device), transform
+        self.depth = depth  # batches moved ahead of the step
         self.decode_jpegs = decode_jpegs or jpeg.decode_on_gpu
         self.dataset = getattr(loader, "dataset", None)
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.thread = self._stream is not None if thread is None else thread
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
@@ -91,26 +106,58 @@ class DeviceLoader:
         return len(self.loader)
 
     def __iter__(self):
-        it = iter(self.loader)
-        if self._stream is None:
-            for batch in it:
+        if not self.thread:
+            for batch in self.loader:
                 yield self._to_device(batch)
             return
-        ahead = self._enqueue(next(it, None))
-        while ahead is not None:
-            batch, ready = ahead
-            ahead = self._enqueue(next(it, None))  # the next copy overlaps this step
-            torch.cuda.current_stream(self.device).wait_event(ready)
-            yield batch
+        # On a GPU a thread moves and transforms the next batches: the copy's wait and the
+        # transform's launches then never hold up the main thread, which is queueing the step.
+        items: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._produce, args=(items, stop), daemon=True,
+                                  name="slowfast-device-prefetch")
+        thread.start()
+        try:
+            while True:
+                item = items.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                batch, ready = item
+                if ready is not None:
+                    torch.cuda.current_stream(self.device).wait_event(ready)
+                yield batch
+        finally:
+            stop.set()
+            thread.join(timeout=120)  # it finishes the batch it is reading, then sees `stop`
+
+    def _produce(self, items: queue.Queue, stop: threading.Event) -> None:
+        if self._stream is not None:
+            torch.cuda.set_device(self.device)
+        try:
+            for batch in self.loader:
+                item = self._enqueue(batch)
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(None)
+        except BaseException as e:  # noqa: BLE001 - raised again in the consuming thread
+            items.put(e)
 
     def _enqueue(self, batch):
-        if batch is None:
-            return None
+        if self._stream is None:
+            return self._to_device(batch), None
         with torch.cuda.stream(self._stream):
             out = self._to_device(batch)
             ready = torch.cuda.Event()
             ready.record(self._stream)
-        main = torch.cuda.current_stream(self.device)
+        main = torch.cuda.default_stream(self.device)  # where the training step runs
         for t in [*out["inputs"], out["boxes"], out["labels"]]:
             t.record_stream(main)  # made on the side stream, freed after use on the main one
         return out, ready
