@@ -157,3 +157,19 @@ def test_cuda_non_logging_steps_never_sync_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert reads == [2, 5] and math.isfinite(meter.last_loss)
+
+
+def test_log_line_shows_clips_per_gpu_and_mfu_when_the_peak_is_known():
+    stream = io.StringIO()
+    # 1 TFLOP per clip on a 100 TFLOP/s device: 10 clips/s per GPU would be 10 % MFU
+    meter = StepMeter(rank=0, world_size=2, device=torch.device("cpu"), log_period=2,
+                      stream=stream, train_flops_per_clip=1e12, peak_tflops=100.0)
+    rate = meter.throughput(samples=40, wall_s=2.0)
+    assert rate["clips_per_s"] == 20 and rate["clips_per_s_per_gpu"] == 10
+    assert rate["mfu"] == pytest.approx(0.10)
+    meter.world_size = 1  # no process group here; the log line is what is checked
+    stats = _run_epoch(meter, [0, 0], [1.0, 1.0])
+    line = stream.getvalue().strip().splitlines()[-1]
+    assert "clips/s/GPU" in line and "MFU" in line and stats["mfu"] > 0
+    no_peak = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), stream=io.StringIO())
+    assert no_peak.throughput(4, 1.0)["mfu"] is None

@@ -167,6 +167,9 @@ class Run:
             raise UserError(f"DDP.COMM_HOOK: {hook!r} must be none, bf16 or fp16")
         if model is self.model:  # one process: no allreduce
             return None
+        if hook == "bf16" and self.info.backend != "nccl":
+            raise UserError(f"DDP.COMM_HOOK bf16 needs the nccl backend (this run uses "
+                            f"{self.info.backend}); use fp16 or none")
         if self.cfg.PROFILE.COMM_PROBE:
             comm = CommTimer(self.world, self.device.type == "cuda", compress=hook)
             comm.register(model)
