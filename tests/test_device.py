@@ -249,3 +249,47 @@ def test_cuda_nvjpeg_decoding_close_to_the_cpu_decoder(textured):
             # colour edges (chroma upsampling differs); a wrong or shifted frame is far more
             assert diff.mean() < 2 * GREY and diff.max() < 96 * GREY, float(diff.mean() / GREY)
         assert torch.equal(a["boxes"], b["boxes"].cpu())
+
+
+@pytest.mark.parametrize("source", ["frames", "video"])
+def test_reduced_decoding_is_an_antialiased_downscale_and_ships_less(textured, source):
+    """Frames at least twice the drawn scale are decoded (JPEG DCT) or converted (video) smaller:
+    the batch is then within a few grey levels of an anti-aliased resize of the full frames,
+    and the window shipped is smaller than the full-size decode's."""
+    import torch.nn.functional as F
+
+    def small_crop(output):
+        ds = dataset(textured, output, source=source)
+        ds.crop_size, ds.jitter, ds.decoder = 24, [24, 28], "simplejpeg"  # 64 >= 2 x 28
+        return ds
+
+    fast, tf = small_crop("uint8"), transform()
+    for i in range(3):
+        random.seed(i)
+        sample = fast[i]
+        vidx, sec, _ = fast.keys[i]
+        frames = torch.from_numpy(fast.read_pixels(vidx, fast.frame_indices(vidx, sec))).float()
+        random.seed(i)
+        (nh, nw), (y0, x0), (oh, ow), flip = fast._draw(*frames.shape[1:3])
+        ref = F.interpolate(frames.permute(0, 3, 1, 2), size=(nh, nw), mode="bilinear",
+                            antialias=True, align_corners=False)[:, :, y0:y0 + oh, x0:x0 + ow]
+        ref = ref.flip(3) if flip else ref
+        mean = torch.tensor(MEAN).view(3, 1, 1, 1)
+        std = torch.tensor(STD).view(3, 1, 1, 1)
+        ref = (ref.permute(1, 0, 2, 3) / 255 - mean) / std
+        batch = collate_detection([sample])
+        got = tf(batch["clips"], batch["geometry"])[1][0]
+        assert (got - ref).abs().mean() < 5 * GREY
+        assert sample["clip"].shape[1] < 0.75 * frames.shape[1]  # a reduced window was shipped
+
+
+def test_on_cpus_the_workers_resample_and_the_batches_are_the_same(textured):
+    """Without a GPU the batch transform runs in the loader workers (the main process would be
+    the bottleneck); the batches equal those transformed after collation."""
+    ds, tf = dataset(textured, "uint8"), transform()
+    after = DeviceLoader(_loader(ds, 2), "cpu", tf)
+    inside = DeviceLoader(build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=2,
+                                       pin_memory=False, persistent=True, rank=0, world_size=1,
+                                       seed=5, batch_transform=tf), "cpu", tf)
+    for a, b in zip(after, inside, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))

@@ -109,17 +109,23 @@ class AvaDataset(torch.utils.data.Dataset):
 
     def _read(self, vidx, indices, need_short):
         """(uint8 [T, h, w, 3], full (H, W)). `need_short(full_hw)` is the short side the sample
-        will be resized to, known before decoding (JPEG headers), so frames at least twice that
-        size decode reduced; from videos the frames come whole."""
+        will be resized to, known before decoding (JPEG headers, the video stream's size), so
+        frames at least twice that size are decoded (JPEG) or converted (video) smaller."""
         if self.pixel_source == "video":
             from slowfast_dist.data import video
 
+            full = {}
+
+            def size_for(full_hw):
+                full["hw"] = tuple(full_hw)
+                return video.reduced_size(full_hw, need_short(full_hw))
+
             try:
                 path = video.find_video(self.video_dir, self.video_names[vidx])
-                clip = video.read_frames(path, indices, fps=self.fps)
+                clip = video.read_frames(path, indices, fps=self.fps, size_for=size_for)
             except video.VideoError as e:
                 raise _Skip(str(e)) from None
-            return clip, clip.shape[1:3]
+            return clip, full.get("hw", clip.shape[1:3])
         paths = [self.frames[vidx][i] for i in indices]
         try:
             data = [jpeg.read_bytes(p) for p in paths]

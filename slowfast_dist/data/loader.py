@@ -1,4 +1,6 @@
 """Batch collation for detection samples (see DEVELOPERS.md, data contract)."""
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -73,13 +75,14 @@ class EpochLoader:
     """Iterable over one epoch of batches; call set_epoch(e) before iterating epoch e."""
 
     def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed):
+                 persistent, rank, world_size, seed, batch_transform=None):
         self.dataset, self.persistent, self.epoch = dataset, persistent, 0
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=False)
         self._batches = BatchSampler(self.sampler, batch_size, drop_last)
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
-                        collate_fn=collate_detection_or_default)
+                        collate_fn=partial(collate_detection_or_default,
+                                           batch_transform=batch_transform))
         self._batch_size, self._drop_last = batch_size, drop_last
         self._seed, self._rank = seed, rank
         self._it = None
@@ -114,15 +117,22 @@ class EpochLoader:
         return torch.Generator().manual_seed(int(state[0]))
 
 
-def collate_detection_or_default(samples):
-    if isinstance(samples[0], dict) and "boxes" in samples[0]:
-        return collate_detection(samples)
-    return torch.utils.data.default_collate(samples)
+def collate_detection_or_default(samples, batch_transform=None):
+    if not (isinstance(samples[0], dict) and "boxes" in samples[0]):
+        return torch.utils.data.default_collate(samples)
+    batch = collate_detection(samples)
+    if batch_transform is not None and "clips" in batch:
+        # training on CPUs: the workers, not the main process, resample their own batches
+        batch["inputs"] = batch_transform(batch.pop("clips"), batch["geometry"])
+    return batch
 
 
 def build_loader(dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed):
-    """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len()."""
+                 persistent, rank, world_size, seed, batch_transform=None):
+    """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len(). `batch_transform`
+    (data/device.py), when given, runs in the workers: the choice for CPU training, where there
+    is no GPU to do it."""
     return EpochLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last,
                        num_workers=num_workers, pin_memory=pin_memory, persistent=persistent,
-                       rank=rank, world_size=world_size, seed=seed)
+                       rank=rank, world_size=world_size, seed=seed,
+                       batch_transform=batch_transform)

@@ -64,8 +64,23 @@ def frame_count(path, fps=30):
     raise VideoError(f"{path}: unknown duration")
 
 
-def read_frames(path, indices, fps=30):
+def reduced_size(full_hw, need_short):
+    """(height, width) with the short side `need_short`, or None: frames are converted to a
+    smaller size only when their short side is at least twice what the sample needs."""
+    h, w = full_hw
+    if not need_short or min(h, w) < 2 * need_short:
+        return None
+    scale = need_short / min(h, w)
+    return max(need_short, round(h * scale)), max(need_short, round(w * scale))
+
+
+def read_frames(path, indices, fps=30, size_for=None):
     """RGB frames `uint8 [len(indices), H, W, 3]` for 0-based frame indices (repeats allowed).
+
+    `size_for((height, width))`, when given, is called with the stream's frame size before
+    decoding and may return a smaller (height, width): the frames are then scaled while being
+    converted to RGB (swscale), which at 1080p costs less than converting them whole and ships
+    a fraction of the bytes.
 
     Frame index i is what the video shows at time i / fps: the decoded frame nearest to that
     time (a tie goes to the earlier one), which is what extracting JPEGs at `fps` gives, so a
@@ -86,14 +101,15 @@ def read_frames(path, indices, fps=30):
         # automatic count would start a thread per core in every worker at every call
         st.codec_context.thread_count = 1
         rate = float(st.average_rate) if st.average_rate else float(fps)
-        dec = _Decoder(st, targets, fps, rate)
+        size = size_for((st.codec_context.height, st.codec_context.width)) if size_for else None
+        dec = _Decoder(st, targets, fps, rate, size)
         try:
             dec.run(container, seek_sec=targets[0] / fps)
             if dec.overshot:
                 # the seek landed after the first frame (a container whose index lies): decode
                 # again from the start of the file, slow but exact
                 container.seek(dec.start, stream=st, backward=True)
-                dec = _Decoder(st, targets, fps, rate)
+                dec = _Decoder(st, targets, fps, rate, size)
                 dec.run(container, seek_sec=0)
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decode error: {_one_line(e)}") from None
@@ -110,8 +126,11 @@ def read_frames(path, indices, fps=30):
 class _Decoder:
     """Decodes forward from a seek and hands each target index the frame nearest its time."""
 
-    def __init__(self, st, targets, fps, rate):
+    def __init__(self, st, targets, fps, rate, size=None):
         self.st, self.targets, self.fps = st, targets, fps
+        self.convert = {"format": "rgb24"}
+        if size is not None:
+            self.convert.update(height=size[0], width=size[1])
         self.start = st.start_time if st.start_time is not None else 0
         self.tick = float(st.time_base)
         self.half = 0.5 / rate  # half a source frame: how long a frame is nearest
@@ -155,7 +174,7 @@ class _Decoder:
         """Give frame `prev` to the targets whose time is at most `until`; returns the next k."""
         while k < len(self.targets) and self.targets[k] / self.fps <= until + 1e-9:
             if prev[2] is None:
-                prev[2] = prev[1].to_ndarray(format="rgb24")
+                prev[2] = prev[1].to_ndarray(**self.convert)
             self.got[self.targets[k]] = prev[2]
             k += 1
         return k

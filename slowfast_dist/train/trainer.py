@@ -213,13 +213,16 @@ class Run:
         if train and len(dataset) < batch * self.world:
             raise UserError(f"training set has {len(dataset)} keyframes, fewer than one global "
                             f"batch ({batch} x {self.world} ranks)")
+        cuda = self.device.type == "cuda"
+        transform = build_device_transform(cfg)
         loader = build_loader(
             dataset, batch, shuffle=train, drop_last=train,
             num_workers=cfg.DATA_LOADER.NUM_WORKERS,
-            pin_memory=cfg.DATA_LOADER.PIN_MEMORY and self.device.type == "cuda",
+            pin_memory=cfg.DATA_LOADER.PIN_MEMORY and cuda,
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
-            rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED)
-        return dataset, DeviceLoader(loader, self.device, build_device_transform(cfg)), batch
+            rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
+            batch_transform=None if cuda else transform)  # no GPU: the workers resample
+        return dataset, DeviceLoader(loader, self.device, transform), batch
 
     def eval_files(self, warn: bool = False) -> dict:
         """The evaluator's inputs. Checked at start-up, so a typo fails before hours of training
