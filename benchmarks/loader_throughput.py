@@ -24,7 +24,8 @@ draws (the staged result is checked equal to the sample); their sum is compared 
 The device-side transform (`ClipBatchTransform`: resample, normalise, pack; on a GPU a few ms per
 batch) is timed apart on CPU, per clip of a collated batch. Loader level: wall clips/s of whole
 epochs through `build_loader` with 2 workers: float, uint8 as the workers deliver it, and uint8
-through `DeviceLoader` on CPU (the main process then runs the device transform), interleaved.
+as CPU training runs it (the workers also run the batch transform, since there is no GPU to do
+it), interleaved.
 
     .venv/bin/python benchmarks/loader_throughput.py [--sizes 640x360 1920x1080]
         [--samples 36 12] [--reference-dir /tmp/pyslowfast_ref] [--loader-clips 24 16]
@@ -578,23 +579,24 @@ def device_transform_cost(name, ds, ids, batch_size, repeats=5):
 
 def loader_level(float_ds, uint8_ds, uint8_name, clips, epochs, batch_size, seed):
     """Wall clips/s through build_loader with LOADER_WORKERS workers: the float path, the uint8
-    path as the workers deliver it (the device transform left to a GPU), and the uint8 path
-    through DeviceLoader on CPU (the main process runs ClipBatchTransform); epochs interleaved,
-    the order reversed every epoch."""
+    path as the workers deliver it (the device transform left to a GPU), and the uint8 path as
+    CPU training runs it (the workers also run ClipBatchTransform); epochs interleaved, the order
+    reversed every epoch."""
     s = SETTINGS
     transform = ClipBatchTransform(s["mean"], s["std"], s["alpha"], s["slowfast"])
     # whole rounds of batches (every worker makes as many), at least two
     per_round = LOADER_WORKERS * batch_size
     n = max(-(-clips // per_round), 2) * per_round
 
-    def make(ds):
+    def make(ds, batch_transform=None):
         return build_loader(torch.utils.data.Subset(ds, [i % len(ds) for i in range(n)]),
                             batch_size, shuffle=True, drop_last=True,
                             num_workers=LOADER_WORKERS, pin_memory=False, persistent=False,
-                            rank=0, world_size=1, seed=seed)
+                            rank=0, world_size=1, seed=seed, batch_transform=batch_transform)
 
     loaders = {TODAY: make(float_ds), uint8_name: make(uint8_ds),
-               f"{uint8_name}+DeviceLoader(cpu)": DeviceLoader(make(uint8_ds), "cpu", transform)}
+               f"{uint8_name}+transform in workers (CPU training)": DeviceLoader(
+                   make(uint8_ds, transform), "cpu", transform)}
     runs = {name: [] for name in loaders}
     for epoch in range(epochs):
         for name in (list(loaders) if epoch % 2 == 0 else list(loaders)[::-1]):
@@ -616,7 +618,7 @@ def loader_level(float_ds, uint8_ds, uint8_name, clips, epochs, batch_size, seed
                     "by the workers and the main process, and with other users), from creating "
                     "the iterator (fresh forked workers each epoch: persistent=False, so an idle "
                     "loader prefetches nothing) to the last batch; main_cpu_ms_per_clip is the "
-                    "main process's CPU time (DeviceLoader(cpu): ClipBatchTransform runs there)"}
+                    "main process's CPU time"}
 
 
 # ---- the whole run -------------------------------------------------------------------------
