@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from slowfast_dist.data import AvaDataset, build_loader
+from slowfast_dist.data import AvaDataset, ClipSpec, build_loader
 from slowfast_dist.data.synthetic import make_synthetic
 
 
@@ -59,8 +59,8 @@ def main():
     ds = AvaDataset([os.path.join(a.data, "frame_lists/train.csv")], os.path.join(a.data, "frames"),
                     [os.path.join(a.data, "annotations/ava_train_v2.2.csv")],
                     os.path.join(a.data, "annotations/ava_action_list_v2.2.pbtxt"), train=True,
-                    num_frames=8, sampling_rate=2, alpha=4, slowfast=True, mean=[0.45] * 3,
-                    std=[0.225] * 3, crop_size=64, jitter_scales=[96, 112])
+                    clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=64, alpha=4,
+                                  jitter_scales=(96, 112)))
     rows = []
     for persistent in (False, True):
         for w in a.workers:

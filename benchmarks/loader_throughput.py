@@ -56,7 +56,7 @@ import torch  # noqa: E402
 from slowfast_dist.data import ava_files as af  # noqa: E402
 from slowfast_dist.data import jpeg  # noqa: E402
 from slowfast_dist.data import transforms as T  # noqa: E402
-from slowfast_dist.data.dataset import AvaDataset  # noqa: E402
+from slowfast_dist.data.dataset import AvaDataset, ClipSpec  # noqa: E402
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader  # noqa: E402
 from slowfast_dist.data.loader import build_loader, collate_detection  # noqa: E402
 from slowfast_dist.data.video import find_video  # noqa: E402
@@ -119,14 +119,14 @@ def keyframes(path):
 def build_ours(data, source, decoder, output):
     j = lambda p: os.path.join(data, p)  # noqa: E731
     s = SETTINGS
+    clip = ClipSpec(num_frames=s["num_frames"], sampling_rate=s["sampling_rate"],
+                    crop_size=s["crop_size"], jitter_scales=tuple(s["jitter_scales"]),
+                    random_flip=s["random_flip"], alpha=s["alpha"], slowfast=s["slowfast"],
+                    mean=tuple(s["mean"]), std=tuple(s["std"]), decoder=decoder, output=output)
     return AvaDataset([j("frame_lists/train.csv")], j("frames"), [],
-                      j("annotations/ava_action_list_v2.2.pbtxt"), train=s["train"],
-                      num_frames=s["num_frames"], sampling_rate=s["sampling_rate"],
-                      alpha=s["alpha"], slowfast=s["slowfast"], mean=s["mean"], std=s["std"],
-                      crop_size=s["crop_size"], jitter_scales=s["jitter_scales"],
+                      j("annotations/ava_action_list_v2.2.pbtxt"), train=s["train"], clip=clip,
                       num_classes=s["num_classes"], pixel_source=source, video_dir=j("videos"),
-                      gt_box_csvs=[j("annotations/ava_train_v2.2.csv")],
-                      random_flip=s["random_flip"], decoder=decoder, output=output)
+                      gt_box_csvs=[j("annotations/ava_train_v2.2.csv")])
 
 
 def data_info(data, ds):

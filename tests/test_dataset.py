@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from slowfast_dist.config import get_cfg
-from slowfast_dist.data import AvaDataset
+from slowfast_dist.data import AvaDataset, ClipSpec
 from slowfast_dist.data.dataset import build_ava_dataset
 from slowfast_dist.data.synthetic import make_synthetic
 from slowfast_dist.errors import UserError
@@ -20,9 +20,10 @@ def _ds(root, source, **kw):
     return AvaDataset([str(root / "frame_lists/val.csv")], str(root / "frames"),
                       [str(root / "annotations/ava_val_predicted_boxes.csv")],
                       str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=False,
-                      num_frames=8, sampling_rate=2, alpha=4, slowfast=True, mean=[0.45] * 3,
-                      std=[0.225] * 3, crop_size=48, detect_thresh=0.8, pixel_source=source,
-                      video_dir=str(root / "videos"), **{"output": "float", **kw})
+                      clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=48,
+                                    output=kw.pop("output", "float")),
+                      detect_thresh=0.8, pixel_source=source, video_dir=str(root / "videos"),
+                      **kw)
 
 
 def test_frames_and_video_sources_agree(tree):
@@ -67,9 +68,9 @@ def test_video_source_without_frame_lists_reads_names_and_counts_from_the_videos
     # a user who skipped the frame extraction has neither frames nor frame lists
     with_lists = _ds(tree, "video")
     ds = AvaDataset([str(tree / "no_such_list.csv")], "", [str(tree / "annotations/ava_val_predicted_boxes.csv")],
-                    str(tree / "annotations/ava_action_list_v2.2.pbtxt"), train=False, num_frames=8,
-                    sampling_rate=2, alpha=4, slowfast=True, mean=[0.45] * 3, std=[0.225] * 3,
-                    crop_size=48, detect_thresh=0.8, pixel_source="video", video_dir=str(tree / "videos"))
+                    str(tree / "annotations/ava_action_list_v2.2.pbtxt"), train=False,
+                    clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=48), detect_thresh=0.8,
+                    pixel_source="video", video_dir=str(tree / "videos"))
     assert ds.video_names == with_lists.video_names and ds.frame_counts == with_lists.frame_counts
     assert torch.equal(ds[2]["clip"], _ds(tree, "video", output="uint8")[2]["clip"])
 
@@ -77,15 +78,14 @@ def test_video_source_without_frame_lists_reads_names_and_counts_from_the_videos
 def test_frames_source_still_requires_the_frame_lists(tree):
     with pytest.raises(UserError, match="no_such_list.csv: frame list not found"):
         AvaDataset([str(tree / "no_such_list.csv")], "", [], str(tree / "annotations/ava_action_list_v2.2.pbtxt"),
-                   train=False, num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.5] * 3,
-                   std=[0.5] * 3, crop_size=32)
+                   train=False, clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=32, alpha=2))
 
 
 def test_video_source_needs_a_video_dir(tree):
     with pytest.raises(UserError, match="AVA.VIDEO_DIR"):
         AvaDataset([str(tree / "frame_lists/val.csv")], "", [], str(tree / "annotations/ava_action_list_v2.2.pbtxt"),
-                   train=False, num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.5] * 3,
-                   std=[0.5] * 3, crop_size=32, pixel_source="video")
+                   train=False, clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=32, alpha=2),
+                   pixel_source="video")
 
 
 def test_build_from_config_uses_gt_and_predicted_lists_and_num_classes(tree):
@@ -143,8 +143,8 @@ def _train_ds(root, **kw):
     return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
                       [str(root / "annotations/ava_train_predicted_boxes.csv")],
                       str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
-                      num_frames=4, sampling_rate=2, alpha=2, slowfast=True, mean=[0.45] * 3,
-                      std=[0.225] * 3, crop_size=32, detect_thresh=0.8, **kw)
+                      clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=32, alpha=2, **kw),
+                      detect_thresh=0.8)
 
 
 def test_data_random_flip_false_never_flips(tree, monkeypatch):

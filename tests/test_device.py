@@ -5,12 +5,12 @@ import random
 import pytest
 import torch
 
-from slowfast_dist.data import AvaDataset
+from slowfast_dist.data import AvaDataset, ClipSpec
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader
 from slowfast_dist.data.loader import build_loader, collate_detection
 from slowfast_dist.data.synthetic import make_synthetic
 
-MEAN, STD = [0.45, 0.4, 0.35], [0.225, 0.25, 0.2]
+MEAN, STD = (0.45, 0.4, 0.35), (0.225, 0.25, 0.2)
 GREY = 1 / 255 / 0.2  # one grey level in normalised units (the smallest std)
 
 
@@ -26,10 +26,11 @@ def dataset(root, output, *, train=True, source="frames", center_crop=False, fli
     return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
                       [str(root / "annotations/ava_train_v2.2.csv")],
                       str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=train,
-                      num_frames=8, sampling_rate=2, alpha=4, slowfast=True, mean=MEAN, std=STD,
-                      crop_size=40, jitter_scales=[40, 72], pixel_source=source,
-                      video_dir=str(root / "videos"), random_flip=flip, center_crop=center_crop,
-                      decoder="pil", output=output)
+                      clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=40,
+                                    jitter_scales=(40, 72), random_flip=flip,
+                                    center_crop=center_crop, mean=MEAN, std=STD, decoder="pil",
+                                    output=output),
+                      pixel_source=source, video_dir=str(root / "videos"))
 
 
 def transform():

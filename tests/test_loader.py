@@ -71,10 +71,11 @@ def _tree(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "gt.csv").write_text("v,902,0.1,0.2,0.5,0.9,3\nv,903,0.0,0.0,1.0,1.0,1\n")
     (tmp_path / "lm.pbtxt").write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 3\n}\n')
-    from slowfast_dist.data import AvaDataset
+    from slowfast_dist.data import AvaDataset, ClipSpec
     return AvaDataset([str(tmp_path / "train.csv")], str(tmp_path / "f"), [str(tmp_path / "gt.csv")],
-                      str(tmp_path / "lm.pbtxt"), train=False, num_frames=4, sampling_rate=2,
-                      alpha=2, slowfast=True, mean=[0.5] * 3, std=[0.5] * 3, crop_size=24)
+                      str(tmp_path / "lm.pbtxt"), train=False,
+                      clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=24, alpha=2,
+                                    mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
 def test_dataset_sample_contract(tmp_path):

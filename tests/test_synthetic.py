@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slowfast_dist.data import AvaDataset
+from slowfast_dist.data import AvaDataset, ClipSpec
 from slowfast_dist.data import ava_files as af
 from slowfast_dist.data.synthetic import make_synthetic
 
@@ -20,9 +20,9 @@ def test_tree_readable_and_deterministic(tmp_path):
     assert af.read_label_map(str(a / "annotations/ava_action_list_v2.2.pbtxt"))[1] == [1, 2, 3, 4, 5, 6]
     ds = AvaDataset([str(a / "frame_lists/train.csv")], str(a / "frames"),
                     [str(a / "annotations/ava_train_v2.2.csv")],
-                    str(a / "annotations/ava_action_list_v2.2.pbtxt"), train=True, num_frames=4,
-                    sampling_rate=2, alpha=2, slowfast=True, mean=[0.45] * 3, std=[0.225] * 3,
-                    crop_size=40, jitter_scales=[48, 56])
+                    str(a / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
+                    clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=40, alpha=2,
+                                  jitter_scales=(48, 56)))
     assert len(ds) == 3 * 2  # 3 train videos x 2 keyframes
     s = ds[0]
     assert s["labels"].shape[1] == 6 and s["labels"].sum() >= 2

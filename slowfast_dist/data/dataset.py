@@ -16,7 +16,7 @@ import math
 import os
 import random
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,20 +27,39 @@ from slowfast_dist.data import transforms as T
 from slowfast_dist.errors import UserError
 
 
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a sample's clip is cut and shipped: PySlowFast's DATA.* keys, SLOWFAST.ALPHA and
+    MODEL.ARCH (`slowfast`), plus DATA.DECODER and the output (uint8 for training and testing,
+    float for the reference path)."""
+
+    num_frames: int
+    sampling_rate: int
+    crop_size: int
+    jitter_scales: tuple = ()
+    random_flip: bool = True
+    center_crop: bool = False  # PySlowFast's val split: the centre square after scaling
+    alpha: int = 4
+    slowfast: bool = True
+    mean: tuple = (0.45, 0.45, 0.45)
+    std: tuple = (0.225, 0.225, 0.225)
+    decoder: str = "auto"
+    output: str = "uint8"
+
+
 class AvaDataset(torch.utils.data.Dataset):
     """One sample per keyframe with boxes; unreadable samples are skipped and counted."""
 
-    def __init__(self, frame_lists, frame_dir, box_csvs, label_map, *, train, num_frames,
-                 sampling_rate, alpha, slowfast, mean, std, crop_size, jitter_scales=None,
+    def __init__(self, frame_lists, frame_dir, box_csvs, label_map, *, train, clip: ClipSpec,
                  detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
-                 num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=(),
-                 random_flip=True, center_crop=False, decoder="auto", output="uint8"):
-        if output not in ("uint8", "float"):
-            raise ValueError(f"output must be uint8 or float, not {output!r}")
-        self.output = output
-        self.decoder = jpeg.resolve_decoder(decoder)
-        if self.decoder in jpeg.GPU_DECODERS and (pixel_source != "frames" or output != "uint8"):
-            raise UserError(f"DATA.DECODER {decoder} decodes JPEG frames on the GPU; "
+                 num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=()):
+        if clip.output not in ("uint8", "float"):
+            raise ValueError(f"output must be uint8 or float, not {clip.output!r}")
+        self.output = clip.output
+        self.decoder = jpeg.resolve_decoder(clip.decoder)
+        if self.decoder in jpeg.GPU_DECODERS and (pixel_source != "frames"
+                                                  or clip.output != "uint8"):
+            raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames on the GPU; "
                             f"AVA.PIXEL_SOURCE {pixel_source} needs a CPU decoder (auto)")
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
@@ -75,14 +94,15 @@ class AvaDataset(torch.utils.data.Dataset):
         # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
         self.keys = af.keyframe_index_list(boxes, self.video_names,
                                            af.read_exclusions(exclusions))
-        self.train, self.num_frames, self.rate = train, num_frames, sampling_rate
-        self.alpha, self.slowfast, self.mean, self.std = alpha, slowfast, mean, std
-        self.crop_size, self.jitter, self.random_flip = crop_size, jitter_scales, random_flip
-        self.center_crop = center_crop
-        scales = list(jitter_scales or ())
-        if train and not (len(scales) == 2 and crop_size <= scales[0] <= scales[1]):
-            raise UserError(f"DATA.TRAIN_JITTER_SCALES {jitter_scales}: need [min, max] with "
-                            f"DATA.TRAIN_CROP_SIZE {crop_size} <= min <= max")
+        self.train, self.num_frames, self.rate = train, clip.num_frames, clip.sampling_rate
+        self.alpha, self.slowfast = clip.alpha, clip.slowfast
+        self.mean, self.std = list(clip.mean), list(clip.std)
+        self.crop_size, self.jitter = clip.crop_size, list(clip.jitter_scales)
+        self.random_flip, self.center_crop = clip.random_flip, clip.center_crop
+        scales = self.jitter
+        if train and not (len(scales) == 2 and self.crop_size <= scales[0] <= scales[1]):
+            raise UserError(f"DATA.TRAIN_JITTER_SCALES {scales}: need [min, max] with "
+                            f"DATA.TRAIN_CROP_SIZE {self.crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
 
     def __len__(self):
@@ -268,15 +288,16 @@ def build_ava_dataset(cfg, split):
     # PySlowFast: training reads GT and predicted lists, test/val only the predicted ones
     gt = j(a.ANNOTATION_DIR, a.TRAIN_GT_BOX_LISTS) if train else []
     pred = j(a.ANNOTATION_DIR, a.TRAIN_PREDICT_BOX_LISTS if train else a.TEST_PREDICT_BOX_LISTS)
+    clip = ClipSpec(num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE,
+                    crop_size=d.TRAIN_CROP_SIZE if train else d.TEST_CROP_SIZE,
+                    jitter_scales=tuple(d.TRAIN_JITTER_SCALES), random_flip=d.RANDOM_FLIP,
+                    center_crop=split == "val", alpha=cfg.SLOWFAST.ALPHA,
+                    slowfast=cfg.MODEL.ARCH == "slowfast", mean=tuple(d.MEAN), std=tuple(d.STD),
+                    decoder=d.DECODER)
     return AvaDataset(
         j(a.FRAME_LIST_DIR, a.TRAIN_LISTS if train else a.TEST_LISTS), a.FRAME_DIR, pred,
-        os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE), train=train,
-        num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE, alpha=cfg.SLOWFAST.ALPHA,
-        slowfast=cfg.MODEL.ARCH == "slowfast", mean=list(d.MEAN), std=list(d.STD),
-        crop_size=d.TRAIN_CROP_SIZE if train else d.TEST_CROP_SIZE,
-        jitter_scales=list(d.TRAIN_JITTER_SCALES),
+        os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE), train=train, clip=clip,
         detect_thresh=a.DETECTION_SCORE_THRESH,
         full_test_on_val=a.FULL_TEST_ON_VAL if split == "val" else True,
         num_classes=cfg.MODEL.NUM_CLASSES, pixel_source=a.PIXEL_SOURCE, video_dir=a.VIDEO_DIR,
-        gt_box_csvs=gt, random_flip=d.RANDOM_FLIP, center_crop=split == "val",
-        decoder=d.DECODER)
+        gt_box_csvs=gt)
