@@ -72,6 +72,11 @@ OURS = {TODAY: ("frames", "pil", "float"),
         "uint8_simplejpeg": ("frames", "simplejpeg", "uint8"),
         "uint8_opencv": ("frames", "opencv", "uint8"),
         "uint8_video_pyav": ("video", "auto", "uint8")}
+try:
+    import cv2
+except ImportError:  # OpenCV is optional (PySlowFast's reference needs it too): left out
+    cv2 = None
+    del OURS["uint8_opencv"]
 REFERENCE = "pyslowfast_cv2"
 LABELS = {TODAY: "today: float, PIL", "uint8_pil": "uint8, PIL", "uint8_simplejpeg":
           "uint8, simplejpeg", "uint8_opencv": "uint8, OpenCV", "uint8_video_pyav":
@@ -327,14 +332,15 @@ def reference_worker(reference_dir, data):
     {video, sec, seed, stages} print one JSON line with its CPU ms (and stages when asked)."""
     import logging
 
-    import cv2
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     logging.disable(logging.INFO)
     out = sys.stdout
     sys.stdout = sys.stderr  # its prints must not mix with the replies
     try:
         Ava, get_cfg, detection_collate, stubbed = _import_pyslowfast(reference_dir)
+        import cv2  # PySlowFast's AVA path decodes and transforms with OpenCV
+
+        cv2.setNumThreads(1)
         from slowfast.datasets import utils as su
         cfg = _pyslowfast_cfg(get_cfg, data)
         ds = Ava(cfg, "train")
@@ -631,13 +637,12 @@ def environment():
     except (OSError, StopIteration):
         model = platform.processor()
     import av
-    import cv2
     import PIL
     import simplejpeg
     return {"device": "cpu", "cpu_model": model, "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
-            "simplejpeg": simplejpeg.__version__, "opencv": cv2.__version__,
+            "simplejpeg": simplejpeg.__version__, "opencv": cv2.__version__ if cv2 else None,
             "av": av.__version__, "torch_threads": torch.get_num_threads(),
             "load_avg_1m_start": os.getloadavg()[0]}
 
@@ -689,8 +694,8 @@ def run(sizes, samples, *, reference_dir=None, cache="/tmp/slowfast_loader_bench
         batch_size=4, loader_clips=(), loader_epochs=3, videos=None, seconds=None):
     """Every size in turn; returns the result (the JSON's dict)."""
     torch.set_num_threads(1)
-    import cv2
-    cv2.setNumThreads(1)
+    if cv2 is not None:
+        cv2.setNumThreads(1)
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     result = {"command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
               "environment": environment(), "settings": {**SETTINGS, "seed": seed,

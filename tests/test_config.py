@@ -179,4 +179,5 @@ def test_dump_roundtrip_and_key_list(tmp_path):
     assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
                      "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
                      "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE",
-                     "DATA.DECODER"}
+                     "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE",
+                     "TEST.CHECKPOINT_FULL_UNPICKLE"}

@@ -187,6 +187,10 @@ _C.SOLVER.REFERENCE_GLOBAL_BATCH = 0
 _C.MODEL.CHANNELS_LAST = False
 _C.MODEL.COMPILE = False
 _C.MODEL.ACT_CHECKPOINT = False
+# Load TRAIN/TEST.CHECKPOINT_FILE_PATH with full unpickling, which runs any code the file holds.
+# Off: only tensors, plain values and a few data classes load (PySlowFast's files need no more).
+_C.TRAIN.CHECKPOINT_FULL_UNPICKLE = False
+_C.TEST.CHECKPOINT_FULL_UNPICKLE = False
 # Freeze BN statistics and affine params (PySlowFast has no such key).
 _C.BN.FREEZE = False
 # DistributedDataParallel knobs.

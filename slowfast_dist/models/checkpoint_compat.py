@@ -1,29 +1,82 @@
-"""Load PySlowFast .pyth checkpoints (dict with 'model_state', optional 'cfg')."""
+"""The one reader of `.pyth` checkpoints (ours and PySlowFast's): resume, fine-tuning and test.
+
+Loading never runs code from the file: `torch.load(weights_only=True)`, which unpickles tensors
+and plain Python values only, plus numpy arrays and scalars (data, no code), which converted
+model-zoo files hold. PySlowFast stores its config as a YAML string (`cfg.dump()`), so its files
+need nothing more. A file whose pickle asks for anything else (a pickled CfgNode included: torch's
+safe unpickler cannot fill a dict subclass) is refused with one line naming the file and what
+it asked for. Full unpickling, which runs whatever the file
+says, happens only with `full_unpickle=True` (TRAIN/TEST.CHECKPOINT_FULL_UNPICKLE), with a
+warning. Before loading, the zip members' CRCs are checked: torch.load does not, so a flipped
+byte would load as other weights.
+"""
+import re
+import sys
+import zipfile
+from pathlib import Path
+
 from ..errors import UserError
 
 
-def read_pyslowfast(path) -> object:
-    """Load a .pyth file onto the CPU; a missing or unreadable file is a UserError."""
+def _allowed_globals() -> list:
+    """numpy arrays and scalars: what converted checkpoints pickle besides tensors."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    allowed = [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar]
+    return allowed + [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int64",
+                                                  "int32", "uint8", "bool")]
+
+
+def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "") -> object:
+    """The checkpoint at `path`, loaded onto the CPU. Missing, damaged, unreadable or
+    code-carrying files are UserErrors naming the file; `switch` names the config key that
+    would allow full unpickling."""
+    import pickle
+
     import torch
-    try:
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    if zipfile.is_zipfile(path):  # torch's legacy (pre-1.6) format has no CRCs to check
         try:
+            with zipfile.ZipFile(path) as z:
+                damaged = z.testzip()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise UserError(f"{path}: not a readable checkpoint ({err})") from None
+        if damaged is not None:
+            raise UserError(f"{path}: damaged checkpoint (CRC mismatch in {damaged})")
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001
-            # PySlowFast checkpoints pickle a CfgNode. The user named this file: trusted, as
-            # PySlowFast's own loader trusts it.
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__})") from None
+    except pickle.UnpicklingError as err:
+        if not full_unpickle:
+            asked = re.search(r"(?:global|GLOBAL)\s+([\w.]+(?:\s+[\w.]+)?)", str(err))
+            what = asked.group(1).replace(" ", ".") if asked else "a class outside the allowed list"
+            raise UserError(f"{path}: refused: its pickle asks for {what}, which would run code "
+                            f"from the file; if you made this file yourself, set "
+                            f"{switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
+        print(f"warning: {path}: fully unpickled ({switch} True): any code in the file has run",
+              file=sys.stderr, flush=True)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
 
 
-def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print):
+def read_pyslowfast(path, *, full_unpickle: bool = False, switch: str = "") -> object:
+    """A PySlowFast or slowfast-dist .pyth (see `read_checkpoint_file`)."""
+    return read_checkpoint_file(path, full_unpickle=full_unpickle, switch=switch)
+
+
+def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print, full_unpickle=False,
+                               switch=""):
     """Load weights; returns the checkpoint's cfg (str/dict) if present.
 
     skip_head=None: skip head.* automatically when shapes differ (Kinetics -> AVA), one line told.
     """
-    ckpt = read_pyslowfast(path)
+    ckpt = read_pyslowfast(path, full_unpickle=full_unpickle, switch=switch)
     state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path}: no 'model_state' in checkpoint")

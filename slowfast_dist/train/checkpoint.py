@@ -18,7 +18,6 @@ import random
 import re
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -108,24 +107,11 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
 
 
 def read_checkpoint(path) -> dict:
-    """Load a checkpoint onto the CPU; a missing, truncated or foreign file is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint file not found")
-    damaged = None
-    if zipfile.is_zipfile(path):  # torch's legacy (pre-1.6) format has no CRCs to check
-        try:
-            with zipfile.ZipFile(path) as z:
-                damaged = z.testzip()
-        except (zipfile.BadZipFile, OSError) as err:
-            raise UserError(f"{path}: not a readable checkpoint ({err})") from None
-    if damaged is not None:
-        raise UserError(f"{path}: damaged checkpoint (CRC mismatch in {damaged})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged zip/pickle
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+    """Load one of our checkpoints onto the CPU (the one reader, `read_checkpoint_file`: CRCs
+    checked, no code run); a missing, damaged or foreign file is a UserError."""
+    from slowfast_dist.models.checkpoint_compat import read_checkpoint_file
+
+    state = read_checkpoint_file(path)
     if not isinstance(state, dict) or "model_state" not in state:
         raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
     return state

@@ -12,7 +12,7 @@ from slowfast_dist.models.checkpoint_compat import read_pyslowfast
 from slowfast_dist.train import checkpoint as ckpt
 
 
-def read_pretrained(path: str, checkpoint_type: str) -> dict:
+def read_pretrained(path: str, checkpoint_type: str, full_unpickle: bool = False) -> dict:
     """TRAIN.CHECKPOINT_FILE_PATH as a dict with `model_state` (ours or PySlowFast's .pyth)."""
     if checkpoint_type == "caffe2":
         raise UserError(f"{path}: TRAIN.CHECKPOINT_TYPE caffe2 (.pkl) is not supported; load it "
@@ -21,7 +21,8 @@ def read_pretrained(path: str, checkpoint_type: str) -> dict:
         raise UserError(f"TRAIN.CHECKPOINT_TYPE: {checkpoint_type!r} must be pytorch or caffe2")
     if not os.path.isfile(path):
         raise UserError(f"{path}: TRAIN.CHECKPOINT_FILE_PATH not found")
-    state = read_pyslowfast(path)
+    state = read_pyslowfast(path, full_unpickle=full_unpickle,
+                            switch="TRAIN.CHECKPOINT_FULL_UNPICKLE")
     if not isinstance(state, dict) or not isinstance(state.get("model_state"), dict):
         raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
     return state

@@ -316,7 +316,8 @@ def train(cfg, info=None) -> dict:
         run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1})")
     elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
         t = cfg.TRAIN
-        start_epoch = finetune_from(read_pretrained(t.CHECKPOINT_FILE_PATH, t.CHECKPOINT_TYPE),
+        start_epoch = finetune_from(read_pretrained(t.CHECKPOINT_FILE_PATH, t.CHECKPOINT_TYPE,
+                                                    t.CHECKPOINT_FULL_UNPICKLE),
                                     t.CHECKPOINT_FILE_PATH, model=run.model, optimizer=optimizer,
                                     scaler=scaler, inflate=t.CHECKPOINT_INFLATE,
                                     epoch_reset=t.CHECKPOINT_EPOCH_RESET,
@@ -391,7 +392,9 @@ def test(cfg, info=None) -> dict:
     if path:
         from slowfast_dist.models import load_pyslowfast_checkpoint
 
-        load_pyslowfast_checkpoint(run.model, path, skip_head=False, log=run.log)  # no random head
+        load_pyslowfast_checkpoint(run.model, path, skip_head=False, log=run.log,  # no random head
+                                   full_unpickle=cfg.TEST.CHECKPOINT_FULL_UNPICKLE,
+                                   switch="TEST.CHECKPOINT_FULL_UNPICKLE")
     else:
         found = ckpt.latest_good_checkpoint(run.out)
         if not found:

@@ -1,0 +1,88 @@
+"""models/checkpoint_compat.py, the one .pyth reader: a checkpoint whose pickle would run code
+never runs it, through resume, fine-tuning or the test command; PySlowFast-era data loads."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from slowfast_dist.errors import UserError
+from slowfast_dist.models.checkpoint_compat import read_checkpoint_file
+from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train import trainer
+
+from support import cfg_for
+
+
+class _RunsACommand:
+    """What a malicious .pyth pickles: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _malicious(path, marker):
+    torch.save({"model_state": {}, "epoch": 1, "payload": _RunsACommand(marker)}, path)
+    return path
+
+
+def test_reader_refuses_code_and_names_what_the_pickle_asked_for(tmp_path):
+    marker = tmp_path / "pwned"
+    path = _malicious(tmp_path / "bad.pyth", marker)
+    with pytest.raises(UserError, match=r"bad.pyth: refused: its pickle asks for .*system.*"
+                                        r"TRAIN.CHECKPOINT_FULL_UNPICKLE True"):
+        read_checkpoint_file(path, switch="TRAIN.CHECKPOINT_FULL_UNPICKLE")
+    assert not marker.exists()
+
+
+def test_full_unpickling_only_behind_the_switch_and_with_a_warning(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    path = _malicious(tmp_path / "mine.pyth", marker)
+    read_checkpoint_file(path, full_unpickle=True, switch="TRAIN.CHECKPOINT_FULL_UNPICKLE")
+    assert marker.exists() and "fully unpickled" in capsys.readouterr().err
+
+
+def test_pyslowfast_layout_and_numpy_data_load_without_the_switch(tmp_path):
+    """PySlowFast's layout (cfg as its YAML dump) and numpy values, as converted files hold."""
+    path = tmp_path / "old.pyth"
+    torch.save({"model_state": {"w": torch.ones(2)}, "cfg": "MODEL:\n  ARCH: slowfast\n",
+                "mean": np.arange(3.0), "epoch": np.int64(4)}, path)
+    state = read_checkpoint_file(path)
+    assert state["mean"].tolist() == [0.0, 1.0, 2.0] and int(state["epoch"]) == 4
+
+
+def test_a_pickled_cfgnode_is_refused_by_name(tmp_path):
+    from fvcore.common.config import CfgNode
+
+    path = tmp_path / "cfgnode.pyth"
+    torch.save({"model_state": {}, "cfg": CfgNode({"A": 1})}, path)
+    with pytest.raises(UserError, match="cfgnode.pyth: refused: its pickle asks for "
+                                        "fvcore.common.config.CfgNode"):
+        read_checkpoint_file(path)
+
+
+@pytest.mark.parametrize("route", ["resume", "finetune", "test"])
+def test_no_route_runs_the_pickle(data, tmp_path, route):
+    marker = tmp_path / "pwned"
+    out = tmp_path / "out"
+    common = ["SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"]
+    if route == "resume":  # a poisoned file where auto-resume looks
+        folder = ckpt.checkpoint_dir(out)
+        folder.mkdir(parents=True)
+        _malicious(folder / "checkpoint_epoch_00001.pyth", marker)
+        cfg = cfg_for(data, out, *common)
+    elif route == "finetune":
+        cfg = cfg_for(data, out, *common, "TRAIN.CHECKPOINT_FILE_PATH",
+                      str(_malicious(tmp_path / "pre.pyth", marker)))
+    else:
+        cfg = cfg_for(data, out, "TEST.CHECKPOINT_FILE_PATH",
+                      str(_malicious(tmp_path / "pre.pyth", marker)))
+    run = trainer.test if route == "test" else trainer.train
+    try:
+        run(cfg)
+    except UserError as err:  # fine-tuning and test refuse the file by name
+        assert "refused" in str(err) and route != "resume"
+    assert not marker.exists()
