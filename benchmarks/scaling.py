@@ -39,7 +39,9 @@ def run_trainer(nprocs: int, data: Path, out: Path, batch: int, epochs: int) -> 
            "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out),
            "TRAIN.BATCH_SIZE", str(batch), "NUM_GPUS", "1", "SOLVER.MAX_EPOCH", str(epochs),
            "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1000", "TENSORBOARD.ENABLE",
-           "False", "DATA_LOADER.NUM_WORKERS", "1"]
+           "False", "DATA_LOADER.NUM_WORKERS", "1",
+           # the comm split needs the per-bucket timing hook (off by default in training)
+           "PROFILE.COMM_PROBE", "True"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
