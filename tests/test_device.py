@@ -294,3 +294,27 @@ def test_on_cpus_the_workers_resample_and_the_batches_are_the_same(textured):
                                        seed=5, batch_transform=tf), "cpu", tf)
     for a, b in zip(after, inside, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
+
+
+def test_a_consumer_that_stops_while_the_queue_is_full_does_not_wait(textured):
+    """The step raises while the prefetcher holds a full queue and has reached the end: the
+    thread must end at once, not block on its last hand-over."""
+    import time
+
+    ds, tf = dataset(textured, "uint8"), transform()
+    two = [collate_detection([ds[0]]), collate_detection([ds[1]])]
+
+    class TwoBatches:
+        def set_epoch(self, epoch):
+            pass
+
+        def __iter__(self):
+            return iter(two)
+
+    loader = DeviceLoader(TwoBatches(), "cpu", tf, thread=True, depth=1)
+    it = iter(loader)
+    next(it)
+    time.sleep(1.0)  # the thread fills the queue and then waits to hand over the rest
+    t0 = time.perf_counter()
+    it.close()
+    assert time.perf_counter() - t0 < 5

@@ -133,22 +133,26 @@ class DeviceLoader:
             thread.join(timeout=120)  # it finishes the batch it is reading, then sees `stop`
 
     def _produce(self, items: queue.Queue, stop: threading.Event) -> None:
+        """Batches, then None (the end) or the exception, each handed over unless the consumer
+        has stopped: a put never blocks a thread nobody will read from."""
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         if self._stream is not None:
             torch.cuda.set_device(self.device)
         try:
             for batch in self.loader:
-                item = self._enqueue(batch)
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(self._enqueue(batch)):
                     return
-            items.put(None)
+            put(None)
         except BaseException as e:  # noqa: BLE001 - raised again in the consuming thread
-            items.put(e)
+            put(e)
 
     def _enqueue(self, batch):
         if self._stream is None:
