@@ -243,3 +243,33 @@ def test_bad_videos_raise_one_line_video_error_naming_the_file(tmp_path):
         assert msg.startswith(f"{path}: ") and problem in msg and "\n" not in msg, msg
     with pytest.raises(V.VideoError, match="no such video file"):
         V.frame_count(str(tmp_path / "missing.mp4"))
+
+
+def test_kept_open_containers_give_the_same_frames_and_reopen_rewritten_files(tmp_path,
+                                                                           monkeypatch):
+    """Clips read in any order through the per-process open containers equal fresh reads; at
+    most KEEP_OPEN stay open; a file rewritten on disk is opened again, not read stale."""
+    from collections import OrderedDict
+
+    paths = [_write(tmp_path / f"v{k}.mp4", pts_offset=15 * k) for k in range(3)]
+    clips = [(60, 68), (0, 8), (30, 38)]
+    fresh = {}
+    for p in paths:
+        for a, b in clips:
+            monkeypatch.setattr(V, "_open_here", OrderedDict())
+            fresh[p, a] = V.read_frames(p, range(a, b))
+            assert [_index_of(x) for x in fresh[p, a]] == list(range(a, b))
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *x, **k: opened.append(x[0]) or real_open(*x, **k))
+    monkeypatch.setattr(V, "KEEP_OPEN", 2)
+    monkeypatch.setattr(V, "_open_here", OrderedDict())
+    for p in paths[:2] * 3:  # two videos, three clips each, interleaved
+        for a, b in clips:
+            assert np.array_equal(V.read_frames(p, range(a, b)), fresh[p, a])
+    assert len(opened) == 2 and len(V._open_here) == 2
+    V.read_frames(paths[2], range(8))
+    assert len(V._open_here) == 2  # the least recently used one was closed
+    _write(tmp_path / "v0.mp4", n=40)  # rewritten, shorter
+    with pytest.raises(V.VideoError, match="past the end"):
+        V.read_frames(paths[0], range(60, 68))
