@@ -273,3 +273,24 @@ def test_kept_open_containers_give_the_same_frames_and_reopen_rewritten_files(tm
     _write(tmp_path / "v0.mp4", n=40)  # rewritten, shorter
     with pytest.raises(V.VideoError, match="past the end"):
         V.read_frames(paths[0], range(60, 68))
+
+
+def _read_in_child(path, out):
+    frames = V.read_frames(path, range(30, 38))
+    out.put(([_index_of(x) for x in frames], len(V._inherited), len(V._open_here)))
+
+
+def test_a_forked_worker_opens_its_own_container(tmp_path):
+    import multiprocessing as mp
+
+    path = _write(tmp_path / "v.mp4")
+    V.read_frames(path, range(8))  # the parent has it open now
+    parent_open = dict(V._open_here)
+    q = mp.get_context("fork").Queue()
+    child = mp.get_context("fork").Process(target=_read_in_child, args=(path, q))
+    child.start()
+    indices, inherited, own = q.get(timeout=60)
+    child.join(60)
+    assert indices == list(range(30, 38)) and inherited >= 1 and own == 1
+    assert V._open_here == parent_open  # the parent's container is untouched
+    assert [_index_of(x) for x in V.read_frames(path, range(40, 44))] == [40, 41, 42, 43]
