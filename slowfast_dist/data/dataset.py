@@ -199,10 +199,7 @@ class AvaDataset(torch.utils.data.Dataset):
 
         frames, full = self._read(vidx, self.frame_indices(vidx, sec), need_short)
         resized, offset, out_hw, flip = draws.get("plan") or self._draw(*full)
-        ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
-        sample = {"boxes": self._boxes(ori, full, resized, offset, out_hw, flip),
-                  "ori_boxes": ori, "labels": self._labels(boxes),
-                  "metadata": torch.tensor([[vidx, sec]] * len(boxes), dtype=torch.long)}
+        sample = self._targets(vidx, sec, boxes, full, (resized, offset, out_hw, flip))
         if self.output == "float":
             sample["inputs"] = self._float_pixels(frames, resized, offset, out_hw, flip)
             return sample
@@ -227,12 +224,17 @@ class AvaDataset(torch.utils.data.Dataset):
         full = sizes.pop()
         resized, offset, out_hw, flip = self._draw(*full)
         geo, _ = T.ClipGeometry.plan(full, resized, offset, out_hw, flip)
-        ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
         return {"jpegs": torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8),
                 "jpeg_sizes": torch.tensor([len(d) for d in data]),
                 "geometry": torch.from_numpy(replace(geo, top=0, left=0).as_array()),
-                "boxes": self._boxes(ori, full, resized, offset, out_hw, flip),
-                "ori_boxes": ori, "labels": self._labels(boxes),
+                **self._targets(vidx, sec, boxes, full, (resized, offset, out_hw, flip))}
+
+    def _targets(self, vidx, sec, boxes, full_hw, plan):
+        """The fields every sample has besides its pixels: boxes moved by the drawn `plan`,
+        the CSV's boxes, multi-hot labels, (video index, second) per box."""
+        ori = torch.tensor([b for b, _ in boxes], dtype=torch.float32)
+        return {"boxes": self._boxes(ori, full_hw, *plan), "ori_boxes": ori,
+                "labels": self._labels(boxes),
                 "metadata": torch.tensor([[vidx, sec]] * len(boxes), dtype=torch.long)}
 
     def _labels(self, boxes):

@@ -65,18 +65,13 @@ def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "")
         raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
 
 
-def read_pyslowfast(path, *, full_unpickle: bool = False, switch: str = "") -> object:
-    """A PySlowFast or slowfast-dist .pyth (see `read_checkpoint_file`)."""
-    return read_checkpoint_file(path, full_unpickle=full_unpickle, switch=switch)
-
-
 def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print, full_unpickle=False,
                                switch=""):
     """Load weights; returns the checkpoint's cfg (str/dict) if present.
 
     skip_head=None: skip head.* automatically when shapes differ (Kinetics -> AVA), one line told.
     """
-    ckpt = read_pyslowfast(path, full_unpickle=full_unpickle, switch=switch)
+    ckpt = read_checkpoint_file(path, full_unpickle=full_unpickle, switch=switch)
     state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path}: no 'model_state' in checkpoint")

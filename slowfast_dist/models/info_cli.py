@@ -23,14 +23,12 @@ def run(args) -> int:
 
 def _report(args) -> int:
     import json
-    import logging
-    import warnings
 
     import torch
-    from fvcore.nn import FlopCountAnalysis
 
     from slowfast_dist.config import cfg_ignored_keys, load_config
     from slowfast_dist.models import build_model
+    from slowfast_dist.profiling.mfu import conv_macs, flop_analysis
 
     cfg = load_config(args.cfg, list(args.opts))
     cfg.defrost()
@@ -42,16 +40,10 @@ def _report(args) -> int:
     xs = [torch.zeros(s) for s in shapes]
     boxes = torch.tensor([[0, 0.0, 0.0, crop - 1.0, crop - 1.0]]) if cfg.DETECTION.ENABLE else None
     params = sum(p.numel() for p in model.parameters())
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fca = FlopCountAnalysis(model, (xs, boxes) if boxes is not None else (xs,))
-        # PySlowFast's figures (fvcore flop_count) count conv/linear/matmul, not normalisation;
-        # the per-stage table below includes BN.
-        fca.unsupported_ops_warnings(False)
-        fca.uncalled_modules_warnings(False)
-        gflops = sum(v for k, v in fca.by_operator().items()
-                     if not k.endswith("norm")) / 1e9
+    fca = flop_analysis(model, xs, boxes)
+    # PySlowFast's figures (fvcore flop_count) count conv/linear/matmul, not normalisation;
+    # the per-stage table below includes BN.
+    gflops = conv_macs(fca) / 1e9
     sd = model.state_dict()
     if args.json:
         print(json.dumps({"params": params, "gflops": gflops,

@@ -54,9 +54,9 @@ def peak_tflops(device_name: str, precision: str, override: float = 0.0) -> floa
     return None if table is None else table.get(precision)
 
 
-def forward_macs(model, inputs, boxes=None) -> float:
-    """Multiply-adds of one forward pass (fvcore's 'flops': conv, linear, matmul; not norms),
-    the convention of `model-info` and PySlowFast's GFLOPs."""
+def flop_analysis(model, inputs, boxes=None):
+    """fvcore's analysis of one forward pass in eval mode, traced here with its warnings
+    silenced; its per-operator and per-module counts are then read without tracing again."""
     import logging
     import warnings
 
@@ -72,9 +72,20 @@ def forward_macs(model, inputs, boxes=None) -> float:
             fca = FlopCountAnalysis(model, (inputs, boxes) if boxes is not None else (inputs,))
             fca.unsupported_ops_warnings(False)
             fca.uncalled_modules_warnings(False)
-            return float(sum(v for k, v in fca.by_operator().items() if not k.endswith("norm")))
+            fca.by_operator()  # the trace runs now, inside the silenced block
+            return fca
     finally:
         model.train(was_training)
+
+
+def conv_macs(fca) -> float:
+    """Multiply-adds counted as PySlowFast's GFLOPs are: conv, linear, matmul; not norms."""
+    return float(sum(v for k, v in fca.by_operator().items() if not k.endswith("norm")))
+
+
+def forward_macs(model, inputs, boxes=None) -> float:
+    """Multiply-adds of one forward pass (fvcore's 'flops'), the convention of `model-info`."""
+    return conv_macs(flop_analysis(model, inputs, boxes))
 
 
 def clip_train_flops(forward_macs_per_clip: float) -> float:

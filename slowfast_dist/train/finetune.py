@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from slowfast_dist.errors import UserError
-from slowfast_dist.models.checkpoint_compat import read_pyslowfast
+from slowfast_dist.models.checkpoint_compat import read_checkpoint_file
 from slowfast_dist.train import checkpoint as ckpt
 
 
@@ -21,8 +21,8 @@ def read_pretrained(path: str, checkpoint_type: str, full_unpickle: bool = False
         raise UserError(f"TRAIN.CHECKPOINT_TYPE: {checkpoint_type!r} must be pytorch or caffe2")
     if not os.path.isfile(path):
         raise UserError(f"{path}: TRAIN.CHECKPOINT_FILE_PATH not found")
-    state = read_pyslowfast(path, full_unpickle=full_unpickle,
-                            switch="TRAIN.CHECKPOINT_FULL_UNPICKLE")
+    state = read_checkpoint_file(path, full_unpickle=full_unpickle,
+                                 switch="TRAIN.CHECKPOINT_FULL_UNPICKLE")
     if not isinstance(state, dict) or not isinstance(state.get("model_state"), dict):
         raise UserError(f"{path}: not a checkpoint (no 'model_state' inside)")
     return state

@@ -23,6 +23,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from slowfast_dist.profiling.mfu import mfu
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and the last good checkpoint is kept."""
@@ -138,10 +140,9 @@ class StepMeter:
         """clips/s in all, per GPU (process), and MFU when the device's peak is known."""
         total = samples / max(wall_s, 1e-9)
         per_gpu = total / self.world_size
-        out = {"clips_per_s": total, "clips_per_s_per_gpu": per_gpu, "mfu": None}
-        if self.flops_per_clip and self.peak_tflops:
-            out["mfu"] = per_gpu * self.flops_per_clip / (self.peak_tflops * 1e12)
-        return out
+        return {"clips_per_s": total, "clips_per_s_per_gpu": per_gpu,
+                "mfu": mfu(per_gpu, self.flops_per_clip, self.peak_tflops)
+                if self.flops_per_clip else None}
 
     def _log(self, epoch, step, lr, window, samples):
         g = self.global_step
@@ -161,10 +162,10 @@ class StepMeter:
                                        torch.cuda.max_memory_allocated(self.device) / 1e9, g)
         width = 20
         filled = int(width * (step + 1) / max(1, self._steps))
-        mfu = f"  MFU {rate['mfu']:.1%}" if rate["mfu"] is not None else ""
+        mfu_text = f"  MFU {rate['mfu']:.1%}" if rate["mfu"] is not None else ""
         print(f"epoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
               f"{step + 1}/{self._steps}  loss {self.last_loss:.4f}  lr {lr:.4g}  "
-              f"{rate['clips_per_s_per_gpu']:.1f} clips/s/GPU{mfu}  "
+              f"{rate['clips_per_s_per_gpu']:.1f} clips/s/GPU{mfu_text}  "
               f"step {step_s * 1e3:.0f} ms  data {data_s * 1e3:.0f} ms",
               file=self.stream, flush=True)
 
