@@ -136,7 +136,7 @@ def loader_fed(args) -> dict:
     import torch
 
     from slowfast_dist.config import load_config
-    from slowfast_dist.data import build_ava_dataset, build_loader
+    from slowfast_dist.data import build_ava_dataset, build_loader, jpeg
     from slowfast_dist.data.device import DeviceLoader, build_device_transform
     from slowfast_dist.models import build_model
     from slowfast_dist.train import trainer
@@ -183,8 +183,10 @@ def loader_fed(args) -> dict:
         epoch_loader = build_loader(dataset, batch, shuffle=True, drop_last=True,
                                     num_workers=workers, pin_memory=device.type == "cuda",
                                     persistent=True, rank=0, world_size=1, seed=0)
-        fed = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform)
-        resident_batch = next(iter(DeviceLoader(Repeat(epoch_loader, 1), device, transform)))
+        decode = jpeg.batch_decoder(decoder) if decoder in jpeg.BATCH_DECODERS else None
+        fed = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform, decode)
+        resident_batch = next(iter(DeviceLoader(Repeat(epoch_loader, 1), device, transform,
+                                                decode)))
         resident = clips_per_s(Resident(resident_batch))
         rate = clips_per_s(fed)
         result["runs"].append({"decoder": decoder, "workers": workers,
@@ -265,6 +267,10 @@ def main(argv=None) -> int:
     # (decoder, loader processes); nvjpeg workers only read bytes, so fewer of them suffice
     args.decoders = ([("simplejpeg", 2), ("pil", 2)] if args.quick else
                      [("simplejpeg", 12), ("simplejpeg", 6), ("nvjpeg", 4), ("nvjpeg", 12)])
+    from slowfast_dist.data import jpeg
+
+    if not args.quick and jpeg.installed("dali"):  # where DALI is installed (1 GB)
+        args.decoders += [("dali", 4), ("dali", 12)]
     args.maker = make_textured_set(args) if "loader_fed" in stages else None
     report = {"environment": environment(), "quick": args.quick, "stages": {}}
     path = args.out / "gpu_check.json"

@@ -200,6 +200,51 @@ def test_gpu_decoding_plumbing_equals_the_cpu_path(textured):
             assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
 
 
+def test_dali_pipeline_on_its_cpu_backend_equals_the_cpu_path(textured, tmp_path, capfd):
+    """DATA.DECODER dali without a GPU (DALI's CPU backend): the same draws, the same batches as
+    the CPU decoder, pixels within 0.05 grey levels and boxes exactly; a frame DALI refuses is
+    replaced by its clip's nearest frame, with one warning naming it."""
+    pytest.importorskip("nvidia.dali.fn", reason="NVIDIA DALI not installed (make test installs "
+                        "it where pip can; pip install 'slowfast-dist[dali]')")
+    import shutil
+
+    from slowfast_dist.data import jpeg
+
+    cpu_ds, dali_ds = dataset(textured, "uint8"), dataset(textured, "uint8")
+    cpu_ds.decoder = "simplejpeg"
+    dali_ds.decoder = jpeg.resolve_decoder("dali")
+    tf = transform()
+    ref = DeviceLoader(_loader(cpu_ds, 2), "cpu", tf)
+    got = DeviceLoader(_loader(dali_ds, 2), "cpu", tf, decode_jpegs=jpeg.batch_decoder("dali"))
+    for epoch in (0, 1):
+        ref.set_epoch(epoch)
+        got.set_epoch(epoch)
+        n = 0
+        for a, b in zip(ref, got, strict=True):
+            for x, y in zip(a["inputs"], b["inputs"]):
+                assert x.shape == y.shape and (x - y).abs().max() < 0.05 * GREY
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+            n += 1
+        assert n == len(ref) > 0
+    # a frame whose Huffman table is garbage passes the worker's check (header, end marker)
+    root = tmp_path / "t"
+    shutil.copytree(textured, root)
+    bad_ds = dataset(root, "uint8", train=False)
+    bad_ds.decoder = "dali"
+    vidx, sec, _ = bad_ds.keys[0]
+    path = bad_ds.frames[vidx][bad_ds.frame_indices(vidx, sec)[2]]
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"\xff\xc4")
+    data[at + 4:at + 20] = b"\xff" * 16
+    open(path, "wb").write(bytes(data))
+    capfd.readouterr()
+    batches = list(DeviceLoader(_loader(bad_ds, 0), "cpu", tf,
+                                decode_jpegs=jpeg.batch_decoder("dali")))
+    assert all(b["inputs"][1].shape[0] == 3 for b in batches)
+    err = capfd.readouterr().err
+    assert f"warning: {path} does not decode (DALI: " in err and err.count(str(path)) == 1
+
+
 def test_gpu_decoding_skips_truncated_frames_in_the_worker(textured, tmp_path, capfd):
     import shutil
 
@@ -231,7 +276,9 @@ def test_a_frame_the_gpu_decoder_refuses_is_replaced_and_named(textured, capfd):
     loader = DeviceLoader(_loader(ds, 0), "cpu", transform(), decode_jpegs=flaky)
     batch = next(iter(loader))
     assert batch["inputs"][1].shape[0] == 3
-    assert "frame 1 of the clip does not decode" in capfd.readouterr().err
+    first = batch["metadata"][0].tolist()  # the first box's (video index, second)
+    path = ds.frame_path(*first, 1)
+    assert f"warning: {path} does not decode (nvjpeg: bad huffman table)" in capfd.readouterr().err
 
 
 @pytest.mark.cuda

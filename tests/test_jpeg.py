@@ -57,6 +57,30 @@ def test_reduced_decode_only_at_twice_the_needed_scale_and_never_below_it(photo,
     assert np.abs(small.astype(np.int16) - ref).mean() < 6
 
 
+def test_dali_cpu_backend_agrees_with_pil_and_names_a_bad_frame(photo):
+    """DATA.DECODER dali on a machine without a GPU: DALI's CPU backend decodes the batch; a
+    frame it cannot decode raises, and the decoder works again on the next batch."""
+    pytest.importorskip("nvidia.dali.fn", reason="NVIDIA DALI not installed (make test installs "
+                        "it where pip can; pip install 'slowfast-dist[dali]')")
+    import torch
+
+    assert jpeg.resolve_decoder("dali") == "dali"
+    decode = jpeg.batch_decoder("dali")
+    chunk = torch.frombuffer(bytearray(photo), dtype=torch.uint8)
+    frames = decode([chunk, chunk.clone()], "cpu")
+    ref = pil_decode(photo)
+    assert len(frames) == 2
+    for f in frames:
+        assert f.shape == (3, 180, 320) and f.dtype == torch.uint8 and f.device.type == "cpu"
+        diff = np.abs(f.permute(1, 2, 0).numpy().astype(np.int16) - ref)
+        assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
+    cut = torch.frombuffer(bytearray(photo[: len(photo) // 3]), dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="decode"):
+        decode([chunk, cut], "cpu")
+    big = decode([chunk] * 3, "cpu")  # a larger batch than the pipeline was built for
+    assert len(big) == 3 and torch.equal(big[2], frames[0])
+
+
 def test_header_size_without_decoding(photo):
     assert jpeg.header_size(photo, "x.jpg") == (180, 320)
     assert jpeg.check_complete(photo, "x.jpg") == (180, 320)
@@ -84,3 +108,6 @@ def test_decoder_choice_errors_name_the_key():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="DATA.DECODER nvjpeg"):
             jpeg.resolve_decoder("nvjpeg")
+    if not jpeg.installed("dali"):
+        with pytest.raises(UserError, match="DATA.DECODER dali: .* install NVIDIA DALI"):
+            jpeg.resolve_decoder("dali")

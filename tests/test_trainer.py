@@ -276,6 +276,17 @@ def test_video_source_with_workers_trains_and_scores_like_the_frames(data, tmp_p
     assert abs(video["last_loss"] - frames["last_loss"]) < 0.05, (video, frames)
 
 
+def test_dali_decoder_trains_like_the_cpu_decoder(data, tmp_path):
+    """DATA.DECODER dali through the trainer (DALI's CPU backend here): the same draws and
+    nearly the same pixels as simplejpeg, so the same losses."""
+    pytest.importorskip("nvidia.dali.fn", reason="NVIDIA DALI not installed")
+    common = ("SOLVER.MAX_EPOCH", "1", "DATA_LOADER.NUM_WORKERS", "2")
+    dali = trainer.train(cfg_for(data, tmp_path / "d", *common, "DATA.DECODER", "dali"))
+    cpu = trainer.train(cfg_for(data, tmp_path / "c", *common, "DATA.DECODER", "simplejpeg"))
+    assert math.isfinite(dali["last_loss"])
+    assert abs(dali["last_loss"] - cpu["last_loss"]) < 1e-4, (dali, cpu)
+
+
 def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
     import torch.distributed as dist
 

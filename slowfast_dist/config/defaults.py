@@ -173,7 +173,9 @@ _C.TENSORBOARD.LOG_DIR = ""
 _C.DATA_LOADER.PERSISTENT_WORKERS = True
 # Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
 _C.AVA.PIXEL_SOURCE = "frames"
-# JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv.
+# JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv
+# (in the loader workers), or nvjpeg, dali (the batch decoded on the training device; workers
+# only read bytes; dali also runs on CPU through its CPU backend).
 _C.DATA.DECODER = "auto"
 # Directory of AVA videos when PIXEL_SOURCE is "video".
 _C.AVA.VIDEO_DIR = ""

@@ -57,9 +57,9 @@ class AvaDataset(torch.utils.data.Dataset):
             raise ValueError(f"output must be uint8 or float, not {clip.output!r}")
         self.output = clip.output
         self.decoder = jpeg.resolve_decoder(clip.decoder)
-        if self.decoder in jpeg.GPU_DECODERS and (pixel_source != "frames"
+        if self.decoder in jpeg.BATCH_DECODERS and (pixel_source != "frames"
                                                   or clip.output != "uint8"):
-            raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames on the GPU; "
+            raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames after collation; "
                             f"AVA.PIXEL_SOURCE {pixel_source} needs a CPU decoder (auto)")
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
@@ -112,6 +112,11 @@ class AvaDataset(torch.utils.data.Dataset):
         center = af.keyframe_index(sec, self.fps)
         return af.get_sequence(center, self.num_frames * self.rate // 2, self.rate,
                                self.frame_counts[vidx])
+
+    def frame_path(self, vidx, sec, k):
+        """The file of frame k of the clip at (video index, second): for messages about frames
+        decoded after collation."""
+        return self.frames[vidx][self.frame_indices(vidx, sec)[k]]
 
     def _video_frame_count(self, name):
         from slowfast_dist.data import video
@@ -188,7 +193,7 @@ class AvaDataset(torch.utils.data.Dataset):
 
     def _load(self, idx):
         vidx, sec, boxes = self.keys[idx]
-        if self.decoder in jpeg.GPU_DECODERS:
+        if self.decoder in jpeg.BATCH_DECODERS:
             return self._load_undecoded(vidx, sec, boxes)
         draws = {}
 
@@ -211,8 +216,9 @@ class AvaDataset(torch.utils.data.Dataset):
         return sample
 
     def _load_undecoded(self, vidx, sec, boxes):
-        """GPU decoding: the worker reads the JPEG bytes and draws the geometry from the
-        headers; the whole frames are decoded and resampled on the device (data/device.py)."""
+        """Batch decoders (nvjpeg, dali): the worker reads the JPEG bytes and draws the geometry
+        from the headers; the whole frames are decoded and resampled on the device
+        (data/device.py)."""
         paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
         try:
             data = [jpeg.read_bytes(p) for p in paths]

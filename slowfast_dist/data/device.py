@@ -90,6 +90,8 @@ class DeviceLoader:
 
     def __init__(self, loader, device, transform: ClipBatchTransform, decode_jpegs=None,
                  depth: int = 2, thread: bool | None = None):
+        """`decode_jpegs`: for batches of JPEG bytes (DATA.DECODER nvjpeg or dali), the
+        callable from `jpeg.batch_decoder`."""
         from slowfast_dist.data import jpeg
 
         self.loader, self.device, self.transform = loader, torch.device(device), transform
@@ -169,7 +171,7 @@ class DeviceLoader:
     def _to_device(self, batch: dict) -> dict:
         nb = self.device.type == "cuda"
         out = dict(batch)
-        if "jpegs" in batch:  # DATA.DECODER nvjpeg: whole frames decoded here, as one batch
+        if "jpegs" in batch:  # DATA.DECODER nvjpeg or dali: whole frames decoded here, batched
             clips = self._decode(batch["jpegs"], batch["jpeg_sizes"], batch["keyframes"])
             out["inputs"] = self.transform(clips, batch["geometry"])
             del out["jpegs"], out["jpeg_sizes"], out["keyframes"]
@@ -209,9 +211,11 @@ class DeviceLoader:
                 frames.append(self.decode_jpegs([chunk], self.device)[0])
             except RuntimeError as e:
                 vidx, sec = (int(v) for v in keyframes[k // t])
-                print(f"warning: video index {vidx} second {sec}: frame {k % t} of the clip does "
-                      f"not decode on the GPU ({' '.join(str(e).split())[:120]}); the nearest "
-                      "good frame of the clip stands in", file=sys.stderr, flush=True)
+                where = (self.dataset.frame_path(vidx, sec, k % t)
+                         if hasattr(self.dataset, "frame_path") else
+                         f"video index {vidx} second {sec}: frame {k % t} of the clip")
+                print(f"warning: {where} does not decode ({' '.join(str(e).split())[:160]}); "
+                      "the nearest good frame of the clip stands in", file=sys.stderr, flush=True)
                 frames.append(None)
         for k, f in enumerate(frames):
             if f is None:
@@ -219,7 +223,7 @@ class DeviceLoader:
                 good = [j for j in clip if frames[j] is not None]
                 if not good:
                     raise RuntimeError(f"no frame of video index {int(keyframes[k // t][0])} "
-                                       f"second {int(keyframes[k // t][1])} decodes on the GPU")
+                                       f"second {int(keyframes[k // t][1])} decodes")
                 frames[k] = frames[min(good, key=lambda j: abs(j - k))]
         return frames
 

@@ -3,7 +3,10 @@
 
 Decoders: `simplejpeg` (libjpeg-turbo, no extra copies; the fastest here, see
 benchmarks/loader_throughput.py), `pil`, `opencv`; `auto` = simplejpeg when it imports, else PIL.
-`nvjpeg` decodes on the GPU (torchvision.io.decode_jpeg): workers then only read the bytes.
+Batch decoders run after collation, on the training device, on the whole frames of a batch:
+`nvjpeg` (torchvision.io.decode_jpeg on the GPU) and `dali` (NVIDIA DALI's image decoder: its
+"mixed" backend on a GPU, which uses the hardware JPEG engines of an A100/H100, and its CPU
+backend, libjpeg-turbo, elsewhere). Workers then only read the bytes and draw the geometry.
 
 Reduced-size decode: when a frame's short side is at least twice the largest short side a
 sample can be resized to, libjpeg scales each 8x8 DCT block while decoding (1/8 steps with
@@ -17,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 CPU_DECODERS = ("simplejpeg", "pil", "opencv")
-GPU_DECODERS = ("nvjpeg",)
+BATCH_DECODERS = ("nvjpeg", "dali")
+DALI_INSTALL = ("pip install 'slowfast-dist[dali]' --extra-index-url https://pypi.nvidia.com")
 
 
 class DecodeError(Exception):
@@ -29,17 +33,16 @@ def resolve_decoder(name: str) -> str:
     from slowfast_dist.errors import UserError
 
     if name == "auto":
-        return "simplejpeg" if _imports("simplejpeg") else "pil"
-    if name not in CPU_DECODERS + GPU_DECODERS:
+        return "simplejpeg" if installed("simplejpeg") else "pil"
+    if name not in CPU_DECODERS + BATCH_DECODERS:
         raise UserError(f"DATA.DECODER: {name!r} is not one of auto, "
-                        f"{', '.join(CPU_DECODERS + GPU_DECODERS)}")
-    module = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2",
-              "nvjpeg": "torchvision.io"}[name]
-    if not _imports(module):
+                        f"{', '.join(CPU_DECODERS + BATCH_DECODERS)}")
+    if not installed(name):
         pkg = {"simplejpeg": "simplejpeg", "pil": "pillow", "opencv": "opencv-python-headless",
-               "nvjpeg": "torchvision (pip install 'slowfast-dist[gpu]')"}[name]
-        raise UserError(f"DATA.DECODER {name}: {module} does not import; install {pkg}")
-    if name in GPU_DECODERS:
+               "nvjpeg": "torchvision (pip install 'slowfast-dist[gpu]')",
+               "dali": f"NVIDIA DALI ({DALI_INSTALL})"}[name]
+        raise UserError(f"DATA.DECODER {name}: {_MODULES[name]} does not import; install {pkg}")
+    if name == "nvjpeg":
         import torch
 
         if not torch.cuda.is_available():
@@ -48,11 +51,16 @@ def resolve_decoder(name: str) -> str:
     return name
 
 
-def _imports(module: str) -> bool:
+_MODULES = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2",
+            "nvjpeg": "torchvision.io", "dali": "nvidia.dali.fn"}
+
+
+def installed(decoder: str) -> bool:
+    """Whether the decoder's package imports here."""
     import importlib
 
     try:
-        importlib.import_module(module)
+        importlib.import_module(_MODULES[decoder])
         return True
     except Exception:  # a broken install (torchvision with a CPU torch) counts as missing
         return False
@@ -97,12 +105,78 @@ def check_complete(data: bytes, path: str) -> tuple[int, int]:
     return size
 
 
+def batch_decoder(name: str):
+    """For a batch decoder: a callable (list of 1-D uint8 CPU tensors of JPEG bytes, torch
+    device) -> list of uint8 [3, H, W] tensors on that device. It raises RuntimeError when a
+    frame does not decode (the caller then decodes frame by frame to find it)."""
+    if name == "nvjpeg":
+        return decode_on_gpu
+    if name == "dali":
+        return DaliDecoder()
+    raise ValueError(f"{name} is not a batch decoder ({', '.join(BATCH_DECODERS)})")
+
+
 def decode_on_gpu(datas, device):
-    """uint8 [3, H, W] CUDA tensors from a list of 1-D uint8 CPU tensors of JPEG bytes, decoded
-    as one batch by nvJPEG (torchvision), which uses the GPU's JPEG engines where it has them."""
+    """nvJPEG through torchvision, the batch as one call; it uses the GPU's JPEG engines where
+    it has them."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+
+
+class DaliDecoder:
+    """DALI's image decoder fed the batch's bytes through an external source. The pipeline is
+    built on first use for the device it is called with, for the largest batch seen so far, and
+    built again after a failed decode (DALI leaves a pipeline unusable after an error)."""
+
+    def __init__(self, num_threads: int = 2):
+        self.num_threads = num_threads
+        self._pipe, self._key = None, None
+
+    def __call__(self, datas, device):
+        import torch
+
+        device = torch.device(device)
+        pipe = self._pipeline(device, len(datas))
+        try:
+            pipe.feed_input("jpegs", [d.numpy() for d in datas])
+            (out,) = pipe.run()
+        except RuntimeError as e:
+            self._pipe = None
+            text = " ".join(str(e).split())
+            start = text.find("Failed to decode")  # DALI's own line, after its traceback
+            raise RuntimeError(f"DALI: {text[start if start >= 0 else 0:][:200]}") from None
+        if device.type == "cuda":
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            frames = []
+            stream = torch.cuda.current_stream(device)
+            for k in range(len(out)):
+                t = torch.empty(tuple(out[k].shape()), dtype=torch.uint8, device=device)
+                frames.append(feed_ndarray(out[k], t, cuda_stream=stream))
+        else:  # a copy: the pipeline's output buffers are reused by its next run
+            frames = [torch.from_numpy(np.array(out.at(k))) for k in range(len(out))]
+        return [f.permute(2, 0, 1) for f in frames]
+
+    def _pipeline(self, device, batch):
+        key = (str(device), batch)
+        if self._pipe is not None and self._key[0] == key[0] and self._key[1] >= batch:
+            return self._pipe
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        from nvidia.dali import Pipeline
+
+        cuda = device.type == "cuda"
+        pipe = Pipeline(batch_size=batch, num_threads=self.num_threads,
+                        device_id=(device.index or 0) if cuda else None,
+                        prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+        with pipe:
+            data = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
+            pipe.set_outputs(fn.decoders.image(data, device="mixed" if cuda else "cpu",
+                                               output_type=types.RGB))
+        pipe.build()
+        self._pipe, self._key = pipe, key
+        return pipe
 
 
 def reduced_target(height: int, width: int, need_short: int | None) -> tuple[int, int] | None:

@@ -203,7 +203,7 @@ class Run:
 
     def loader(self, split: str):
         """(dataset, loader of batches already on the device, per-process batch size)."""
-        from slowfast_dist.data import build_ava_dataset, build_loader
+        from slowfast_dist.data import build_ava_dataset, build_loader, jpeg
         from slowfast_dist.data.device import DeviceLoader, build_device_transform
 
         cfg, train = self.cfg, split == "train"
@@ -222,7 +222,9 @@ class Run:
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
             batch_transform=None if cuda else transform)  # no GPU: the workers resample
-        return dataset, DeviceLoader(loader, self.device, transform), batch
+        decode = (jpeg.batch_decoder(dataset.decoder)
+                  if dataset.decoder in jpeg.BATCH_DECODERS else None)
+        return dataset, DeviceLoader(loader, self.device, transform, decode), batch
 
     def eval_files(self, warn: bool = False) -> dict:
         """The evaluator's inputs. Checked at start-up, so a typo fails before hours of training
