@@ -167,8 +167,12 @@ class DaliDecoder:
         from nvidia.dali import Pipeline
 
         cuda = device.type == "cuda"
+        if cuda and device.index is None:
+            import torch
+
+            device = torch.device("cuda", torch.cuda.current_device())
         pipe = Pipeline(batch_size=batch, num_threads=self.num_threads,
-                        device_id=(device.index or 0) if cuda else None,
+                        device_id=device.index if cuda else None,
                         prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
         with pipe:
             data = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
