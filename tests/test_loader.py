@@ -60,6 +60,38 @@ def test_worker_augmentations_differ_across_ranks_and_epochs_but_repeat_per_run(
     assert _draws(0) == r0                  # the same run (or a resume at epoch e) draws the same
 
 
+class _KeyedDraw(_Idx):
+    keyed_draws = True  # as AvaDataset: the loader passes (index, epoch, seed)
+
+    def __getitem__(self, key):
+        import random
+        idx, epoch, seed = key
+        return torch.tensor([idx, random.Random(f"{seed}/{epoch}/{idx}").randint(0, 10**9)])
+
+
+def _keyed_run(persistent, workers, start=None):
+    """Batches as (index, draw) rows for epochs 0-2, or from epoch 1 step `start` on."""
+    ld = build_loader(_KeyedDraw(), 4, shuffle=True, drop_last=False, num_workers=workers,
+                      pin_memory=False, persistent=persistent, rank=0, world_size=1, seed=7)
+    rows = []
+    for e in ([0, 1, 2] if start is None else [1, 2]):
+        ld.set_epoch(e, start if (start is not None and e == 1) else 0)
+        rows.append([tuple(r.tolist()) for b in ld for r in b])
+    return rows
+
+
+def test_a_sample_draws_the_same_whatever_worker_builds_it_and_wherever_a_run_starts():
+    """The keyed draws behind exact resume: a run started at epoch 1 step 2 (a resume) yields
+    what the uninterrupted run yielded from there, persistent workers or not, 0, 1 or 2 workers."""
+    torch.set_num_threads(1)
+    base = _keyed_run(True, 2)
+    assert base[0] != base[1] and len({d for _, d in base[0] + base[1]}) == 40
+    assert _keyed_run(False, 0) == base and _keyed_run(True, 1) == base
+    for persistent, workers in ((True, 2), (False, 2), (True, 0)):
+        resumed = _keyed_run(persistent, workers, start=2)
+        assert resumed == [base[1][2 * 4:], base[2]], (persistent, workers)
+
+
 def _tree(tmp_path):
     import numpy as np
     from PIL import Image

@@ -50,6 +50,8 @@ class ClipSpec:
 class AvaDataset(torch.utils.data.Dataset):
     """One sample per keyframe with boxes; unreadable samples are skipped and counted."""
 
+    keyed_draws = True  # the loader asks for (index, epoch, seed): see __getitem__
+
     def __init__(self, frame_lists, frame_dir, box_csvs, label_map, *, train, clip: ClipSpec,
                  detect_thresh=0.0, exclusions=None, full_test_on_val=True, fps=30,
                  num_classes=None, pixel_source="frames", video_dir=None, gt_box_csvs=()):
@@ -104,6 +106,7 @@ class AvaDataset(torch.utils.data.Dataset):
             raise UserError(f"DATA.TRAIN_JITTER_SCALES {scales}: need [min, max] with "
                             f"DATA.TRAIN_CROP_SIZE {self.crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
+        self._rng = random  # the draws' RNG; __getitem__ sets it per sample
 
     def __len__(self):
         return len(self.keys)
@@ -166,12 +169,12 @@ class AvaDataset(torch.utils.data.Dataset):
     def _draw(self, h, w):
         """(resized (nh, nw), crop offset (y, x), output (h, w), flip): the random draws in
         PySlowFast's order (scale, y, x, flip) in training; the deterministic ones otherwise."""
-        crop = self.crop_size
+        crop, rng = self.crop_size, self._rng
         if self.train:
-            nh, nw = T.resized_size(h, w, random.randint(*self.jitter))
-            y0 = random.randint(0, nh - crop)
-            x0 = random.randint(0, nw - crop)
-            flip = self.random_flip and random.random() < 0.5
+            nh, nw = T.resized_size(h, w, rng.randint(*self.jitter))
+            y0 = rng.randint(0, nh - crop)
+            x0 = rng.randint(0, nw - crop)
+            flip = self.random_flip and rng.random() < 0.5
             return (nh, nw), (y0, x0), (crop, crop), flip
         nh, nw = T.resized_size(h, w, crop)
         if self.center_crop:  # PySlowFast's val split (evaluation during training)
@@ -261,7 +264,16 @@ class AvaDataset(torch.utils.data.Dataset):
             clip, _ = T.hflip(clip, dummy)
         return T.pack_pathway(T.normalize(clip, self.mean, self.std), self.alpha, self.slowfast)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, key):
+        """`key`: an index, drawing from Python's global `random`; or (index, epoch, seed), as
+        the loader asks, drawing from an RNG seeded by exactly that. Then a sample's draws do not
+        depend on which worker builds it or what that worker built before, so a run resumed at
+        any step (persistent workers included) draws what the uninterrupted run drew."""
+        if isinstance(key, tuple):
+            idx, epoch, seed = key
+            self._rng = random.Random(f"{seed}/{epoch}/{idx}")
+        else:
+            idx, self._rng = key, random
         # a bad sample is replaced by the next readable one so batches stay full
         for k in range(len(self)):
             try:

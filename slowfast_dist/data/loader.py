@@ -53,68 +53,102 @@ from torch.utils.data import BatchSampler, DataLoader  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 
+class _EpochBatches:
+    """The batches of one epoch from `start` on. With `seed` (a dataset with `keyed_draws`),
+    each index goes out as the key (index, epoch, seed), of which the sample's random draws are
+    a function."""
+
+    def __init__(self, batches, epoch, seed, start):
+        self.batches, self.epoch, self.seed, self.start = batches, epoch, seed, start
+
+    def __len__(self):
+        return len(self.batches) - self.start
+
+    def __iter__(self):
+        for k, batch in enumerate(self.batches):
+            if k >= self.start:
+                yield batch if self.seed is None else [(i, self.epoch, self.seed) for i in batch]
+
+
 class _RepeatBatchSampler:
-    """Yields the batches of epoch e, then e+1, ... forever (the study's RepeatSampler).
+    """Yields the batches of epoch e from step `start` on, then of e+1, ... forever (the study's
+    RepeatSampler).
 
     Indices are drawn in the main process, so the epoch counter lives here: epoch k uses the
     same permutation as DistributedSampler.set_epoch(k), whatever the prefetch depth.
     """
 
-    def __init__(self, sampler, batch_size, drop_last, start_epoch=0):
+    def __init__(self, sampler, batch_size, drop_last, seed, start_epoch=0, start_step=0):
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
-        self.epoch = start_epoch
+        self.seed, self.epoch, self.start = seed, start_epoch, start_step
 
     def __iter__(self):
         while True:
             self.sampler.set_epoch(self.epoch)
-            yield from BatchSampler(self.sampler, self.batch_size, self.drop_last)
-            self.epoch += 1
+            batches = BatchSampler(self.sampler, self.batch_size, self.drop_last)
+            yield from _EpochBatches(batches, self.epoch, self.seed, self.start)
+            self.epoch, self.start = self.epoch + 1, 0
 
 
 class EpochLoader:
-    """Iterable over one epoch of batches; call set_epoch(e) before iterating epoch e."""
+    """Iterable over one epoch of batches; call set_epoch(e) (or set_epoch(e, k) to start at
+    step k, as a resumed run does) before iterating epoch e."""
 
     def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
                  persistent, rank, world_size, seed, batch_transform=None):
-        self.dataset, self.persistent, self.epoch = dataset, persistent, 0
+        self.dataset, self.persistent, self.epoch, self.start = dataset, persistent, 0, 0
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=False)
         self._batches = BatchSampler(self.sampler, batch_size, drop_last)
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
                         collate_fn=partial(collate_detection_or_default,
-                                           batch_transform=batch_transform))
+                                           batch_transform=batch_transform),
+                        worker_init_fn=_worker_init if num_workers else None)
         self._batch_size, self._drop_last = batch_size, drop_last
         self._seed, self._rank = seed, rank
+        self._key_seed = seed if getattr(dataset, "keyed_draws", False) else None
         self._it = None
-        self._next_epoch = None
+        self._next = None  # (epoch, step) the persistent iterator yields next
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, start_step=0):
+        self.epoch, self.start = epoch, start_step
 
     def __len__(self):
+        """Batches in a whole epoch (a resumed epoch yields len - start_step of them)."""
         return len(self._batches)
 
     def __iter__(self):
         if not self.persistent:
             self.sampler.set_epoch(self.epoch)
             # a fresh DataLoader (and fresh workers) per epoch: the study's baseline
-            yield from DataLoader(self.dataset, batch_sampler=self._batches,
+            batches = _EpochBatches(self._batches, self.epoch, self._key_seed, self.start)
+            yield from DataLoader(self.dataset, batch_sampler=batches,
                                   generator=self._worker_seeds(), **self._kw)
             return
-        if self._it is None or self._next_epoch != self.epoch:
-            # first epoch, or a jump (resume): start the one persistent iterator at this epoch
-            rs = _RepeatBatchSampler(self.sampler, self._batch_size, self._drop_last, self.epoch)
+        if self._it is None or self._next != (self.epoch, self.start):
+            # first epoch, or a jump (resume): start the one persistent iterator here
+            rs = _RepeatBatchSampler(self.sampler, self._batch_size, self._drop_last,
+                                     self._key_seed, self.epoch, self.start)
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
-        for _ in range(len(self)):
+        for _ in range(len(self) - self.start):
             yield next(self._it)
-        self._next_epoch = self.epoch + 1
+        self._next = (self.epoch + 1, 0)
 
     def _worker_seeds(self):
         # Workers seed their RNGs from this generator. The default (torch's global RNG, seeded
         # alike on every rank) would give worker k of every rank the same augmentations.
         state = np.random.SeedSequence([self._seed, self._rank, self.epoch]).generate_state(1)
         return torch.Generator().manual_seed(int(state[0]))
+
+
+def _worker_init(_worker_id):
+    """Loader workers leave the stop signals to their rank's main process, which checkpoints
+    and then ends them (by default SIGTERM would kill a worker mid-batch and the rank with it)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def collate_detection_or_default(samples, batch_transform=None):
