@@ -99,7 +99,7 @@ class Repeat:
         self.loader, self.steps = loader, steps
         self.dataset = getattr(loader, "dataset", None)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         pass
 
     def __len__(self) -> int:
@@ -123,7 +123,7 @@ class Resident:
     def __init__(self, batch):
         self.batch = batch
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         pass
 
     def __iter__(self):

@@ -55,6 +55,28 @@ print("JOB SUMMARY nodes=%s ranks=%s wall=%ss last_loss=%s mAP=%s" % (s.get("nod
       s.get("wall_time_s"), s.get("last_loss"), s.get("mAP")))' "$f"
 }
 
+# sfd_run CMD...: run the launcher CMD, passing on to it the stop signals this script gets (TERM,
+# USR1, USR2: what a scheduler sends before it ends or preempts a job; the trainer then checkpoints
+# and exits 75). Sets SFD_RC to its exit status.
+sfd_run() {
+    "$@" &
+    local pid=$! s
+    for s in TERM USR1 USR2; do trap "kill -s $s $pid 2>/dev/null || true" "$s"; done
+    SFD_RC=0
+    wait "$pid" || SFD_RC=$?
+    while kill -0 "$pid" 2>/dev/null; do  # a trapped signal ended `wait` early: wait again
+        SFD_RC=0
+        wait "$pid" || SFD_RC=$?
+    done
+    trap - TERM USR1 USR2
+}
+
+# sfd_preempted RC: true, saying so, when the trainer stopped on a signal after a checkpoint (75).
+sfd_preempted() {
+    [ "${1:-0}" = 75 ] || return 1
+    echo "launch: stopped on a signal after a checkpoint in $OUTPUT_DIR/checkpoints; the same job resumes it" >&2
+}
+
 # `bash launch/common.sh --rank-exec CMD...` (what mpirun.sh starts on every rank): run CMD with its
 # output in $LOG_DIR/<jobid>/<host>.rank<R>.log, R from OpenMPI or MPICH.
 if [ "${1:-}" = "--rank-exec" ]; then

@@ -4,6 +4,7 @@
 # NP processes (one per GPU; or one per node with NUM_GPUS 4 NUM_SHARDS N: the trainer spawns
 # local workers). Ranks/master come from OMPI_*/PMI_* in slowfast_dist.dist.env.init_distributed().
 # Logs: $LOG_DIR/<jobid>/<host>.rank<R>.log. Extra arguments are KEY VALUE config overrides.
+# SIGTERM/SIGUSR1/SIGUSR2 to this script reach every rank: they checkpoint and stop, exit status 75.
 set -euo pipefail
 cd "${SFD_ROOT:-$(pwd)}"
 . launch/common.sh
@@ -21,9 +22,10 @@ if "$MPIRUN" --version 2>&1 | grep -q "Open MPI"; then
 else
     args+=(-genvall)
 fi
-rc=0
 # shellcheck disable=SC2086
-"$MPIRUN" "${args[@]}" bash launch/common.sh --rank-exec $SFD_TRAIN_CMD "${SFD_ARGS[@]}" || rc=$?
+sfd_run "$MPIRUN" "${args[@]}" bash launch/common.sh --rank-exec $SFD_TRAIN_CMD "${SFD_ARGS[@]}"
+rc=$SFD_RC
 echo "logs: $LOG_DIR/$SFD_JOB_ID/"
+sfd_preempted "$rc" && exit "$rc"
 sfd_summary || rc=${rc/#0/1}
 exit "$rc"

@@ -8,6 +8,9 @@
 #PBS -l walltime=01:00:00
 #PBS -P gXXXXXX
 #PBS -j oe
+# Rerunnable: a job the server preempts with requeue starts again and resumes from the checkpoint
+# the ranks wrote on SIGTERM (exit status 75 = stopped with a checkpoint).
+#PBS -r y
 set -euo pipefail
 cd "${PBS_O_WORKDIR:-$(pwd)}"
 export SFD_ROOT="$(pwd)"

@@ -10,6 +10,11 @@
 #$ -cwd
 #$ -j y
 #$ -S /bin/bash
+# Before suspending or ending the job Grid Engine sends SIGUSR1/SIGUSR2 (-notify): the ranks
+# checkpoint and stop (exit 75), and this script exits 99, which makes Grid Engine reschedule the
+# job (-r y); the new run resumes from that step.
+#$ -notify
+#$ -r y
 set -euo pipefail
 export SFD_ROOT="$(pwd)"
 # Config: $CFG (qsub -v CFG=...), else a first argument ending in .yaml, else configs/demo.yaml.
@@ -19,4 +24,7 @@ HF="$(mktemp)"
 # Each host once per slot: the hostfile form both OpenMPI and MPICH read the same way.
 if [ -n "${PE_HOSTFILE:-}" ]; then awk '{for (i = 0; i < $2; i++) print $1}' "$PE_HOSTFILE" > "$HF"; else hostname > "$HF"; fi
 export SFD_JOB_ID="${JOB_ID:-sge}" NP="${NP:-${NSLOTS:-1}}" HOSTFILE="$HF" CFG
-exec launch/mpirun.sh "$@"
+. launch/common.sh
+sfd_run launch/mpirun.sh "$@"
+[ "$SFD_RC" = 75 ] && exit 99
+exit "$SFD_RC"

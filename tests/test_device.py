@@ -129,7 +129,7 @@ def test_prefetch_thread_keeps_the_order_stops_early_and_raises_in_the_consumer(
     assert not [t for t in threading.enumerate() if t.name == "slowfast-device-prefetch"]
 
     class Broken:
-        def set_epoch(self, epoch):
+        def set_epoch(self, epoch, start_step=0):
             pass
 
         def __len__(self):
@@ -352,7 +352,7 @@ def test_a_consumer_that_stops_while_the_queue_is_full_does_not_wait(textured):
     two = [collate_detection([ds[0]]), collate_detection([ds[1]])]
 
     class TwoBatches:
-        def set_epoch(self, epoch):
+        def set_epoch(self, epoch, start_step=0):
             pass
 
         def __iter__(self):

@@ -115,6 +115,43 @@ def test_only_logging_steps_sync_or_add_a_collective(tmp_path):
             assert collectives == expect, (rank, step, collectives)
 
 
+def _stop_worker(rank, port, out):
+    """The real loop, 2 gloo ranks; only rank 1 is asked to stop, once it has done 2 steps."""
+    from test_trainer import ListLoader, fixed_batches, shard
+
+    from slowfast_dist.config import load_config
+    from slowfast_dist.models import build_model
+    from slowfast_dist.train import trainer
+    from slowfast_dist.train.loop import train_one_epoch
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    cfg = load_config("configs/demo.yaml", ["DATA.TRAIN_CROP_SIZE", "32"])
+    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
+    optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
+                                        weight_decay=1e-4, bn_weight_decay=0.0)
+    meter = StepMeter(rank=rank, world_size=2, device=torch.device("cpu"), log_period=2,
+                      stream=io.StringIO(),
+                      stop_requested=lambda: rank == 1 and meter.steps_done >= 2)
+    batches = [shard(b, rank, 2) for b in fixed_batches(per_rank=2, ranks=2, steps=9)]
+    stats = train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1,
+                            loss_fn=torch.nn.BCEWithLogitsLoss(), device=torch.device("cpu"),
+                            autocast=lambda: torch.autocast("cpu", enabled=False),
+                            scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=3,
+                            meter=meter)
+    torch.save(stats, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_optimizer_step(tmp_path):
+    """Rank 1 alone is signalled; the logging step after step 2 tells every rank, and all stop
+    at the end of that gradient-accumulation window (step 3 of 9 with 3 micro-steps)."""
+    mp.spawn(_stop_worker, args=(free_port(), str(tmp_path / "s")), nprocs=2)
+    for rank in (0, 1):
+        stats = torch.load(tmp_path / f"s.{rank}")
+        assert stats["stopped_at"] == 3 and stats["steps"] == 3, (rank, stats)
+
+
 @pytest.mark.cuda
 def test_cuda_non_logging_steps_never_sync_the_host():
     """The real loop on a GPU, with torch's sync debug mode raising on any host sync except

@@ -23,7 +23,7 @@ class ListLoader:
     def __init__(self, batches):
         self.batches = batches
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch, start_step=0):
         pass
 
     def __len__(self):
@@ -137,6 +137,25 @@ def test_checkpoint_layout_is_pyslowfast_and_write_is_atomic(tmp_path, monkeypat
         ckpt.save_checkpoint(path, model=model, optimizer=opt, epoch=5, cfg_dump="")
     assert ckpt.read_checkpoint(path)["epoch"] == 4
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_mid_epoch_checkpoints_sort_after_their_epoch_and_go_when_superseded(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save = lambda path, **kw: ckpt.save_checkpoint(path, model=model, optimizer=opt,  # noqa: E731
+                                                   cfg_dump="", **kw)
+    end1 = save(ckpt.checkpoint_path(tmp_path, 0), epoch=0)
+    mid = save(ckpt.checkpoint_path(tmp_path, 1, 3), epoch=0, epoch_step=3,
+               rng_states=[ckpt.rng_state(), ckpt.rng_state()])
+    assert mid.name == "checkpoint_epoch_00002_step_000003.pyth"
+    assert ckpt.list_checkpoints(tmp_path) == [end1, mid]
+    state = ckpt.latest_good_checkpoint(tmp_path)[1]
+    notes = []
+    assert ckpt.restore(state, model=model, rank=1, world_size=2) == (1, 3)
+    assert ckpt.restore(state, model=model, rank=0, world_size=4, log=notes.append) == (1, 3)
+    assert "RNG states of 2 rank(s) and this run has 4" in notes[0]
+    end2 = save(ckpt.checkpoint_path(tmp_path, 1), epoch=1)
+    assert ckpt.list_checkpoints(tmp_path) == [end1, end2]  # the mid-epoch one is superseded
 
 
 def test_damaged_checkpoint_is_refused_and_the_previous_one_used(tmp_path, capsys):

@@ -101,8 +101,8 @@ class DeviceLoader:
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.thread = self._stream is not None if thread is None else thread
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_step)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -62,6 +62,8 @@ def spawn_local_workers(fn: Callable, num_gpus: int, num_shards: int, shard_id: 
     Raises WorkerFailed naming the global rank of the first worker that failed; the other
     workers are terminated first. A worker ending with `sys.exit(code)` reports that code.
     """
+    import signal
+
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="slowfast-dist-workers-") as msg_dir:
@@ -69,6 +71,15 @@ def spawn_local_workers(fn: Callable, num_gpus: int, num_shards: int, shard_id: 
             _worker, nprocs=num_gpus, start_method="spawn", join=False,
             args=(fn, num_gpus, num_shards, shard_id, init_method, backend, timeout_s, msg_dir,
                   args))
+
+        def forward(signum, _frame):
+            # a stop signal is the workers' to handle (checkpoint, exit 75); this process waits
+            for p in ctx.processes:
+                if p.is_alive():
+                    os.kill(p.pid, signum)
+
+        old = {sig: signal.signal(sig, forward)
+               for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
         try:
             while not ctx.join(grace_period=5):
                 pass
@@ -85,3 +96,6 @@ def spawn_local_workers(fn: Callable, num_gpus: int, num_shards: int, shard_id: 
                 raise WorkerFailed(f"{who}: {text}", rank, code if code > 0 else 1) from None
             raise WorkerFailed(f"{who} exited with status {code}", rank,
                                code if code > 0 else 1) from None
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)

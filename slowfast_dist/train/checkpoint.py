@@ -1,8 +1,13 @@
 """Checkpoints in PySlowFast's `.pyth` layout, written atomically, resumed from the newest good one.
 
 Layout (PySlowFast's keys first, so its tools read ours): `model_state`, `optimizer_state`,
-`epoch`, `cfg` (the YAML dump); then ours: `scaler_state`, `rng_state`, `global_step`.
-Files are `OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth` as in PySlowFast.
+`epoch` (the last finished epoch, 0-based), `cfg` (the YAML dump); then ours: `scaler_state`,
+`rng_state` (rank 0's), `rng_states` (every rank's, by rank), `global_step`, `epoch_step`.
+Files are `OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth` as in PySlowFast (after epoch 5).
+A run stopped by a signal inside epoch 6 writes `checkpoint_epoch_00006_step_000120.pyth`
+(`epoch_step` 120: steps of epoch 6 done; `epoch` 4); PySlowFast's resume would read it as
+"epoch 5 done" and redo epoch 6 whole, ours goes on at step 121. It is removed once a later
+end-of-epoch checkpoint is on disk.
 
 Written as temp file + fsync + rename, so a run killed mid-write leaves the previous checkpoint
 intact. The temp file's name does not contain "checkpoint": PySlowFast's resume takes the last
@@ -25,7 +30,7 @@ import torch
 
 from slowfast_dist.errors import UserError
 
-_NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+_NAME = re.compile(r"^checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth$")
 _PARTIAL = ".partial_"
 
 
@@ -33,9 +38,19 @@ def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def checkpoint_path(output_dir: str | os.PathLike, epoch: int) -> Path:
-    """Path of the checkpoint written at the end of 0-based `epoch` (named epoch+1, as PySlowFast)."""
-    return checkpoint_dir(output_dir) / f"checkpoint_epoch_{epoch + 1:05d}.pyth"
+def checkpoint_path(output_dir: str | os.PathLike, epoch: int, step: int = 0) -> Path:
+    """Path of the checkpoint written at the end of 0-based `epoch` (named epoch+1, as PySlowFast),
+    or, with `step` > 0, after `step` steps of it."""
+    tail = f"_step_{step:06d}" if step else ""
+    return checkpoint_dir(output_dir) / f"checkpoint_epoch_{epoch + 1:05d}{tail}.pyth"
+
+
+def _position(name: str) -> tuple[int, int] | None:
+    """(epochs finished, steps of the next one) a checkpoint file name stands for."""
+    m = _NAME.match(name)
+    if not m:
+        return None
+    return (int(m.group(1)), 0) if m.group(2) is None else (int(m.group(1)) - 1, int(m.group(2)))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -77,18 +92,23 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler=None,
-                    global_step: int = 0) -> Path:
-    """Write a checkpoint atomically. `epoch` is the 0-based epoch just finished (PySlowFast's)."""
+                    global_step: int = 0, epoch_step: int = 0, rng_states=None) -> Path:
+    """Write a checkpoint atomically. `epoch` is the 0-based epoch just finished (PySlowFast's);
+    `epoch_step` > 0: that many steps of the next epoch are done too. `rng_states`: every rank's
+    `rng_state()`, by rank (this process's alone when not given)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rng_states = list(rng_states) if rng_states is not None else [rng_state()]
     state = {
         "model_state": unwrap(model).state_dict(),
         "optimizer_state": optimizer.state_dict(),
         "epoch": epoch,
         "cfg": cfg_dump,
         "scaler_state": scaler.state_dict() if scaler is not None else None,
-        "rng_state": rng_state(),
+        "rng_state": rng_states[0],
+        "rng_states": rng_states,
         "global_step": global_step,
+        "epoch_step": epoch_step,
     }
     for stale in path.parent.glob(_PARTIAL + "*"):  # left by a run killed while writing
         stale.unlink(missing_ok=True)
@@ -103,6 +123,10 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    here = _position(path.name)
+    for older in list_checkpoints(path.parent.parent):  # mid-epoch ones this one supersedes
+        if _NAME.match(older.name).group(2) and _position(older.name) < here:
+            older.unlink(missing_ok=True)
     return path
 
 
@@ -122,7 +146,7 @@ def list_checkpoints(output_dir) -> list[Path]:
     folder = checkpoint_dir(output_dir)
     if not folder.is_dir():
         return []
-    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+    found = sorted((pos, p) for p in folder.iterdir() if (pos := _position(p.name)))
     return [p for _, p in found]
 
 
@@ -136,13 +160,34 @@ def latest_good_checkpoint(output_dir) -> tuple[Path, dict] | None:
     return None
 
 
-def restore(state: dict, *, model, optimizer=None, scaler=None) -> int:
-    """Load a checkpoint of our own layout into the run; returns the epoch to start from."""
+def restore(state: dict, *, model, optimizer=None, scaler=None, rank: int = 0,
+            world_size: int = 1, log=None) -> tuple[int, int]:
+    """Load a checkpoint of our own layout into the run; returns (epoch, step) to start from.
+    Each rank takes its own RNG states back when the world size is the one saved."""
     unwrap(model).load_state_dict(state["model_state"], strict=True)
     if optimizer is not None and state.get("optimizer_state") is not None:
         optimizer.load_state_dict(state["optimizer_state"])
     if scaler is not None and state.get("scaler_state") is not None:
         scaler.load_state_dict(state["scaler_state"])
-    if state.get("rng_state") is not None:
+    states = state.get("rng_states") or []
+    if len(states) == world_size:
+        set_rng_state(states[rank])
+    elif state.get("rng_state") is not None:
+        if states and log is not None:
+            log(f"note: the checkpoint holds RNG states of {len(states)} rank(s) and this run has "
+                f"{world_size}: every rank takes rank 0's, so the run will not repeat the old one "
+                "bit for bit")
         set_rng_state(state["rng_state"])
-    return int(state.get("epoch", -1)) + 1
+    return int(state.get("epoch", -1)) + 1, int(state.get("epoch_step", 0))
+
+
+def gather_rng_states(world_size: int) -> list:
+    """Every rank's `rng_state()`, by rank; a collective, so every rank calls it."""
+    import torch.distributed as dist
+
+    mine = rng_state()
+    if world_size == 1 or not dist.is_initialized():
+        return [mine]
+    states = [None] * world_size
+    dist.all_gather_object(states, mine)
+    return states

@@ -3,7 +3,8 @@
 Under torchrun, mpirun, srun or qsub each process is one rank. Without a launcher,
 NUM_GPUS > 1 or --num_shards makes this process start its NUM_GPUS local workers itself
 (PySlowFast's launch_job), rank = SHARD_ID * NUM_GPUS + local. Exit status: 0, 2 (bad input),
-3 (non-finite loss, last good checkpoint kept), 1 (a worker crashed).
+3 (non-finite loss, last good checkpoint kept), 75 (stopped by SIGTERM/SIGUSR1/SIGUSR2 with a
+checkpoint: run it again to resume; `preempt.py`), 1 (a worker crashed).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from slowfast_dist.train import checkpoint as ckpt
 
 
 def guarded(fn, cfg, info=None) -> int:
-    """Run `fn(cfg)`; a non-finite loss ends the run with status 3, the last checkpoint kept."""
+    """Run `fn(cfg)`; a non-finite loss ends the run with status 3, the last checkpoint kept; a
+    stop signal with status 75 after a checkpoint."""
     from slowfast_dist.train.meters import NonFiniteLoss
+    from slowfast_dist.train.preempt import Preempted
 
     try:
         fn(cfg, info)
@@ -29,6 +32,10 @@ def guarded(fn, cfg, info=None) -> int:
         print(f"slowfast-dist: error: {err}; stopped, last good checkpoint kept in "
               f"{ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}", file=sys.stderr, flush=True)
         return 3
+    except Preempted as err:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"slowfast-dist: {err}", file=sys.stderr, flush=True)
+        return Preempted.exit_code
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -79,7 +86,8 @@ def _worker_main(info, fn, cfg) -> None:
 
 def launch(fn, cfg, env=None) -> int:
     """`train`/`test` under any layout; PySlowFast's `launch_job` when this process starts the
-    workers. Exit status: 0, 2 (bad input), 3 (non-finite loss), 1 (a worker crashed)."""
+    workers. Exit status: 0, 2 (bad input), 3 (non-finite loss), 75 (preempted, checkpoint
+    saved), 1 (a worker crashed)."""
     from slowfast_dist.dist.env import init_distributed
     from slowfast_dist.dist.spawn import WorkerFailed, spawn_local_workers
 
@@ -100,6 +108,8 @@ def launch(fn, cfg, env=None) -> int:
         spawn_local_workers(_worker_main, cfg.NUM_GPUS, cfg.NUM_SHARDS, cfg.SHARD_ID, init,
                             timeout_s=cfg.DIST.TIMEOUT_S, args=(fn, cfg))
     except WorkerFailed as err:
+        if err.exit_code == 75:  # the workers said why (rank 0's line); nothing failed
+            return 75
         print(f"slowfast-dist: error: {err}", file=sys.stderr, flush=True)
-        return err.exit_code if err.exit_code in (UserError.exit_code, 3) else 1
+        return err.exit_code if err.exit_code in (UserError.exit_code, 3, 75) else 1
     return 0

@@ -21,12 +21,14 @@ def to_device(batch: dict, device: torch.device):
 
 
 def train_one_epoch(model, loader, optimizer, *, epoch, lr_at, loss_fn, device, autocast,
-                    scaler, accum_steps, meter):
-    """One pass over this rank's shard. `lr_at(fractional_epoch)` gives the LR of every step."""
+                    scaler, accum_steps, meter, start_step=0):
+    """One pass over this rank's shard, from `start_step` (a resumed run). `lr_at(fractional
+    epoch)` gives the LR of every step. Stops early, at the end of an accumulation window, when
+    the ranks agreed to (a stop signal, `preempt.py`): the stats then say `stopped_at`."""
     model.train()
-    loader.set_epoch(epoch)
+    loader.set_epoch(epoch, start_step)
     steps = len(loader)
-    for step, batch in enumerate(meter.timed(loader, epoch)):
+    for step, batch in enumerate(meter.timed(loader, epoch, start_step), start=start_step):
         lr = lr_at(epoch + step / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -41,11 +43,16 @@ def train_one_epoch(model, loader, optimizer, *, epoch, lr_at, loss_fn, device, 
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         meter.step_done(epoch, step, loss.detach(), lr, inputs[0].shape[0])
-    return meter.epoch_done(epoch)
+        if last_micro and meter.stop_agreed and step + 1 < steps:
+            return {**meter.epoch_done(epoch), "stopped_at": step + 1}
+    return {**meter.epoch_done(epoch), "stopped_at": None}
 
 
-def fit(model, train_loader, optimizer, *, start_epoch, max_epoch, on_epoch_end, **step_args):
-    """Epochs from `start_epoch`; `on_epoch_end(epoch, stats)` checkpoints and evaluates."""
+def fit(model, train_loader, optimizer, *, start_epoch, max_epoch, on_epoch_end, start_step=0,
+        **step_args):
+    """Epochs from `start_epoch` (its step `start_step`); `on_epoch_end(epoch, stats)`
+    checkpoints, evaluates, and ends the run early when asked to."""
     for epoch in range(start_epoch, max_epoch):
-        stats = train_one_epoch(model, train_loader, optimizer, epoch=epoch, **step_args)
+        stats = train_one_epoch(model, train_loader, optimizer, epoch=epoch,
+                                start_step=start_step if epoch == start_epoch else 0, **step_args)
         on_epoch_end(epoch, stats)

@@ -9,7 +9,7 @@ No step waits for the device unless it logs. On a GPU every value read back to t
 blocking sync that also stops the CPU from queueing the next step, and a collective per step is a
 barrier. So the loss sum and the count of non-finite losses accumulate on the device, and every
 `log_period` steps (and at the end of an epoch) one all-reduce of [loss sum, non-finite count,
-skipped samples] is read back. A non-finite loss is therefore seen up to `log_period` steps late,
+skipped samples, stop requested] is read back (the last: a stop signal on any rank, `preempt.py`). A non-finite loss is therefore seen up to `log_period` steps late,
 named by the step range; no checkpoint is written inside an epoch, so the last good one is kept.
 Timings are per logging window: wall time between two reads, the host's data waits inside it.
 """
@@ -33,7 +33,10 @@ class NonFiniteLoss(RuntimeError):
 class StepMeter:
     def __init__(self, *, rank: int, world_size: int, device, log_period: int = 10,
                  writer=None, profiler=None, timers=None, stream=sys.stderr,
-                 train_flops_per_clip: float | None = None, peak_tflops: float | None = None):
+                 train_flops_per_clip: float | None = None, peak_tflops: float | None = None,
+                 stop_requested=None):
+        """`stop_requested`: a callable, true once this rank was asked to stop (a signal); at
+        the next logging step `stop_agreed` becomes true on every rank at once."""
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.timers = timers  # slowfast_dist.profiling.profiler.StepTimers, or None
         self.log_period = max(1, log_period)
@@ -42,6 +45,9 @@ class StepMeter:
         self.global_step = 0
         self.last_loss = math.nan
         self._steps = 0
+        self._first_step = 0  # the epoch's first step here: > 0 in an epoch resumed mid-way
+        self.stop_requested = stop_requested or (lambda: False)
+        self.stop_agreed = False
         self._reset()
 
     def _reset(self):
@@ -63,10 +69,11 @@ class StepMeter:
         # [sum of finite losses, non-finite count], on the device: adding to it never syncs
         self._acc = torch.zeros(2, dtype=torch.float32, device=self.device)
 
-    def timed(self, loader, epoch: int):
-        """Yield the loader's batches, timing the wait for each (and the epoch boundary)."""
+    def timed(self, loader, epoch: int, start_step: int = 0):
+        """Yield the loader's batches, timing the wait for each (and the epoch boundary).
+        `start_step`: the step the loader starts at (a resumed epoch)."""
         self._reset()
-        self._steps = len(loader)
+        self._steps, self._first_step = len(loader), start_step
         if self.timers is not None:
             self.timers.epoch_start()
         t_wait = time.perf_counter()
@@ -111,14 +118,16 @@ class StepMeter:
             torch.cuda.synchronize(self.device)  # the window's wall time includes its GPU work
         t_ready = time.perf_counter()
         packed = torch.cat([self._acc.double(), torch.tensor(
-            [float(self._window_skipped)], dtype=torch.float64, device=self.device)])
+            [float(self._window_skipped), float(self.stop_requested())], dtype=torch.float64,
+            device=self.device)])
         if self.world_size > 1:
             dist.all_reduce(packed)
-        loss_sum, bad, skipped = packed.tolist()
+        loss_sum, bad, skipped, stop = packed.tolist()
         end = time.perf_counter()
         self.skipped += int(skipped)
+        self.stop_agreed = self.stop_agreed or stop > 0
         if bad:
-            first = self._window_first_step + 1
+            first = self._first_step + self._window_first_step + 1
             where = f"step {first}" if first == step + 1 else f"steps {first}-{step + 1}"
             raise NonFiniteLoss(
                 f"non-finite loss in epoch {epoch + 1}, {where} of {self._steps} "

@@ -32,6 +32,7 @@ from slowfast_dist.train.finetune import finetune_from, read_pretrained
 from slowfast_dist.train.infer import gather_to_rank0, predict, score
 from slowfast_dist.train.loop import fit
 from slowfast_dist.train.meters import StepMeter
+from slowfast_dist.train.preempt import Preempted, StopSignals
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -311,11 +312,14 @@ def train(cfg, info=None) -> dict:
     fp16 = cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "fp16"
     scaler = torch.amp.GradScaler(run.device.type, enabled=fp16)
 
-    start_epoch = 0
+    start_epoch, start_step = 0, 0
     found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if found:  # auto-resume wins over TRAIN.CHECKPOINT_FILE_PATH, as in PySlowFast
-        start_epoch = ckpt.restore(found[1], model=run.model, optimizer=optimizer, scaler=scaler)
-        run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1})")
+        start_epoch, start_step = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
+                                               scaler=scaler, rank=run.rank,
+                                               world_size=run.world, log=run.log)
+        at = f", step {start_step + 1}" if start_step else ""
+        run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1}{at})")
     elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
         t = cfg.TRAIN
         start_epoch = finetune_from(read_pretrained(t.CHECKPOINT_FILE_PATH, t.CHECKPOINT_TYPE,
@@ -345,25 +349,45 @@ def train(cfg, info=None) -> dict:
         writer = SummaryWriter(cfg.TENSORBOARD.LOG_DIR or str(out / "tensorboard"))
         writer.add_scalar("train/base_lr", base_lr, 0)
     flops, peak = run.flops_and_peak()
+    stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
                       log_period=cfg.LOG_PERIOD, writer=writer, timers=timers,
-                      train_flops_per_clip=flops, peak_tflops=peak)
-    meter.global_step = start_epoch * len(train_loader)
+                      train_flops_per_clip=flops, peak_tflops=peak, stop_requested=stop)
+    meter.global_step = start_epoch * len(train_loader) + start_step
     test = {}
     last = {"mAP": None}
 
+    def save(epoch, step=0):
+        """Every rank hands in its RNG states; rank 0 writes (`step` > 0: inside `epoch`)."""
+        rng = ckpt.gather_rng_states(run.world)
+        if run.rank == 0:
+            path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch, step), model=model,
+                                        optimizer=optimizer, epoch=epoch - 1 if step else epoch,
+                                        cfg_dump=cfg.dump(), scaler=scaler, epoch_step=step,
+                                        global_step=meter.global_step, rng_states=rng)
+            run.log(f"checkpoint: {path}")
+        if run.world > 1:
+            dist.barrier()  # no rank goes on (or exits) before the checkpoint is on disk
+
     def on_epoch_end(epoch, stats):
+        final = epoch + 1 == s.MAX_EPOCH
+        if stats["stopped_at"]:
+            save(epoch, stats["stopped_at"])
+            raise Preempted(f"stopped on {stop.requested or 'a signal to another rank'} in "
+                            f"epoch {epoch + 1} after step {stats['stopped_at']} of "
+                            f"{len(train_loader)}; checkpoint saved, run the same command to "
+                            "resume")
         mfu = f" (MFU {stats['mfu']:.1%})" if stats["mfu"] is not None else ""
         run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f}, "
                 f"{stats['samples_per_s']:.1f} clips/s, {stats['samples_per_s_per_gpu']:.1f} "
                 f"clips/s per GPU{mfu}, boundary {stats['epoch_boundary_s']:.3f} s, "
                 f"skipped samples {stats['skipped_samples']}")
-        final = epoch + 1 == s.MAX_EPOCH
-        if run.rank == 0 and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final):
-            path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch), model=model,
-                                        optimizer=optimizer, epoch=epoch, cfg_dump=cfg.dump(),
-                                        scaler=scaler, global_step=meter.global_step)
-            run.log(f"checkpoint: {path}")
+        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final or meter.stop_agreed:
+            save(epoch)
+        if meter.stop_agreed and not final:
+            raise Preempted(f"stopped on {stop.requested or 'a signal to another rank'} at the "
+                            f"end of epoch {epoch + 1}; checkpoint saved, run the same command "
+                            "to resume")
         if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
@@ -371,14 +395,15 @@ def train(cfg, info=None) -> dict:
             if writer is not None:
                 writer.add_scalar("eval/mAP", last["mAP"], epoch + 1)
         if run.world > 1:
-            dist.barrier()  # no rank starts the next epoch before the checkpoint is on disk
+            dist.barrier()  # no rank starts the next epoch while rank 0 is still scoring
 
-    with maybe_profile(p.ENABLE, out, run.rank, p.WAIT, p.WARMUP, p.ACTIVE, p.REPEAT) as prof:
+    with stop, maybe_profile(p.ENABLE, out, run.rank, p.WAIT, p.WARMUP, p.ACTIVE,
+                             p.REPEAT) as prof:
         meter.profiler = prof
-        fit(model, train_loader, optimizer, start_epoch=start_epoch, max_epoch=s.MAX_EPOCH,
-            on_epoch_end=on_epoch_end, lr_at=lr_at, loss_fn=make_loss(cfg.MODEL.LOSS_FUNC),
-            device=run.device, autocast=run.autocast, scaler=scaler,
-            accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
+        fit(model, train_loader, optimizer, start_epoch=start_epoch, start_step=start_step,
+            max_epoch=s.MAX_EPOCH, on_epoch_end=on_epoch_end, lr_at=lr_at,
+            loss_fn=make_loss(cfg.MODEL.LOSS_FUNC), device=run.device, autocast=run.autocast,
+            scaler=scaler, accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
     meter.profiler = None
     write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
     if writer is not None:

@@ -1,0 +1,176 @@
+"""train/preempt.py and exact resume: a stop signal mid-epoch leaves a mid-epoch checkpoint and the
+relaunch ends bit-identical; so does a relaunch after `kill -9` of a rank. Real launchers, 2 gloo
+ranks with 2 persistent loader workers each, dropout on (per-rank RNG streams matter)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from slowfast_dist.data.synthetic import make_synthetic
+from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train.preempt import EXIT_CODE, StopSignals
+
+import support
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".venv", "bin")
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+STEPS = 7  # steps per epoch of the set below with 2 ranks x 2 clips
+RUN = ["SOLVER.MAX_EPOCH", "3", "TRAIN.EVAL_PERIOD", "0", "TRAIN.BATCH_SIZE", "2",
+       "DATA.TRAIN_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]",
+       "DATA_LOADER.NUM_WORKERS", "2", "DATA_LOADER.PERSISTENT_WORKERS", "True",
+       "MODEL.DROPOUT_RATE", "0.5", "LOG_PERIOD", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    make_synthetic(str(root), videos=6, seconds=6, seed=1, width=64, height=48)
+    return root
+
+
+def torchrun(data, out, *extra):
+    """2 ranks under torchrun in a session of their own (a scheduler signals the whole job)."""
+    cmd = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
+           "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
+           *support.opts_for(data, out, *RUN, *extra)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def run_until(proc, pattern, act):
+    """Read the output; call `act()` once at the first line matching `pattern`. Returns the
+    output and the seconds from `act` to the end of the process."""
+    lines, t_act = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if t_act is None and re.search(pattern, line):
+            t_act = time.time()
+            act()
+    proc.wait(timeout=300)
+    assert t_act is not None, "".join(lines)[-3000:]
+    return "".join(lines), time.time() - t_act
+
+
+def finish(proc):
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def final_weights(out):
+    return ckpt.read_checkpoint(ckpt.checkpoint_path(out, 2))["model_state"]
+
+
+def assert_bit_identical(a, b):
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    finish(torchrun(data, out))
+    return final_weights(out)
+
+
+def test_sigterm_mid_epoch_saves_within_30_s_and_the_relaunch_ends_bit_identical(
+        data, tmp_path, uninterrupted):
+    proc = torchrun(data, tmp_path)
+    # SIGTERM to every process of the job, as SLURM and Grid Engine do at a time limit
+    text, took = run_until(proc, rf"^epoch 2 \[.*\] 2/{STEPS} ",
+                           lambda: os.killpg(proc.pid, signal.SIGTERM))
+    assert took < 30, text[-2000:]
+    assert text.count("SIGTERM received: stopping") == 1  # rank 0 says it, once
+    m = re.search(r"stopped on SIGTERM in epoch 2 after step (\d) of 7; checkpoint saved", text)
+    assert m and text.count("stopped on SIGTERM") == 1, text[-3000:]
+    mid = ckpt.checkpoint_path(tmp_path, 1, int(m.group(1)))
+    assert ckpt.list_checkpoints(tmp_path)[-1] == mid and mid.exists()
+    state = ckpt.read_checkpoint(mid)
+    assert state["epoch"] == 0 and state["epoch_step"] == int(m.group(1))
+    assert len(state["rng_states"]) == 2
+    assert state["rng_states"][0]["python"] != state["rng_states"][1]["python"]  # each rank's
+
+    again = finish(torchrun(data, tmp_path))
+    assert f"resumed from {mid} (starting epoch 2, step {int(m.group(1)) + 1})" in again
+    assert_bit_identical(final_weights(tmp_path), uninterrupted)
+    # superseded by the end of epoch 2: gone, so PySlowFast's "last file" resume is right too
+    assert not mid.exists() and ckpt.list_checkpoints(tmp_path)[-1].name.endswith("03.pyth")
+
+
+def test_sigusr1_to_the_mpirun_script_stops_every_rank_with_75_and_it_resumes(
+        data, tmp_path, uninterrupted):
+    """What Grid Engine's -notify and SLURM's --signal do: USR1 to the job script, passed on by
+    launch/mpirun.sh to the real mpirun, by mpirun to the ranks."""
+    def script():
+        env = dict(ENV, CFG="configs/demo.yaml", NP="2", SFD_JOB_ID="j",
+                   LOG_DIR=str(tmp_path / "logs"), PATH=f"{BIN}:{os.environ['PATH']}")
+        return subprocess.Popen(["bash", "launch/mpirun.sh", *support.opts_for(data, tmp_path, *RUN)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    def rank0_log():
+        logs = list((tmp_path / "logs" / "j").glob("*.rank0.log"))
+        return logs[0].read_text() if logs else ""
+
+    proc = script()
+    deadline = time.time() + 240
+    while not re.search(rf"^epoch 2 \[.*\] 2/{STEPS} ", rank0_log(), re.M):
+        assert proc.poll() is None and time.time() < deadline, rank0_log()[-3000:]
+        time.sleep(0.1)
+    t0 = time.time()
+    proc.send_signal(signal.SIGUSR1)  # the script's bash only
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_CODE and time.time() - t0 < 30, text + rank0_log()[-3000:]
+    assert "launch: stopped on a signal after a checkpoint" in text
+    assert "stopped on SIGUSR1 in epoch 2" in rank0_log()
+    assert ckpt.list_checkpoints(tmp_path)[-1].name.startswith("checkpoint_epoch_00002_step_")
+    again = script()
+    text, _ = again.communicate(timeout=240)
+    assert again.returncode == 0, text + rank0_log()[-3000:]
+    assert_bit_identical(final_weights(tmp_path), uninterrupted)
+
+
+def _rank_pid(parent: int, rank: int) -> int:
+    """The pid of the process with RANK=rank among `parent`'s children."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and f"RANK={rank}".encode() in env:
+            return int(pid)
+    raise AssertionError(f"no child of {parent} with RANK={rank}")
+
+
+def test_kill_9_of_a_rank_mid_epoch_then_relaunch_ends_bit_identical(data, tmp_path,
+                                                                       uninterrupted):
+    opts = ("TRAIN.CHECKPOINT_PERIOD", "1")
+    proc = torchrun(data, tmp_path, *opts)
+    text, took = run_until(proc, rf"^epoch 2 \[.*\] 3/{STEPS} ",
+                           lambda: os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL))
+    assert proc.returncode != 0 and took < 60, text[-2000:]
+    assert ckpt.list_checkpoints(tmp_path)[-1] == ckpt.checkpoint_path(tmp_path, 0)
+    again = finish(torchrun(data, tmp_path, *opts))
+    assert "(starting epoch 2)" in again
+    assert_bit_identical(final_weights(tmp_path), uninterrupted)
+
+
+def test_a_signal_is_noted_not_fatal_and_the_handlers_come_back():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals(announce=False) as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert stop() and stop.requested == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert EXIT_CODE == 75
