@@ -143,12 +143,26 @@ class EpochLoader:
 
 
 def _worker_init(_worker_id):
-    """Loader workers leave the stop signals to their rank's main process, which checkpoints
-    and then ends them (by default SIGTERM would kill a worker mid-batch and the rank with it)."""
+    """Loader workers leave the stop signals to their rank's main process, which checkpoints and
+    then ends them: SIGUSR1/SIGUSR2 are ignored, and SIGTERM ends a worker only when its parent
+    sends it (multiprocessing's clean-up), not when a scheduler signals every process of the job
+    (a worker killed mid-batch would take the rank down before it could checkpoint)."""
+    import os
     import signal
+    import threading
 
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later too
+
+    def wait_for_sigterm():
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=wait_for_sigterm, daemon=True, name="sigterm-from-parent").start()
 
 
 def collate_detection_or_default(samples, batch_transform=None):

@@ -10,6 +10,7 @@ checkpoint: run it again to resume; `preempt.py`), 1 (a worker crashed).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 
@@ -36,10 +37,31 @@ def guarded(fn, cfg, info=None) -> int:
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"slowfast-dist: {err}", file=sys.stderr, flush=True)
         return Preempted.exit_code
+    except RuntimeError as err:
+        _collective_failed(err)  # a rank that stopped answering: named, and no hang at exit
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _collective_failed(err: RuntimeError) -> None:
+    """A collective that timed out or lost its peer: name the rank that went silent (the
+    heartbeat's view), in one line instead of a traceback per rank, and end this process at once:
+    an orderly exit could wait on the silent rank (MPI_Finalize, a barrier in clean-up)."""
+    from slowfast_dist.dist import heartbeat
+
+    hb = heartbeat.current()
+    text = " ".join(str(err).split())
+    if hb is None or not isinstance(err, dist.DistError) and not re.search(
+            r"gloo|nccl|[Tt]imed out|timeout|Connection (closed|reset)|peer", text):
+        return
+    silent = hb.describe_stalled()
+    what = silent or "no rank missed a heartbeat (rank 0 may have stopped; see its log)"
+    print(f"slowfast-dist: error: rank {hb.rank}: a collective failed ({text[:160]}); {what}",
+          file=sys.stderr, flush=True)
+    os._exit(heartbeat.EXIT_CODE)
 
 
 # ---- PySlowFast's one-process-per-node layout ----------------------------------------------

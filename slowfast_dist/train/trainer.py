@@ -118,6 +118,12 @@ class Run:
                                              timeout_s=cfg.DIST.TIMEOUT_S,
                                              dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE)
         self.rank, self.world = self.info.rank, self.info.world_size
+        self.heartbeat = None
+        if self.world > 1 and not self.dry_run:  # names a rank that hangs or dies (dist/)
+            from slowfast_dist.dist.heartbeat import Heartbeat
+
+            self.heartbeat = Heartbeat(dist.distributed_c10d._get_default_store(), self.rank,
+                                       self.world, cfg.DIST.TIMEOUT_S).start()
         self.device = torch.device(self.info.device)
         if self.device.type == "cuda":
             # the clip shapes are fixed within a run: let cuDNN pick the fastest 3D convolutions
@@ -256,6 +262,11 @@ class Run:
             (self.out / f"map_{tag}.json").write_text(json.dumps(result, indent=1))
             self.log(f"[{tag}] mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
+
+    def finish(self) -> None:
+        """This rank is done: the others' watchers stop expecting its heartbeat."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def summary(self, last_loss: float, map_: float | None) -> dict:
         s = {"nodes": len(set(self.hosts)), "ranks": self.world,
@@ -408,6 +419,7 @@ def train(cfg, info=None) -> dict:
     write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
     if writer is not None:
         writer.close()
+    run.finish()
     return run.summary(meter.last_loss, last["mAP"])
 
 
@@ -431,4 +443,5 @@ def test(cfg, info=None) -> dict:
         run.log(f"testing {found[0]}")
     dataset, loader, _ = run.loader("test")
     map_ = run.evaluate(run.model, dataset, loader, "test")
+    run.finish()
     return run.summary(None, map_)
