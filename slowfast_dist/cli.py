@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except UserError as err:
-        print(f"slowfast-dist {name}: error: {err}", file=sys.stderr)
+        from slowfast_dist.dist.failure import say_once
+
+        say_once(f"slowfast-dist {name}: error: {err}", err.exit_code)  # once, not per rank
         return err.exit_code
     except KeyboardInterrupt:
         print(f"slowfast-dist {name}: interrupted", file=sys.stderr)

@@ -195,3 +195,24 @@ def test_sge_pe_two_slots_real_trainer(sge, tmp_path, overrides):
     assert re.search(r"(?m)^failed\s+0\s*$", acct) and re.search(r"(?m)^exit_status\s+0\s*$", acct), \
         acct + out + sge.logs()
     _check_real_run(tmp_path / "out", tmp_path / "logs" / job, 2, out)
+
+
+def test_torchrun_script_says_a_user_error_once_and_keeps_its_exit_status(tmp_path, overrides):
+    """Both ranks meet the same missing file after the process group is up: one line, and the
+    script exits 2 although torchrun itself exits 1 (read back from torchrun's error file)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = _env(tmp_path, CFG=str(ROOT / "configs" / "demo.yaml"), NPROC="2", MASTER_PORT=str(port))
+    bad = [*overrides, "AVA.FRAME_LIST_DIR", str(tmp_path / "no_lists")]
+    p = subprocess.run(["bash", "launch/torchrun.sh", *bad], cwd=ROOT, timeout=240, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2, p.stdout + p.stderr
+    logs = "".join(f.read_text() for f in (tmp_path / "logs").rglob("*.log"))
+    said = [l for l in logs.splitlines() if "no_lists" in l and "slowfast-dist: error:" in l]
+    assert len(said) == 1, logs  # the ranks' own output: once
+    # torchrun's own summary shows that line as the root cause, with the real status
+    assert re.search(r"exitcode\s*: 2 .*\n.*\n\s*traceback : slowfast-dist: error: .*no_lists",
+                     p.stderr), p.stderr

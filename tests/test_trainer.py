@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -331,7 +332,9 @@ def _train_worker(rank, port, cfg):
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    launch.guarded(trainer.train, cfg)
+    code = launch.guarded(trainer.train, cfg)
+    if code:
+        sys.exit(code)
 
 
 def _two_rank_params(data, out, *opts):
@@ -359,7 +362,9 @@ def test_fp16_compression_and_bucket_views_change_the_wire_not_the_training(data
     assert all(r["allreduce_s"] > 0 for r in summary["ranks"])
 
 
-def test_bf16_compression_on_gloo_is_a_clear_error(data, tmp_path):
+def test_bf16_compression_on_gloo_is_a_clear_error(data, tmp_path, capfd):
     cfg = cfg_for(data, tmp_path, "TRAIN.BATCH_SIZE", "2", "DDP.COMM_HOOK", "bf16")
-    with pytest.raises(mp.ProcessRaisedException, match="DDP.COMM_HOOK bf16 needs the nccl"):
+    with pytest.raises(mp.ProcessExitedException) as failed:
         mp.spawn(_train_worker, args=(free_port(), cfg), nprocs=2)
+    assert failed.value.exit_code == 2
+    assert "DDP.COMM_HOOK bf16 needs the nccl" in capfd.readouterr().err

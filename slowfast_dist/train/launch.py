@@ -21,21 +21,29 @@ from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 
 
-def guarded(fn, cfg, info=None) -> int:
-    """Run `fn(cfg)`; a non-finite loss ends the run with status 3, the last checkpoint kept; a
-    stop signal with status 75 after a checkpoint."""
+def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
+    """Run `fn(cfg)`; a user error ends the run with status 2, said once for the job; a
+    non-finite loss with status 3, the last checkpoint kept; a stop signal with status 75 after a
+    checkpoint. (Spawned workers leave user errors to their parent: `report_user_errors`.)"""
+    from slowfast_dist.dist.failure import record_for_torchrun, say_once
     from slowfast_dist.train.meters import NonFiniteLoss
     from slowfast_dist.train.preempt import Preempted
 
     try:
         fn(cfg, info)
+    except UserError as err:
+        if not report_user_errors:
+            raise
+        say_once(f"slowfast-dist: error: {err}", UserError.exit_code)
+        return UserError.exit_code
     except NonFiniteLoss as err:
-        print(f"slowfast-dist: error: {err}; stopped, last good checkpoint kept in "
-              f"{ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}", file=sys.stderr, flush=True)
+        say_once(f"slowfast-dist: error: {err}; stopped, last good checkpoint kept in "
+                 f"{ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}", 3)
         return 3
     except Preempted as err:
         if not dist.is_initialized() or dist.get_rank() == 0:
             print(f"slowfast-dist: {err}", file=sys.stderr, flush=True)
+        record_for_torchrun(f"slowfast-dist: {err}", Preempted.exit_code)
         return Preempted.exit_code
     except RuntimeError as err:
         _collective_failed(err)  # a rank that stopped answering: named, and no hang at exit
@@ -51,6 +59,7 @@ def _collective_failed(err: RuntimeError) -> None:
     heartbeat's view), in one line instead of a traceback per rank, and end this process at once:
     an orderly exit could wait on the silent rank (MPI_Finalize, a barrier in clean-up)."""
     from slowfast_dist.dist import heartbeat
+    from slowfast_dist.dist.failure import record_for_torchrun
 
     hb = heartbeat.current()
     text = " ".join(str(err).split())
@@ -59,8 +68,9 @@ def _collective_failed(err: RuntimeError) -> None:
         return
     silent = hb.describe_stalled()
     what = silent or "no rank missed a heartbeat (rank 0 may have stopped; see its log)"
-    print(f"slowfast-dist: error: rank {hb.rank}: a collective failed ({text[:160]}); {what}",
-          file=sys.stderr, flush=True)
+    message = f"slowfast-dist: error: rank {hb.rank}: a collective failed ({text[:160]}); {what}"
+    print(message, file=sys.stderr, flush=True)
+    record_for_torchrun(message, heartbeat.EXIT_CODE)
     os._exit(heartbeat.EXIT_CODE)
 
 
@@ -101,7 +111,7 @@ def rendezvous_for_local_workers(*, num_gpus: int, num_shards: int, shard_id: in
 
 
 def _worker_main(info, fn, cfg) -> None:
-    code = guarded(fn, cfg, info)
+    code = guarded(fn, cfg, info, report_user_errors=False)
     if code:
         sys.exit(code)
 
