@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from slowfast_dist.config import load_config
+from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 from slowfast_dist.train import launch, trainer
 from slowfast_dist.train.loop import train_one_epoch
@@ -172,6 +173,32 @@ def test_damaged_checkpoint_is_refused_and_the_previous_one_used(tmp_path, capsy
     path, state = ckpt.latest_good_checkpoint(tmp_path)
     assert path == ckpt.checkpoint_path(tmp_path, 0) and state["epoch"] == 0
     assert "skipping damaged checkpoint" in capsys.readouterr().err
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in (0, 1):
+        path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, epoch), model=model,
+                                    optimizer=opt, epoch=epoch, cfg_dump="")
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match=r"checkpoints: all 2 checkpoint\(s\) are damaged .*"
+                                        r"TRAIN.AUTO_RESUME False"):
+        ckpt.latest_good_checkpoint(tmp_path)
+    assert ckpt.latest_good_checkpoint(tmp_path / "empty") is None
+
+
+def test_a_checkpoint_of_another_model_is_one_line_naming_file_and_key(tmp_path):
+    small, big = torch.nn.Linear(3, 2), torch.nn.Linear(3, 5)
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 0), model=small,
+                                optimizer=torch.optim.SGD(small.parameters(), lr=0.1),
+                                epoch=0, cfg_dump="")
+    state = ckpt.read_checkpoint(path)
+    with pytest.raises(UserError) as err:
+        ckpt.restore(state, model=big, path=path)
+    assert str(err.value).startswith(f"{path}: made by another model config (weight has shape "
+                                     "[2, 3] in the file, [5, 3] in this model)")
+    assert "\n" not in str(err.value)
 
 
 def test_flipped_byte_in_the_weights_is_refused(tmp_path):

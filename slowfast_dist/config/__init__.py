@@ -10,7 +10,6 @@ import ast
 import difflib
 import os
 import re
-import tempfile
 import warnings
 from functools import lru_cache
 
@@ -180,14 +179,6 @@ def cfg_ignored_keys(cfg: CfgNode) -> tuple[str, ...]:
 
 def dump_config(cfg: CfgNode, path: str) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename in the same dir)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".cfg-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(cfg.dump())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from slowfast_dist.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(cfg.dump().encode()), prefix=".cfg-", fsync=False)

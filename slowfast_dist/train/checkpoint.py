@@ -22,13 +22,13 @@ import os
 import random
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from slowfast_dist.errors import UserError
+from slowfast_dist.files import atomic_write
 
 _NAME = re.compile(r"^checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth$")
 _PARTIAL = ".partial_"
@@ -97,7 +97,6 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
     `epoch_step` > 0: that many steps of the next epoch are done too. `rng_states`: every rank's
     `rng_state()`, by rank (this process's alone when not given)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng_states = list(rng_states) if rng_states is not None else [rng_state()]
     state = {
         "model_state": unwrap(model).state_dict(),
@@ -112,17 +111,8 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
     }
     for stale in path.parent.glob(_PARTIAL + "*"):  # left by a run killed while writing
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_PARTIAL + path.stem.replace("checkpoint_", "") + ".",
-                               suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f),
+                 prefix=_PARTIAL + path.stem.replace("checkpoint_", "") + ".")
     here = _position(path.name)
     for older in list_checkpoints(path.parent.parent):  # mid-epoch ones this one supersedes
         if _NAME.match(older.name).group(2) and _position(older.name) < here:
@@ -151,20 +141,51 @@ def list_checkpoints(output_dir) -> list[Path]:
 
 
 def latest_good_checkpoint(output_dir) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; damaged newer ones are reported and passed over."""
-    for path in reversed(list_checkpoints(output_dir)):
+    """The newest checkpoint that loads; damaged newer ones are reported and passed over. None
+    when there is none; a UserError when there are some and every one is damaged (starting over
+    silently would throw away a run: TRAIN.AUTO_RESUME False is how to ask for that)."""
+    found = list_checkpoints(output_dir)
+    for path in reversed(found):
         try:
             return path, read_checkpoint(path)
         except UserError as err:
             print(f"warning: skipping damaged checkpoint: {err}", file=sys.stderr)
+    if found:
+        raise UserError(f"{checkpoint_dir(output_dir)}: all {len(found)} checkpoint(s) are "
+                        "damaged (see the warnings above); move them away, or set "
+                        "TRAIN.AUTO_RESUME False, to start over")
     return None
 
 
+def load_weights(model, saved: dict, path=None) -> None:
+    """Our checkpoint's `model_state` into `model`, strictly; one that does not fit is a
+    UserError naming the file and the first key that differs (not torch's line per tensor)."""
+    bare = unwrap(model)
+    mismatch = _first_mismatch(bare.state_dict(), saved)
+    if mismatch:
+        raise UserError(f"{path or 'checkpoint'}: made by another model config ({mismatch}); "
+                        "use the config that wrote it, or another OUTPUT_DIR")
+    bare.load_state_dict(saved, strict=True)
+
+
+def _first_mismatch(model_state: dict, saved: dict) -> str | None:
+    """The first key where a checkpoint does not fit the model, said in a few words."""
+    for key, value in model_state.items():
+        if key not in saved:
+            return f"{key} is missing from the file"
+        if tuple(saved[key].shape) != tuple(value.shape):
+            return (f"{key} has shape {list(saved[key].shape)} in the file, "
+                    f"{list(value.shape)} in this model")
+    extra = [k for k in saved if k not in model_state]
+    return f"{extra[0]} in the file is not in this model" if extra else None
+
+
 def restore(state: dict, *, model, optimizer=None, scaler=None, rank: int = 0,
-            world_size: int = 1, log=None) -> tuple[int, int]:
+            world_size: int = 1, log=None, path=None) -> tuple[int, int]:
     """Load a checkpoint of our own layout into the run; returns (epoch, step) to start from.
-    Each rank takes its own RNG states back when the world size is the one saved."""
-    unwrap(model).load_state_dict(state["model_state"], strict=True)
+    Each rank takes its own RNG states back when the world size is the one saved. A checkpoint
+    of another model is a UserError naming `path` and the first key that does not fit."""
+    load_weights(model, state["model_state"], path)
     if optimizer is not None and state.get("optimizer_state") is not None:
         optimizer.load_state_dict(state["optimizer_state"])
     if scaler is not None and state.get("scaler_state") is not None:

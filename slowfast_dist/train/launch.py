@@ -45,6 +45,14 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
             print(f"slowfast-dist: {err}", file=sys.stderr, flush=True)
         record_for_torchrun(f"slowfast-dist: {err}", Preempted.exit_code)
         return Preempted.exit_code
+    except OSError as err:  # a full disk, a read-only OUTPUT_DIR: one line naming the path
+        from slowfast_dist.files import user_error_for
+
+        said = user_error_for(err)
+        if said is None:
+            raise
+        say_once(f"slowfast-dist: error: {said}", UserError.exit_code)
+        return UserError.exit_code
     except RuntimeError as err:
         _collective_failed(err)  # a rank that stopped answering: named, and no hang at exit
         raise

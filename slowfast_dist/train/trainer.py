@@ -328,7 +328,7 @@ def train(cfg, info=None) -> dict:
     if found:  # auto-resume wins over TRAIN.CHECKPOINT_FILE_PATH, as in PySlowFast
         start_epoch, start_step = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
                                                scaler=scaler, rank=run.rank,
-                                               world_size=run.world, log=run.log)
+                                               world_size=run.world, log=run.log, path=found[0])
         at = f", step {start_step + 1}" if start_step else ""
         run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1}{at})")
     elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
@@ -439,7 +439,7 @@ def test(cfg, info=None) -> dict:
         if not found:
             raise UserError(f"{ckpt.checkpoint_dir(run.out)}: no checkpoint to test "
                             "(set TEST.CHECKPOINT_FILE_PATH)")
-        ckpt.unwrap(run.model).load_state_dict(found[1]["model_state"])
+        ckpt.load_weights(run.model, found[1]["model_state"], found[0])
         run.log(f"testing {found[0]}")
     dataset, loader, _ = run.loader("test")
     map_ = run.evaluate(run.model, dataset, loader, "test")
