@@ -37,3 +37,28 @@ def test_file_that_is_not_utf8_exit_2_naming_the_line(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2 and "det.csv:2: not UTF-8 text" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_huge_field_is_one_line_naming_file_line_in_bounded_memory(tmp_path):
+    """A 64 MB line (a broken export, a binary file): `file:line`, exit 2, and the peak memory
+    stays near twice the file (it was over 6x, with a csv traceback)."""
+    files = _files(tmp_path)
+    huge = "v,0903," + "x" * (64 << 20) + ",0,0.5,0.5,1,0.9\n"
+    (tmp_path / "det.csv").write_text("v,0902,0,0,0.5,0.5,1,0.9\n" + huge)
+    # VmHWM: this process's peak (ru_maxrss would include the forking pytest's)
+    code = ("import re, sys; from slowfast_dist.cli import main; rc = main(sys.argv[1:]); "
+            "print(int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1]) "
+            "// 1024); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, "ava-eval", *files], capture_output=True,
+                       text=True)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().endswith("det.csv:2: line longer than 65536 characters (not a box "
+                                     "CSV row)") and p.stderr.count("\n") == 1, p.stderr
+    assert int(p.stdout) < 64 * 3 + 80, f"peak {p.stdout} MB for a 64 MB line"
+
+
+def test_a_broken_quote_is_one_line_naming_file_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "ava-eval",
+                        *_files(tmp_path, det='v,0902,0,0,0.5,0.5,1,0.9\nv,0902,"0,0,0.5\n')],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "det.csv:" in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -5,11 +5,11 @@ keyframe = (sec - 900) * 30, boxes grouped per (video, sec) with their label ids
 (CSV row with a score) is kept only when score >= the detection threshold; an empty label
 column means "no label" (-1) and adds no label id.
 """
-import csv
 import os
 from collections import defaultdict
 
 from slowfast_dist.errors import UserError, where
+from slowfast_dist.eval.ava_map import csv_rows
 
 FPS = 30
 AVA_VALID_SECONDS = range(902, 1799)
@@ -66,36 +66,35 @@ def read_box_csvs(paths, gt_paths=(), detect_thresh=0.0, full_test_on_val=True,
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{where(path)}: annotation file not found")
-        with open(path) as f:
-            for lineno, row in enumerate(csv.reader(f), 1):
-                if not row:
-                    continue
-                if len(row) not in (7, 8):
-                    raise UserError(f"{where(path, lineno)}: expected 7 or 8 columns, got {len(row)}")
-                try:
-                    vid, sec = row[0], int(row[1])
-                    box = [float(v) for v in row[2:6]]
-                    label = -1 if row[6] == "" else int(row[6])
-                    score = float(row[7]) if len(row) == 8 and path not in gt_paths else None
-                except ValueError as e:
-                    raise UserError(f"{where(path, lineno)}: {e}") from None
-                if label != -1 and (label < 1 or (num_classes and label > num_classes)):
-                    raise UserError(f"{where(path, lineno)}: label id {label} outside "
-                                    f"1..{num_classes or 'inf'} (MODEL.NUM_CLASSES)")
-                if score is not None and score < detect_thresh:
-                    continue
-                if is_val and not full_test_on_val and sec % 4 != 0:
-                    continue  # PySlowFast evaluates every 4th second unless FULL_TEST_ON_VAL
-                if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-                    if bad is not None:
-                        bad.append(f"{where(path, lineno)}: box {row[2:6]} outside [0,1] or "
-                                   "inverted; keyframe skipped")
-                    dropped.add((vid, sec))
-                    continue
-                key = ",".join(row[2:6])
-                entry = out[vid][sec].setdefault(key, [box, []])
-                if label != -1:
-                    entry[1].append(label)
+        for lineno, row in csv_rows(path, "annotation CSV"):
+            if not row:
+                continue
+            if len(row) not in (7, 8):
+                raise UserError(f"{where(path, lineno)}: expected 7 or 8 columns, got {len(row)}")
+            try:
+                vid, sec = row[0], int(row[1])
+                box = [float(v) for v in row[2:6]]
+                label = -1 if row[6] == "" else int(row[6])
+                score = float(row[7]) if len(row) == 8 and path not in gt_paths else None
+            except ValueError as e:
+                raise UserError(f"{where(path, lineno)}: {e}") from None
+            if label != -1 and (label < 1 or (num_classes and label > num_classes)):
+                raise UserError(f"{where(path, lineno)}: label id {label} outside "
+                                f"1..{num_classes or 'inf'} (MODEL.NUM_CLASSES)")
+            if score is not None and score < detect_thresh:
+                continue
+            if is_val and not full_test_on_val and sec % 4 != 0:
+                continue  # PySlowFast evaluates every 4th second unless FULL_TEST_ON_VAL
+            if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
+                if bad is not None:
+                    bad.append(f"{where(path, lineno)}: box {row[2:6]} outside [0,1] or "
+                               "inverted; keyframe skipped")
+                dropped.add((vid, sec))
+                continue
+            key = ",".join(row[2:6])
+            entry = out[vid][sec].setdefault(key, [box, []])
+            if label != -1:
+                entry[1].append(label)
     return {v: {s: list(d.values()) for s, d in secs.items() if (v, s) not in dropped}
             for v, secs in out.items()}
 

@@ -56,6 +56,42 @@ def _open_text(path, what, newline=None):
         raise UserError(f"{where(path, line)}: not UTF-8 text ({what})") from None
 
 
+MAX_LINE = 1 << 16  # characters; an AVA row is under 100, a label map line under 200
+
+
+def csv_rows(path, what):
+    """(line number, row) of a CSV file, streamed a line at a time: a line longer than MAX_LINE,
+    bytes that are not UTF-8 or a malformed quote are a UserError naming file:line, read in
+    memory bounded by MAX_LINE (a 1 GB line is not read whole)."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UserError(f"{path}: cannot open {what} ({e.strerror})") from None
+    n = 0
+
+    def lines():
+        nonlocal n
+        while True:
+            raw = f.readline(MAX_LINE + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                raise UserError(f"{where(path, n)}: line longer than {MAX_LINE} characters "
+                                f"(not a {what} row)")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{where(path, n)}: not UTF-8 text ({what})") from None
+
+    with f:
+        try:
+            for row in csv.reader(lines()):
+                yield n, row
+        except csv.Error as e:
+            raise UserError(f"{where(path, n)}: {e} ({what})") from None
+
+
 def read_label_map(path):
     """Return [(id, name), ...] in file order, parsed line by line as the official tool does.
 
@@ -101,29 +137,28 @@ def read_boxes(path, with_score, whitelist=None):
     if fast is not None:
         return fast
     keys, boxes, ids, scores, lines = [], [], [], [], []
-    with _open_text(path, "box CSV", newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            ok = len(row) == 8 if with_score else len(row) in (7, 8)
-            if not ok:
-                raise UserError(f"{where(path, n)}: expected {'8' if with_score else '7 or 8'} "
-                                f"columns, got {len(row)}")
-            keys.append(_frame_key(path, n, row[0], row[1]))
+    for n, row in csv_rows(path, "box CSV"):
+        ok = len(row) == 8 if with_score else len(row) in (7, 8)
+        if not ok:
+            raise UserError(f"{where(path, n)}: expected {'8' if with_score else '7 or 8'} "
+                            f"columns, got {len(row)}")
+        keys.append(_frame_key(path, n, row[0], row[1]))
+        try:
+            boxes.append([float(v) for v in row[2:6]])
+        except ValueError:
+            raise UserError(f"{where(path, n)}: box coordinates must be numbers") from None
+        try:
+            ids.append(int(row[6]))
+        except ValueError:
+            raise UserError(f"{where(path, n)}: action id {row[6]!r} is not an integer") from None
+        if with_score:
             try:
-                boxes.append([float(v) for v in row[2:6]])
+                scores.append(float(row[7]))
             except ValueError:
-                raise UserError(f"{where(path, n)}: box coordinates must be numbers") from None
-            try:
-                ids.append(int(row[6]))
-            except ValueError:
-                raise UserError(f"{where(path, n)}: action id {row[6]!r} is not an integer") from None
-            if with_score:
-                try:
-                    scores.append(float(row[7]))
-                except ValueError:
-                    if whitelist is None or ids[-1] in whitelist:
-                        raise UserError(f"{where(path, n)}: score {row[7]!r} is not a number") from None
-                    scores.append(float("nan"))
-            lines.append(n)
+                if whitelist is None or ids[-1] in whitelist:
+                    raise UserError(f"{where(path, n)}: score {row[7]!r} is not a number") from None
+                scores.append(float("nan"))
+        lines.append(n)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores if with_score else [1.0] * len(keys), dtype=np.float64)
     return keys, b, np.asarray(ids, dtype=np.int64), s, np.asarray(lines, dtype=np.int64)
@@ -141,8 +176,8 @@ def _read_boxes_fast(path, with_score):
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if not lines:
-        return None
+    if not lines or max(map(len, lines)) > MAX_LINE:
+        return None  # the streamed reader names the line
     rows = [ln.split(",") for ln in lines]
     widths = {len(r) for r in rows}
     if widths - ({8} if with_score else {7, 8}):
@@ -162,13 +197,12 @@ def _read_boxes_fast(path, with_score):
 
 def read_exclusions(path):
     out = set()
-    with _open_text(path, "exclusions", newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row:  # blank line, e.g. a trailing newline
-                continue
-            if len(row) != 2:
-                raise UserError(f"{where(path, n)}: expected 2 columns (video,sec), got {len(row)}")
-            out.add(_frame_key(path, n, row[0], row[1]))
+    for n, row in csv_rows(path, "exclusions"):
+        if not row:  # blank line, e.g. a trailing newline
+            continue
+        if len(row) != 2:
+            raise UserError(f"{where(path, n)}: expected 2 columns (video,sec), got {len(row)}")
+        out.add(_frame_key(path, n, row[0], row[1]))
     return out
 
 
