@@ -87,3 +87,18 @@ def _has_bool_index(args) -> bool:
 
     indices = args[1] if len(args) > 1 else ()
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (indices or ()))
+
+
+def record_figures(test: str, **figures) -> None:
+    """Fault tests measure what README's Reliability table quotes: with SFD_FIGURES_JSON set
+    (benchmarks/faults.py sets it), their figures are added to that JSON file."""
+    import json
+    import os
+
+    path = os.environ.get("SFD_FIGURES_JSON")
+    if not path:
+        return
+    data = json.load(open(path)) if os.path.exists(path) else {}
+    data[test] = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)

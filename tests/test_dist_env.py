@@ -46,12 +46,25 @@ def test_detect_slurm():
         (6, 8, 2, 4, "gpu-a07", "slurm")
 
 
-def test_slurm_port_follows_the_job_id():
-    # Two jobs sharing a node must not both listen on one port.
+def test_slurm_ports_cannot_collide_between_jobs(tmp_path):
+    """Rank 0 of each job takes a free port and leaves it under OUTPUT_DIR for the others: two
+    jobs whose ids differ by 1000 (they collided with the job-id port) get different ports."""
+    from slowfast_dist.dist.env import slurm_rendezvous_port
+
     env = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n1"}
-    ports = {world_info_from_env(dict(env, SLURM_JOB_ID=j)).master_port for j in ("1041", "1042")}
-    assert len(ports) == 2 and all(29500 <= p < 30500 for p in ports)
+    assert world_info_from_env(dict(env, SLURM_JOB_ID="7")).master_port is None
     assert world_info_from_env(dict(env, SLURM_JOB_ID="7", MASTER_PORT="1234")).master_port == 1234
+    ports = {}
+    for job in ("1041", "2041"):
+        e = dict(env, SLURM_JOB_ID=job, SLURM_STEP_ID="0")
+        held = socket.socket()  # rank 0's store would hold its port while the next job starts
+        ports[job] = slurm_rendezvous_port(0, e, str(tmp_path), 5)
+        held.bind(("", ports[job]))
+        assert slurm_rendezvous_port(1, e, str(tmp_path), 5) == ports[job]  # what rank 1 reads
+    assert ports["1041"] != ports["2041"]
+    with pytest.raises(UserError, match=r"slurm-9.0.0.port: rank 1 waited 0.5 s for rank 0's "
+                                        r"master port; OUTPUT_DIR must be on a file system"):
+        slurm_rendezvous_port(1, dict(env, SLURM_JOB_ID="9", SLURM_STEP_ID="0"), str(tmp_path), 0.5)
 
 
 def test_mpi4py_of_another_mpi_is_a_clear_error():

@@ -110,8 +110,12 @@ def test_sigstop_of_a_rank_under_torchrun_ends_the_job_within_90_s_naming_it(dat
     took = _stop_rank_and_time_the_end(proc, victim, lines)
     text = "".join(lines)
     assert took < 90, text[-3000:]
-    named = [l for l in lines if f"rank 1 (host" in l and f"pid {victim}) stopped answering" in l]
-    assert len(named) == 1, text[-3000:]
+    named = [l for l in lines if l.startswith("slowfast-dist: error: rank 0") and
+             f"rank 1 (host" in l and f"pid {victim}) stopped answering" in l]
+    assert len(named) == 1, text[-3000:]  # said once by the rank that saw it ...
+    assert re.search(rf"traceback : slowfast-dist: error: rank 0: .*pid {victim}\) stopped "
+                     "answering", text)  # ... and shown by torchrun for rank 0's failure
+    support.record_figures("sigstop_torchrun", timeout_s=30, stop_to_all_gone_s=took)
 
 
 def test_sigstop_of_a_rank_under_mpirun_ends_the_job_within_90_s_naming_it(data, tmp_path):
@@ -142,3 +146,4 @@ def test_sigstop_of_a_rank_under_mpirun_ends_the_job_within_90_s_naming_it(data,
     assert re.search(rf"rank 1 \(host \S+, pid {victim}\) stopped answering", rank0()), \
         rank0()[-3000:]
     assert proc.returncode != 0
+    support.record_figures("sigstop_mpirun", timeout_s=30, stop_to_all_gone_s=took)

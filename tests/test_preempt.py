@@ -100,6 +100,9 @@ def test_sigterm_mid_epoch_saves_within_30_s_and_the_relaunch_ends_bit_identical
     again = finish(torchrun(data, tmp_path))
     assert f"resumed from {mid} (starting epoch 2, step {int(m.group(1)) + 1})" in again
     assert_bit_identical(final_weights(tmp_path), uninterrupted)
+    support.record_figures("sigterm_torchrun", signal_to_exit_s=took,
+                           stopped_after_step=int(m.group(1)), signalled_at_step=2,
+                           log_period=1, tensors_differing_after_resume=0)
     # superseded by the end of epoch 2: gone, so PySlowFast's "last file" resume is right too
     assert not mid.exists() and ckpt.list_checkpoints(tmp_path)[-1].name.endswith("03.pyth")
 
@@ -130,11 +133,14 @@ def test_sigusr1_to_the_mpirun_script_stops_every_rank_with_75_and_it_resumes(
     assert proc.returncode == EXIT_CODE and time.time() - t0 < 30, text + rank0_log()[-3000:]
     assert "launch: stopped on a signal after a checkpoint" in text
     assert "stopped on SIGUSR1 in epoch 2" in rank0_log()
+    took = time.time() - t0
     assert ckpt.list_checkpoints(tmp_path)[-1].name.startswith("checkpoint_epoch_00002_step_")
     again = script()
     text, _ = again.communicate(timeout=240)
     assert again.returncode == 0, text + rank0_log()[-3000:]
     assert_bit_identical(final_weights(tmp_path), uninterrupted)
+    support.record_figures("sigusr1_mpirun_script", signal_to_exit_s=took,
+                           exit_status=EXIT_CODE, tensors_differing_after_resume=0)
 
 
 def _rank_pid(parent: int, rank: int) -> int:
@@ -163,6 +169,8 @@ def test_kill_9_of_a_rank_mid_epoch_then_relaunch_ends_bit_identical(data, tmp_p
     again = finish(torchrun(data, tmp_path, *opts))
     assert "(starting epoch 2)" in again
     assert_bit_identical(final_weights(tmp_path), uninterrupted)
+    support.record_figures("kill9_torchrun", kill_to_job_end_s=took,
+                           tensors_differing_after_resume=0)
 
 
 def test_a_signal_is_noted_not_fatal_and_the_handlers_come_back():

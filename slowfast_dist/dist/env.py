@@ -150,8 +150,7 @@ def world_info_from_env(env: Mapping[str, str]) -> WorldInfo:
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if addr is None and nodelist:
             addr = expand_hostlist(nodelist)[0]
-        if port is None:  # jobs sharing a node must not share a port
-            port = DEFAULT_PORT + int(env.get("SLURM_JOB_ID", 0) or 0) % 1000
+        # port None: rank 0 picks a free one at start (slurm_rendezvous_port), unless MASTER_PORT
         return WorldInfo(int(env["SLURM_PROCID"]), ws, int(env.get("SLURM_LOCALID", 0)), lws,
                          addr, port, "slurm")
     return WorldInfo(0, 1, 0, 1, None, None, "single")
@@ -186,6 +185,38 @@ def _mpi_share_master(info: WorldInfo, env: Mapping[str, str]) -> WorldInfo:
                      addr, port, info.launcher)
 
 
+def slurm_rendezvous_port(rank: int, env: Mapping[str, str], folder: str | None,
+                          timeout_s: float) -> int:
+    """The master port of a SLURM job step without MASTER_PORT: rank 0 takes a free port on its
+    node and leaves it in `folder`/.rendezvous/ (OUTPUT_DIR, which every node must see for
+    checkpoints anyway); the other ranks read it there. A port computed from the job id would
+    collide between two jobs on one node whose ids differ by the modulus. Without a folder (a
+    caller with no OUTPUT_DIR), the job-id port."""
+    import time
+    from pathlib import Path
+
+    job = env.get("SLURM_JOB_ID", "0") or "0"
+    if not folder:
+        return DEFAULT_PORT + int(job) % 1000
+    name = (f"slurm-{job}.{env.get('SLURM_STEP_ID', 'batch')}."
+            f"{env.get('SLURM_RESTART_COUNT', '0')}.port")  # a requeued job keeps its id
+    path = Path(folder) / ".rendezvous" / name
+    if rank == 0:
+        from slowfast_dist.files import atomic_write
+
+        port = _free_port()
+        atomic_write(path, lambda f: f.write(str(port).encode()), prefix=".port-", fsync=True)
+        return port
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise UserError(f"{path}: rank {rank} waited {timeout_s:g} s for rank 0's master "
+                            "port; OUTPUT_DIR must be on a file system every node sees (or set "
+                            "MASTER_PORT)")
+        time.sleep(0.2)
+    return int(path.read_text())
+
+
 def _check_reachable(host: str, port: int, timeout_s: float) -> None:
     """Fail fast with a UserError instead of hanging on an unreachable master."""
     from torch.distributed import TCPStore
@@ -202,9 +233,11 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
                      timeout_s: float = 300, dry_run_world_size: int = 0,
                      env: Mapping[str, str] | None = None, rank: int | None = None,
                      world_size: int | None = None, local_rank: int | None = None,
-                     local_world_size: int | None = None) -> DistInfo:
+                     local_world_size: int | None = None,
+                     rendezvous_dir: str | None = None) -> DistInfo:
     """Start torch.distributed from the launcher's environment (or explicit rank/world_size,
-    as spawn_local_workers passes) and return where this process stands."""
+    as spawn_local_workers passes) and return where this process stands. `rendezvous_dir`:
+    where SLURM ranks meet to learn rank 0's port (OUTPUT_DIR)."""
     import torch
     import torch.distributed as dist
 
@@ -243,6 +276,11 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
 
     if init_method is None and info.launcher == "torchrun":
         init_method = "env://"  # torchrun's agent already serves the store at MASTER_PORT
+    if init_method is None and info.launcher == "slurm" and info.master_port is None:
+        info = WorldInfo(info.rank, info.world_size, info.local_rank, info.local_world_size,
+                         info.master_addr, slurm_rendezvous_port(info.rank, env, rendezvous_dir,
+                                                                 min(timeout_s, 300)),
+                         info.launcher)
     if init_method is None:
         if info.master_addr is None:
             raise UserError(f"{info.launcher}: no master address; set MASTER_ADDR/MASTER_PORT "

@@ -116,7 +116,8 @@ class Run:
         # `info` is given when `launch` already joined the group (PySlowFast's layout).
         self.info = info or init_distributed(init_method=cfg.INIT_METHOD or None,
                                              timeout_s=cfg.DIST.TIMEOUT_S,
-                                             dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE)
+                                             dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE,
+                                             rendezvous_dir=cfg.OUTPUT_DIR)
         self.rank, self.world = self.info.rank, self.info.world_size
         self.heartbeat = None
         if self.world > 1 and not self.dry_run:  # names a rank that hangs or dies (dist/)
