@@ -227,3 +227,30 @@ def test_a_dead_or_failing_worker_is_named_by_its_global_rank():
         spawn_local_workers(_bad_input_worker, num_gpus=2, num_shards=1, shard_id=0,
                             init_method=_free_init(), backend="gloo", timeout_s=60)
     assert e.value.exit_code == 2
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses in LISTEN state on `port`, from /proc/net/tcp."""
+    out = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        ip, p = local.split(":")
+        if state == "0A" and int(p, 16) == port:
+            out.add(socket.inet_ntoa(bytes.fromhex(ip)[::-1]))
+    return out
+
+
+def test_the_rendezvous_store_listens_on_the_master_address_only():
+    import datetime
+
+    from slowfast_dist.dist.env import bound_store
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = bound_store("127.0.0.1", port, 2, datetime.timedelta(seconds=10))
+    assert store is not None
+    store.set("k", "v")
+    assert store.get("k") == b"v"
+    assert _listening_addresses(port) == {"127.0.0.1"}  # torch's own: 0.0.0.0 (or ::)
+    assert bound_store("192.0.2.1", port + 1, 2, datetime.timedelta(seconds=1)) is None

@@ -217,6 +217,33 @@ def slurm_rendezvous_port(rank: int, env: Mapping[str, str], folder: str | None,
     return int(path.read_text())
 
 
+def bound_store(host: str, port: int, world_size: int, timeout):
+    """Rank 0's rendezvous store listening on the master address only (torch's own listens on
+    every interface): a socket bound to that address is handed to the store. None where that
+    cannot be done (the address is not this host's, say): the caller lets torch make one."""
+    import torch.distributed as dist
+
+    try:
+        addr = socket.gethostbyname(host)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(max(128, world_size))
+    except OSError:
+        return None
+    try:
+        # the libuv server takes no listening socket; the classic one does
+        store = dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False,
+                              master_listen_fd=sock.fileno(), use_libuv=False)
+    except Exception:  # noqa: BLE001 - a torch without that option: its own store
+        sock.close()
+        return None
+    # The store's thread polls that fd until the process ends; a Python socket object closing
+    # it at exit would make the thread abort the process, so Python lets go of it.
+    sock.detach()
+    return store
+
+
 def _check_reachable(host: str, port: int, timeout_s: float) -> None:
     """Fail fast with a UserError instead of hanging on an unreachable master."""
     from torch.distributed import TCPStore
@@ -291,8 +318,16 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
         raise UserError(f"INIT_METHOD {init_method!r}: expected tcp://host:port, env:// or file://")
     if m is not None and info.rank != 0:
         _check_reachable(m.group(1), int(m.group(2)), min(timeout_s, 60))
-    dist.init_process_group(backend, init_method=init_method, rank=info.rank,
-                            world_size=info.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = None
+    if m is not None and info.rank == 0:
+        store = bound_store(m.group(1), int(m.group(2)), info.world_size, timeout)
+    if store is not None:
+        # the prefix torch puts on a store it makes from an init_method, as the others' have
+        dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=0,
+                                world_size=info.world_size, timeout=timeout)
+    else:
+        dist.init_process_group(backend, init_method=init_method, rank=info.rank,
+                                world_size=info.world_size, timeout=timeout)
     return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, device,
                     backend, info.launcher)
