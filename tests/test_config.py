@@ -176,7 +176,8 @@ def test_dump_roundtrip_and_key_list(tmp_path):
             walk(v, p + k + ".") if isinstance(v, dict) else flat.append(p + k)
     walk(get_cfg())
     extra = {k for k in flat if k not in keys and not k.startswith(ext)}
-    assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
+    assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "DATA_LOADER.TIMEOUT_S",
+                     "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
                      "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
                      "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE",
                      "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE",

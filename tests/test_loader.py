@@ -1,4 +1,5 @@
 """build_loader: per-epoch reshuffle, disjoint rank shards, same order persistent or not."""
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -145,3 +146,33 @@ def test_skipped_counts_reach_the_batches_from_worker_processes(tmp_path, capfd)
         assert sum(b["skipped"] for b in ld) == 1  # 903 replaced by 902, once per epoch
     assert ds.skipped == 0  # the main process's copy never loaded anything
     assert "v_00009" in capfd.readouterr().err
+
+
+class _Stuck(_Idx):
+    def __getitem__(self, i):
+        import time
+        torch.set_num_threads(1)
+        if i == 13:  # the file this sample reads hangs (a dead NFS server, say)
+            time.sleep(3600)
+        return torch.tensor(i)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent):
+    import time
+
+    from slowfast_dist.data.loader import LoaderTimeout
+
+    ld = build_loader(_Stuck(), 4, shuffle=False, drop_last=False, num_workers=2,
+                      pin_memory=False, persistent=persistent, rank=0, world_size=1, seed=7,
+                      timeout_s=2)
+    ld.set_epoch(0)
+    it = iter(ld)
+    t0 = time.time()
+    got = []
+    with pytest.raises(LoaderTimeout, match=r"^loader worker 1 \(pid \d+\) delivered no batch for "
+                                            r"2 s \(DATA_LOADER.TIMEOUT_S\)"):
+        for batch in it:
+            got.append(batch)
+    # batches 0-2 arrive; batch 3 (indices 12-15, worker 1 of 2) never does
+    assert len(got) == 3 and time.time() - t0 < 15

@@ -171,6 +171,8 @@ _C.TENSORBOARD.LOG_DIR = ""
 # ---- slowfast-dist extension keys (not in PySlowFast) ----
 # Keep sampler + workers for the whole run (the study's RepeatSampler); False = rebuild per epoch.
 _C.DATA_LOADER.PERSISTENT_WORKERS = True
+# A loader worker that delivers no batch for this many seconds stops the rank, named (0: wait).
+_C.DATA_LOADER.TIMEOUT_S = 600.0
 # Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
 _C.AVA.PIXEL_SOURCE = "frames"
 # JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv

@@ -90,20 +90,44 @@ class _RepeatBatchSampler:
             self.epoch, self.start = self.epoch + 1, 0
 
 
+class LoaderTimeout(RuntimeError):
+    """A loader worker did not deliver a batch within DATA_LOADER.TIMEOUT_S; names the worker."""
+
+
+def _next_batch(it, timeout_s):
+    """next(it), a DataLoader's own timeout turned into a LoaderTimeout naming the worker."""
+    try:
+        return next(it)
+    except RuntimeError as err:
+        if "timed out" not in str(err):
+            raise
+        who = "a loader worker"
+        try:  # the worker that owns the awaited batch (torch's bookkeeping; may change)
+            worker = it._task_info[it._rcvd_idx][0]
+            who = f"loader worker {worker} (pid {it._workers[worker].pid})"
+        except Exception:  # noqa: BLE001
+            pass
+        raise LoaderTimeout(f"{who} delivered no batch for {timeout_s:g} s "
+                            "(DATA_LOADER.TIMEOUT_S): it is stuck, on a hung file system or "
+                            "a decoder; stopping this rank") from None
+
+
 class EpochLoader:
     """Iterable over one epoch of batches; call set_epoch(e) (or set_epoch(e, k) to start at
     step k, as a resumed run does) before iterating epoch e."""
 
     def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed, batch_transform=None):
+                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0):
         self.dataset, self.persistent, self.epoch, self.start = dataset, persistent, 0, 0
+        self.timeout_s = timeout_s if num_workers else 0.0  # 0: wait as long as it takes
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                           shuffle=shuffle, seed=seed, drop_last=False)
         self._batches = BatchSampler(self.sampler, batch_size, drop_last)
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
                         collate_fn=partial(collate_detection_or_default,
                                            batch_transform=batch_transform),
-                        worker_init_fn=_worker_init if num_workers else None)
+                        worker_init_fn=_worker_init if num_workers else None,
+                        timeout=self.timeout_s)
         self._batch_size, self._drop_last = batch_size, drop_last
         self._seed, self._rank = seed, rank
         self._key_seed = seed if getattr(dataset, "keyed_draws", False) else None
@@ -122,8 +146,10 @@ class EpochLoader:
             self.sampler.set_epoch(self.epoch)
             # a fresh DataLoader (and fresh workers) per epoch: the study's baseline
             batches = _EpochBatches(self._batches, self.epoch, self._key_seed, self.start)
-            yield from DataLoader(self.dataset, batch_sampler=batches,
-                                  generator=self._worker_seeds(), **self._kw)
+            it = iter(DataLoader(self.dataset, batch_sampler=batches,
+                                 generator=self._worker_seeds(), **self._kw))
+            for _ in range(len(batches)):
+                yield _next_batch(it, self.timeout_s)
             return
         if self._it is None or self._next != (self.epoch, self.start):
             # first epoch, or a jump (resume): start the one persistent iterator here
@@ -132,7 +158,7 @@ class EpochLoader:
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
         for _ in range(len(self) - self.start):
-            yield next(self._it)
+            yield _next_batch(self._it, self.timeout_s)
         self._next = (self.epoch + 1, 0)
 
     def _worker_seeds(self):
@@ -176,11 +202,11 @@ def collate_detection_or_default(samples, batch_transform=None):
 
 
 def build_loader(dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed, batch_transform=None):
+                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0):
     """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len(). `batch_transform`
     (data/device.py), when given, runs in the workers: the choice for CPU training, where there
     is no GPU to do it."""
     return EpochLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last,
                        num_workers=num_workers, pin_memory=pin_memory, persistent=persistent,
                        rank=rank, world_size=world_size, seed=seed,
-                       batch_transform=batch_transform)
+                       batch_transform=batch_transform, timeout_s=timeout_s)

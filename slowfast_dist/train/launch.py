@@ -25,6 +25,7 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
     """Run `fn(cfg)`; a user error ends the run with status 2, said once for the job; a
     non-finite loss with status 3, the last checkpoint kept; a stop signal with status 75 after a
     checkpoint. (Spawned workers leave user errors to their parent: `report_user_errors`.)"""
+    from slowfast_dist.data.loader import LoaderTimeout
     from slowfast_dist.dist.failure import record_for_torchrun, say_once
     from slowfast_dist.train.meters import NonFiniteLoss
     from slowfast_dist.train.preempt import Preempted
@@ -53,6 +54,12 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
             raise
         say_once(f"slowfast-dist: error: {said}", UserError.exit_code)
         return UserError.exit_code
+    except LoaderTimeout as err:
+        # one line, and no orderly exit: that would wait on the stuck worker
+        message = f"slowfast-dist: error: rank {dist.get_rank() if dist.is_initialized() else 0}: {err}"
+        print(message, file=sys.stderr, flush=True)
+        record_for_torchrun(message, 1)
+        os._exit(1)
     except RuntimeError as err:
         _collective_failed(err)  # a rank that stopped answering: named, and no hang at exit
         raise

@@ -229,7 +229,8 @@ class Run:
             pin_memory=cfg.DATA_LOADER.PIN_MEMORY and cuda,
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
-            batch_transform=None if cuda else transform)  # no GPU: the workers resample
+            batch_transform=None if cuda else transform,  # no GPU: the workers resample
+            timeout_s=cfg.DATA_LOADER.TIMEOUT_S)
         decode = (jpeg.batch_decoder(dataset.decoder)
                   if dataset.decoder in jpeg.BATCH_DECODERS else None)
         return dataset, DeviceLoader(loader, self.device, transform, decode), batch
