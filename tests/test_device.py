@@ -206,8 +206,6 @@ def test_dali_pipeline_on_its_cpu_backend_equals_the_cpu_path(textured, tmp_path
     replaced by its clip's nearest frame, with one warning naming it."""
     pytest.importorskip("nvidia.dali.fn", reason="NVIDIA DALI not installed (make test installs "
                         "it where pip can; pip install 'slowfast-dist[dali]')")
-    import shutil
-
     from slowfast_dist.data import jpeg
 
     cpu_ds, dali_ds = dataset(textured, "uint8"), dataset(textured, "uint8")
@@ -227,16 +225,11 @@ def test_dali_pipeline_on_its_cpu_backend_equals_the_cpu_path(textured, tmp_path
             n += 1
         assert n == len(ref) > 0
     # a frame whose Huffman table is garbage passes the worker's check (header, end marker)
-    root = tmp_path / "t"
-    shutil.copytree(textured, root)
-    bad_ds = dataset(root, "uint8", train=False)
-    bad_ds.decoder = "dali"
-    vidx, sec, _ = bad_ds.keys[0]
-    path = bad_ds.frames[vidx][bad_ds.frame_indices(vidx, sec)[2]]
-    data = bytearray(open(path, "rb").read())
-    at = data.index(b"\xff\xc4")
-    data[at + 4:at + 20] = b"\xff" * 16
-    open(path, "wb").write(bytes(data))
+    def garbage_huffman_table(data):
+        at = data.index(b"\xff\xc4")
+        return data[:at + 4] + b"\xff" * 16 + data[at + 20:]
+
+    bad_ds, path = _damaged_copy(textured, tmp_path, "dali", 2, garbage_huffman_table)
     capfd.readouterr()
     batches = list(DeviceLoader(_loader(bad_ds, 0), "cpu", tf,
                                 decode_jpegs=jpeg.batch_decoder("dali")))
@@ -245,17 +238,24 @@ def test_dali_pipeline_on_its_cpu_backend_equals_the_cpu_path(textured, tmp_path
     assert f"warning: {path} does not decode (DALI: " in err and err.count(str(path)) == 1
 
 
-def test_gpu_decoding_skips_truncated_frames_in_the_worker(textured, tmp_path, capfd):
+def _damaged_copy(textured, tmp_path, decoder, k, damage):
+    """A copy of the set in which frame k of the first keyframe is `damage(bytes)`d; the test
+    dataset over it and that frame's path."""
     import shutil
 
     root = tmp_path / "t"
     shutil.copytree(textured, root)
     ds = dataset(root, "uint8", train=False)
-    ds.decoder = "nvjpeg"
+    ds.decoder = decoder
     vidx, sec, _ = ds.keys[0]
-    path = ds.frames[vidx][ds.frame_indices(vidx, sec)[3]]
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    path = ds.frame_path(vidx, sec, k)
+    path_bytes = open(path, "rb").read()
+    open(path, "wb").write(damage(path_bytes))
+    return ds, path
+
+
+def test_gpu_decoding_skips_truncated_frames_in_the_worker(textured, tmp_path, capfd):
+    ds, _ = _damaged_copy(textured, tmp_path, "nvjpeg", 3, lambda data: data[: len(data) // 2])
     sample = ds[0]
     assert sample["skipped"] >= 1 and "truncated JPEG" in capfd.readouterr().err
 

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -16,7 +17,8 @@ import torch.distributed as dist
 from slowfast_dist.dist.heartbeat import Heartbeat
 
 import support
-from test_preempt import BIN, ENV, ROOT, RUN, STEPS, _rank_pid, data  # noqa: F401 - fixture
+from test_preempt import (BIN, ENV, ROOT, RUN, STEPS, _mpi_rank_pid, _rank_pid,  # noqa: F401
+                          data, mpirun_script, rank_log, wait_for_log)
 
 
 def _store():
@@ -56,20 +58,6 @@ def _watch(proc, lines, pattern):
 
     threading.Thread(target=read, daemon=True).start()
     return seen
-
-
-def _pids_with_env(key: str, value: str, name: str) -> list[int]:
-    """The processes with that variable and name, without their children (loader workers)."""
-    out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if f"{key}={value}".encode() in env and name.encode() in cmd:
-            out[int(pid)] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    return [pid for pid, parent in out.items() if parent not in out]
 
 
 def _stop_rank_and_time_the_end(proc, rank_pid, log):
@@ -119,31 +107,47 @@ def test_sigstop_of_a_rank_under_torchrun_ends_the_job_within_90_s_naming_it(dat
 
 
 def test_sigstop_of_a_rank_under_mpirun_ends_the_job_within_90_s_naming_it(data, tmp_path):
-    env = dict(ENV, CFG="configs/demo.yaml", NP="2", SFD_JOB_ID="j",
-               LOG_DIR=str(tmp_path / "logs"), PATH=f"{BIN}:{os.environ['PATH']}")
-    proc = subprocess.Popen(["bash", "launch/mpirun.sh",
-                             *support.opts_for(data, tmp_path, *RUN, *HANG)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    logs = tmp_path / "logs" / "j"
-
-    def rank0():
-        found = list(logs.glob("*.rank0.log"))
-        return found[0].read_text() if found else ""
-
-    deadline = time.time() + 180
-    while not re.search(rf"^epoch 2 \[.*\] 2/{STEPS} ", rank0(), re.M):
-        assert proc.poll() is None and time.time() < deadline, rank0()[-3000:]
-        time.sleep(0.1)
-    try:
-        [victim] = _pids_with_env("PMI_RANK", "1", "slowfast") or _pids_with_env(
-            "OMPI_COMM_WORLD_RANK", "1", "slowfast")
-    except ValueError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    proc = mpirun_script(data, tmp_path, *HANG)
+    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 2/{STEPS} ", limit=180)
+    victim = _mpi_rank_pid(1)
     took = _stop_rank_and_time_the_end(proc, victim, [])
-    assert took < 90, rank0()[-3000:]
-    assert re.search(rf"rank 1 \(host \S+, pid {victim}\) stopped answering", rank0()), \
-        rank0()[-3000:]
+    assert took < 90, rank_log(tmp_path)[-3000:]
+    assert re.search(rf"rank 1 \(host \S+, pid {victim}\) stopped answering",
+                     rank_log(tmp_path)), rank_log(tmp_path)[-3000:]
     assert proc.returncode != 0
     support.record_figures("sigstop_mpirun", timeout_s=30, stop_to_all_gone_s=took)
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The parent's spawned workers (not its resource tracker), in the order they started."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            found.append((int(fields[19]), int(pid)))  # field 22 of stat: start time
+    return [pid for _, pid in sorted(found)]
+
+
+def test_sigstop_of_a_spawned_worker_ends_the_job_within_90_s_naming_it(data, tmp_path):
+    """PySlowFast's layout: this process spawns NUM_GPUS workers (2 ranks)."""
+    cmd = [sys.executable, "-m", "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
+           *support.opts_for(data, tmp_path, *RUN, *HANG, "NUM_GPUS", "2", "TRAIN.BATCH_SIZE", "4")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    assert _watch(proc, lines, rf"^epoch 2 \[.*\] 2/{STEPS} ").wait(180), "".join(lines)
+    workers = _spawned_workers(proc.pid)
+    assert len(workers) == 2, workers
+    # Whichever rank this is: rank 1 is named by rank 0; rank 0 serves the rendezvous store
+    # here, so a stopped rank 0 is seen as a store that stopped answering. Both end the job.
+    victim = workers[1]
+    took = _stop_rank_and_time_the_end(proc, victim, lines)
+    text = "".join(lines)
+    assert took < 90, text[-3000:]
+    assert re.search(rf"rank [01] \(host \S+, pid {victim}\)", text), text[-3000:]
+    assert proc.returncode == 1
+    support.record_figures("sigstop_spawn", timeout_s=30, stop_to_all_gone_s=took)

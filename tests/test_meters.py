@@ -54,11 +54,10 @@ def test_clean_epoch_reports_no_skips():
 
 # ---- what a step costs the host: nothing, unless it logs ------------------------------------
 
-def _count_per_step(rank, port, out, log_period, steps):
-    """The real loop, DDP over 2 gloo ranks, counting per step the host syncs and collectives."""
+def _real_loop(rank, port, steps, accum_steps, **meter_kw):
+    """The real loop, DDP over 2 gloo ranks, on fixed batches: (meter, run one epoch)."""
     import torch.distributed as dist
 
-    from support import CountHostSyncs
     from test_trainer import ListLoader, fixed_batches, shard
 
     from slowfast_dist.config import load_config
@@ -72,9 +71,25 @@ def _count_per_step(rank, port, out, log_period, steps):
     model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
     optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
                                         weight_decay=1e-4, bn_weight_decay=0.0)
-    meter = StepMeter(rank=rank, world_size=2, device=torch.device("cpu"), log_period=log_period,
-                      stream=io.StringIO())
+    meter = StepMeter(rank=rank, world_size=2, device=torch.device("cpu"), stream=io.StringIO(),
+                      **meter_kw)
     batches = [shard(b, rank, 2) for b in fixed_batches(per_rank=2, ranks=2, steps=steps)]
+
+    def run():
+        return train_one_epoch(model, ListLoader(batches), optimizer, epoch=0,
+                               lr_at=lambda e: 0.1, loss_fn=torch.nn.BCEWithLogitsLoss(),
+                               device=torch.device("cpu"),
+                               autocast=lambda: torch.autocast("cpu", enabled=False),
+                               scaler=torch.amp.GradScaler("cpu", enabled=False),
+                               accum_steps=accum_steps, meter=meter)
+    return meter, run
+
+
+def _count_per_step(rank, port, out, log_period, steps):
+    """Counts per step the host syncs and collectives of the real loop."""
+    from support import CountHostSyncs
+
+    meter, run = _real_loop(rank, port, steps, 1, log_period=log_period)
     counts = []
     with CountHostSyncs() as counted:
         step_done = meter.step_done
@@ -86,11 +101,7 @@ def _count_per_step(rank, port, out, log_period, steps):
             counted.collectives.clear()
 
         meter.step_done = counting_step_done
-        train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1,
-                        loss_fn=torch.nn.BCEWithLogitsLoss(), device=torch.device("cpu"),
-                        autocast=lambda: torch.autocast("cpu", enabled=False),
-                        scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=1,
-                        meter=meter)
+        run()
     torch.save(counts, f"{out}.{rank}")
     dist.destroy_process_group()
 
@@ -116,30 +127,12 @@ def test_only_logging_steps_sync_or_add_a_collective(tmp_path):
 
 
 def _stop_worker(rank, port, out):
-    """The real loop, 2 gloo ranks; only rank 1 is asked to stop, once it has done 2 steps."""
-    from test_trainer import ListLoader, fixed_batches, shard
-
-    from slowfast_dist.config import load_config
-    from slowfast_dist.models import build_model
-    from slowfast_dist.train import trainer
-    from slowfast_dist.train.loop import train_one_epoch
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    cfg = load_config("configs/demo.yaml", ["DATA.TRAIN_CROP_SIZE", "32"])
-    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
-    optimizer = trainer.build_optimizer(model, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True,
-                                        weight_decay=1e-4, bn_weight_decay=0.0)
-    meter = StepMeter(rank=rank, world_size=2, device=torch.device("cpu"), log_period=2,
-                      stream=io.StringIO(),
-                      stop_requested=lambda: rank == 1 and meter.steps_done >= 2)
-    batches = [shard(b, rank, 2) for b in fixed_batches(per_rank=2, ranks=2, steps=9)]
-    stats = train_one_epoch(model, ListLoader(batches), optimizer, epoch=0, lr_at=lambda e: 0.1,
-                            loss_fn=torch.nn.BCEWithLogitsLoss(), device=torch.device("cpu"),
-                            autocast=lambda: torch.autocast("cpu", enabled=False),
-                            scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=3,
-                            meter=meter)
-    torch.save(stats, f"{out}.{rank}")
+    """Only rank 1 is asked to stop, once it has done 2 steps."""
+    held = {}
+    meter, run = _real_loop(rank, port, 9, 3, log_period=2,
+                            stop_requested=lambda: rank == 1 and held["m"].steps_done >= 2)
+    held["m"] = meter
+    torch.save(run(), f"{out}.{rank}")
     dist.destroy_process_group()
 
 

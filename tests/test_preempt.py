@@ -107,37 +107,46 @@ def test_sigterm_mid_epoch_saves_within_30_s_and_the_relaunch_ends_bit_identical
     assert not mid.exists() and ckpt.list_checkpoints(tmp_path)[-1].name.endswith("03.pyth")
 
 
+def mpirun_script(data, out, *extra):
+    """launch/mpirun.sh with 2 ranks (the real mpirun); logs under out/logs/j."""
+    env = dict(ENV, CFG="configs/demo.yaml", NP="2", SFD_JOB_ID="j", LOG_DIR=str(out / "logs"),
+               PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.Popen(["bash", "launch/mpirun.sh", *support.opts_for(data, out, *RUN, *extra)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def rank_log(out, rank=0):
+    logs = list((out / "logs" / "j").glob(f"*.rank{rank}.log"))
+    return logs[0].read_text() if logs else ""
+
+
+def wait_for_log(proc, out, pattern, limit=240):
+    deadline = time.time() + limit
+    while not re.search(pattern, rank_log(out), re.M):
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+            raise AssertionError(rank_log(out)[-3000:])
+        time.sleep(0.1)
+
+
 def test_sigusr1_to_the_mpirun_script_stops_every_rank_with_75_and_it_resumes(
         data, tmp_path, uninterrupted):
     """What Grid Engine's -notify and SLURM's --signal do: USR1 to the job script, passed on by
     launch/mpirun.sh to the real mpirun, by mpirun to the ranks."""
-    def script():
-        env = dict(ENV, CFG="configs/demo.yaml", NP="2", SFD_JOB_ID="j",
-                   LOG_DIR=str(tmp_path / "logs"), PATH=f"{BIN}:{os.environ['PATH']}")
-        return subprocess.Popen(["bash", "launch/mpirun.sh", *support.opts_for(data, tmp_path, *RUN)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-
-    def rank0_log():
-        logs = list((tmp_path / "logs" / "j").glob("*.rank0.log"))
-        return logs[0].read_text() if logs else ""
-
-    proc = script()
-    deadline = time.time() + 240
-    while not re.search(rf"^epoch 2 \[.*\] 2/{STEPS} ", rank0_log(), re.M):
-        assert proc.poll() is None and time.time() < deadline, rank0_log()[-3000:]
-        time.sleep(0.1)
+    proc = mpirun_script(data, tmp_path)
+    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 2/{STEPS} ")
     t0 = time.time()
     proc.send_signal(signal.SIGUSR1)  # the script's bash only
     text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_CODE and time.time() - t0 < 30, text + rank0_log()[-3000:]
+    assert proc.returncode == EXIT_CODE and time.time() - t0 < 30, text + rank_log(tmp_path)[-3000:]
     assert "launch: stopped on a signal after a checkpoint" in text
-    assert "stopped on SIGUSR1 in epoch 2" in rank0_log()
+    assert "stopped on SIGUSR1 in epoch 2" in rank_log(tmp_path)
     took = time.time() - t0
     assert ckpt.list_checkpoints(tmp_path)[-1].name.startswith("checkpoint_epoch_00002_step_")
-    again = script()
+    again = mpirun_script(data, tmp_path)
     text, _ = again.communicate(timeout=240)
-    assert again.returncode == 0, text + rank0_log()[-3000:]
+    assert again.returncode == 0, text + rank_log(tmp_path)[-3000:]
     assert_bit_identical(final_weights(tmp_path), uninterrupted)
     support.record_figures("sigusr1_mpirun_script", signal_to_exit_s=took,
                            exit_status=EXIT_CODE, tensors_differing_after_resume=0)
@@ -182,3 +191,40 @@ def test_a_signal_is_noted_not_fatal_and_the_handlers_come_back():
         assert stop() and stop.requested == "SIGUSR1"
     assert signal.getsignal(signal.SIGUSR1) is before
     assert EXIT_CODE == 75
+
+
+def _mpi_rank_pid(rank: int) -> int:
+    """The rank's main process under mpirun (not its loader workers)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if f"PMI_RANK={rank}".encode() in env and b"slowfast" in cmd:
+            found[int(pid)] = parent
+    mains = [pid for pid, parent in found.items() if parent not in found]
+    assert len(mains) == 1, found
+    return mains[0]
+
+
+def test_kill_9_of_a_rank_under_mpirun_then_relaunch_ends_bit_identical(data, tmp_path,
+                                                                        uninterrupted):
+    opts = ("TRAIN.CHECKPOINT_PERIOD", "1")
+    proc = mpirun_script(data, tmp_path, *opts)
+    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 3/{STEPS} ")
+    os.kill(_mpi_rank_pid(1), signal.SIGKILL)
+    t0 = time.time()
+    text, _ = proc.communicate(timeout=120)
+    took = time.time() - t0
+    assert proc.returncode != 0 and took < 60, text + rank_log(tmp_path)[-3000:]
+    assert ckpt.list_checkpoints(tmp_path)[-1] == ckpt.checkpoint_path(tmp_path, 0)
+    again = mpirun_script(data, tmp_path, *opts)
+    text, _ = again.communicate(timeout=240)
+    assert again.returncode == 0, text + rank_log(tmp_path)[-3000:]
+    assert "(starting epoch 2)" in rank_log(tmp_path)
+    assert_bit_identical(final_weights(tmp_path), uninterrupted)
+    support.record_figures("kill9_mpirun", kill_to_job_end_s=took,
+                           tensors_differing_after_resume=0)

@@ -106,7 +106,7 @@ class AvaDataset(torch.utils.data.Dataset):
             raise UserError(f"DATA.TRAIN_JITTER_SCALES {scales}: need [min, max] with "
                             f"DATA.TRAIN_CROP_SIZE {self.crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
-        self._rng = random  # the draws' RNG; __getitem__ sets it per sample
+        self._rng = None  # the draws' RNG, set per sample by __getitem__ (None: `random`)
 
     def __len__(self):
         return len(self.keys)
@@ -169,7 +169,7 @@ class AvaDataset(torch.utils.data.Dataset):
     def _draw(self, h, w):
         """(resized (nh, nw), crop offset (y, x), output (h, w), flip): the random draws in
         PySlowFast's order (scale, y, x, flip) in training; the deterministic ones otherwise."""
-        crop, rng = self.crop_size, self._rng
+        crop, rng = self.crop_size, self._rng or random
         if self.train:
             nh, nw = T.resized_size(h, w, rng.randint(*self.jitter))
             y0 = rng.randint(0, nh - crop)
@@ -273,7 +273,7 @@ class AvaDataset(torch.utils.data.Dataset):
             idx, epoch, seed = key
             self._rng = random.Random(f"{seed}/{epoch}/{idx}")
         else:
-            idx, self._rng = key, random
+            idx, self._rng = key, None  # a module would not pickle (spawned loader workers)
         # a bad sample is replaced by the next readable one so batches stay full
         for k in range(len(self)):
             try:

@@ -13,6 +13,7 @@ same way (`describe_stalled`).
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import sys
@@ -33,14 +34,19 @@ class Heartbeat:
                  interval_s: float | None = None, stream=sys.stderr, on_stalled=None):
         """`store`: the process group's (c10d Store). `on_stalled(message)`: what the watcher does
         when a rank stopped answering (default: print it and end this process)."""
-        # a connection of its own: the thread never waits behind the main thread's requests
-        self.store = store.clone() if hasattr(store, "clone") else store
         self.rank, self.world = rank, world_size
         self.timeout_s = float(timeout_s)
         self.interval_s = interval_s or max(0.5, min(5.0, self.timeout_s / 6))
+        # A connection of its own (the thread never waits behind the main thread's requests),
+        # with a short timeout: a store whose host stopped must not hold the watcher for long.
+        self.store = store.clone() if hasattr(store, "clone") else store
+        if hasattr(self.store, "set_timeout"):
+            self.store.set_timeout(datetime.timedelta(seconds=max(1.0, 2 * self.interval_s)))
         self.stream, self.on_stalled = stream, on_stalled or self._end_process
         self._watched = list(range(world_size)) if rank == 0 else [0]
         self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved)
+        self._who: dict[int, str] = {}  # rank -> "host H, pid P", read while the store answers
+        self._last_answer = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one store connection, two threads
         self._thread = None
@@ -69,6 +75,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         self.store.add(f"hb/{self.rank}", 1)
+        self._last_answer = time.monotonic()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -77,17 +84,29 @@ class Heartbeat:
                     self._beat()
                     stalled = self.stalled()
                     message = self.describe(stalled) if stalled else None
-            except Exception:  # noqa: BLE001 - the store is gone: the job is ending anyway
-                return
-            if message:
+            except Exception:  # noqa: BLE001 - the store did not answer
+                message = self._store_silent(self.timeout_s)
+            if message and not self._stop.is_set():
                 self.on_stalled(message)
                 return
+
+    def _store_silent(self, bar: float) -> str | None:
+        """The store has not answered for `bar` seconds: the process serving it (rank 0, or
+        torchrun's agent) hangs or died; None while that is more recent."""
+        silent = time.monotonic() - self._last_answer
+        if silent < bar:
+            return None
+        who = f" ({self._who[0]})" if 0 in self._who else ""
+        return (f"the rendezvous store has not answered for {silent:.0f} s: rank 0{who}, or "
+                f"the launcher serving it, hangs or died (DIST.TIMEOUT_S {self.timeout_s:g}). "
+                "Ending the job")
 
     def stalled(self, now: float | None = None) -> list[tuple[int, float]]:
         """[(rank, seconds without a heartbeat)] of the watched ranks silent for the timeout."""
         now = time.monotonic() if now is None else now
         keys = [f"hb/{r}" for r in self._watched]
         values = self.store.multi_get(keys)
+        self._learn_who()
         out = []
         for r, raw in zip(self._watched, values):
             count = int(raw or b"0")
@@ -98,17 +117,20 @@ class Heartbeat:
                 out.append((r, now - last[1]))
         return out
 
+    def _learn_who(self) -> None:
+        """Host and pid of the watched ranks, read once they are all in the store (later the
+        store may not answer: its host may be the rank that stopped)."""
+        if len(self._who) == len(self._watched):
+            return
+        keys = [f"hb/who/{r}" for r in self._watched]
+        if self.store.check(keys):
+            for r, raw in zip(self._watched, self.store.multi_get(keys)):
+                host, pid = raw.decode().split()
+                self._who[r] = f"host {host}, pid {pid}"
+
     def describe(self, stalled) -> str:
-        parts = []
-        for r, age in stalled:
-            where = ""
-            try:
-                if self.store.check([f"hb/who/{r}"]):
-                    host, pid = self.store.get(f"hb/who/{r}").decode().split()
-                    where = f" (host {host}, pid {pid})"
-            except Exception:  # noqa: BLE001
-                pass
-            parts.append(f"rank {r}{where}")
+        parts = [f"rank {r}" + (f" ({self._who[r]})" if r in self._who else "")
+                 for r, _ in stalled]
         age = max(a for _, a in stalled)
         return (f"{', '.join(parts)} stopped answering: no heartbeat for {age:.0f} s "
                 f"(DIST.TIMEOUT_S {self.timeout_s:g}); it hangs or died. Ending the job")
@@ -119,19 +141,22 @@ class Heartbeat:
         counts as silent after two missed beats; this waits up to three beats to see it."""
         deadline = time.monotonic() + 3 * self.interval_s
         while True:
-            try:
-                with self._lock:
+            if self._lock.acquire(timeout=3 * self.interval_s):
+                try:
                     now = time.monotonic()
                     self.stalled(now)
+                    self._last_answer = now
                     silent = [(r, now - t) for r, (_, t) in self._seen.items()
                               if r != self.rank and now - t >= 2 * self.interval_s
                               and not self.store.check([f"hb/done/{r}"])]
                     if silent:
                         return self.describe(silent)
-            except Exception:  # noqa: BLE001 - the store itself is gone (rank 0 died?)
-                return None
+                except Exception:  # noqa: BLE001 - the store itself does not answer
+                    return self._store_silent(0)
+                finally:
+                    self._lock.release()
             if time.monotonic() > deadline:
-                return None
+                return self._store_silent(2 * self.interval_s)
             time.sleep(self.interval_s / 2)
 
     def _end_process(self, message: str) -> None:
