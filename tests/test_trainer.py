@@ -334,6 +334,27 @@ def test_dali_decoder_trains_like_the_cpu_decoder(data, tmp_path):
     assert abs(dali["last_loss"] - cpu["last_loss"]) < 1e-4, (dali, cpu)
 
 
+def test_every_skipped_sample_is_counted_in_the_epoch_that_drew_it(data, tmp_path, capfd):
+    """One unreadable keyframe, 2 epochs, 2 persistent workers (which prefetch the next epoch's
+    batches before this one ends): each epoch's summary counts it once, wherever it was read."""
+    import re
+    import shutil
+
+    from slowfast_dist.data import build_ava_dataset
+
+    root = tmp_path / "set"
+    shutil.copytree(data, root)
+    opts = ("SOLVER.MAX_EPOCH", "2", "TRAIN.EVAL_PERIOD", "0", "TRAIN.BATCH_SIZE", "1",
+            "DATA_LOADER.NUM_WORKERS", "2", "LOG_PERIOD", "1")
+    cfg = cfg_for(root, tmp_path / "out", *opts)
+    ds = build_ava_dataset(cfg, "train")
+    vidx, sec, _ = ds.keys[0]
+    open(ds.frame_path(vidx, sec, 0), "wb").write(b"not a jpeg")
+    trainer.train(cfg)  # batch 1: no keyframe is dropped, every epoch draws each once
+    counts = re.findall(r"epoch (\d)/2: .*skipped samples (\d+)", capfd.readouterr().err)
+    assert counts == [("1", "1"), ("2", "1")], counts
+
+
 def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
     import torch.distributed as dist
 
