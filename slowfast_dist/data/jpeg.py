@@ -21,7 +21,7 @@ import numpy as np
 
 CPU_DECODERS = ("simplejpeg", "pil", "opencv")
 BATCH_DECODERS = ("nvjpeg", "dali")
-DALI_INSTALL = ("pip install 'slowfast-dist[dali]' --extra-index-url https://pypi.nvidia.com")
+DALI_INSTALL = "pip install 'slowfast-dist[dali]'"  # from PyPI
 
 
 class DecodeError(Exception):

@@ -14,7 +14,7 @@ import datetime
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from slowfast_dist.errors import UserError
@@ -304,10 +304,8 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     if init_method is None and info.launcher == "torchrun":
         init_method = "env://"  # torchrun's agent already serves the store at MASTER_PORT
     if init_method is None and info.launcher == "slurm" and info.master_port is None:
-        info = WorldInfo(info.rank, info.world_size, info.local_rank, info.local_world_size,
-                         info.master_addr, slurm_rendezvous_port(info.rank, env, rendezvous_dir,
-                                                                 min(timeout_s, 300)),
-                         info.launcher)
+        info = replace(info, master_port=slurm_rendezvous_port(info.rank, env, rendezvous_dir,
+                                                               min(timeout_s, 300)))
     if init_method is None:
         if info.master_addr is None:
             raise UserError(f"{info.launcher}: no master address; set MASTER_ADDR/MASTER_PORT "

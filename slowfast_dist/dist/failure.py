@@ -31,7 +31,7 @@ def say_once(message: str, exit_code: int, stream=None) -> None:
 
 def _first_to_say(message: str) -> bool:
     if "torch" not in sys.modules:  # no process group without torch (the evaluator's CLI)
-        return _env_rank() in (None, 0)
+        return _env_rank() == 0
     try:
         import torch.distributed as dist
 
@@ -41,15 +41,26 @@ def _first_to_say(message: str) -> bool:
             return store.add(key, 1) == 1
     except Exception:  # noqa: BLE001 - a broken store: say it rather than stay silent
         return True
-    return _env_rank() in (None, 0)
+    return _env_rank() == 0
 
 
-def _env_rank() -> int | None:
-    for key in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        value = os.environ.get(key)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
+def _env_rank() -> int:
+    """This process's rank as its launcher numbered it (0 without one), read as
+    init_distributed reads it."""
+    from slowfast_dist.dist.env import world_info_from_env
+
+    try:
+        return world_info_from_env(os.environ).rank
+    except Exception:  # noqa: BLE001 - an environment it cannot read: say the error anyway
+        return 0
+
+
+def end_now(message: str, exit_code: int, stream=None) -> None:
+    """Say `message` (and record it for torchrun), then end this process at once: an orderly
+    exit could wait on what failed (a silent rank in MPI_Finalize, a stuck loader worker)."""
+    print(message, file=stream or sys.stderr, flush=True)
+    record_for_torchrun(message, exit_code)
+    os._exit(exit_code)
 
 
 def record_for_torchrun(message: str, exit_code: int) -> None:

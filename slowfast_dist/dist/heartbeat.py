@@ -160,9 +160,6 @@ class Heartbeat:
             time.sleep(self.interval_s / 2)
 
     def _end_process(self, message: str) -> None:
-        from slowfast_dist.dist.failure import record_for_torchrun
+        from slowfast_dist.dist.failure import end_now
 
-        message = f"slowfast-dist: error: rank {self.rank}: {message}"
-        print(message, file=self.stream, flush=True)
-        record_for_torchrun(message, EXIT_CODE)
-        os._exit(EXIT_CODE)  # no clean-up that could wait on the silent rank (MPI_Finalize)
+        end_now(f"slowfast-dist: error: rank {self.rank}: {message}", EXIT_CODE, self.stream)

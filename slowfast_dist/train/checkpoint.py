@@ -115,7 +115,8 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
                  prefix=_PARTIAL + path.stem.replace("checkpoint_", "") + ".")
     here = _position(path.name)
     for older in list_checkpoints(path.parent.parent):  # mid-epoch ones this one supersedes
-        if _NAME.match(older.name).group(2) and _position(older.name) < here:
+        pos = _position(older.name)
+        if pos[1] and pos < here:
             older.unlink(missing_ok=True)
     return path
 

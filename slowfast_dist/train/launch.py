@@ -26,7 +26,7 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
     non-finite loss with status 3, the last checkpoint kept; a stop signal with status 75 after a
     checkpoint. (Spawned workers leave user errors to their parent: `report_user_errors`.)"""
     from slowfast_dist.data.loader import LoaderTimeout
-    from slowfast_dist.dist.failure import record_for_torchrun, say_once
+    from slowfast_dist.dist.failure import end_now, record_for_torchrun, say_once
     from slowfast_dist.train.meters import NonFiniteLoss
     from slowfast_dist.train.preempt import Preempted
 
@@ -55,11 +55,8 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
         say_once(f"slowfast-dist: error: {said}", UserError.exit_code)
         return UserError.exit_code
     except LoaderTimeout as err:
-        # one line, and no orderly exit: that would wait on the stuck worker
-        message = f"slowfast-dist: error: rank {dist.get_rank() if dist.is_initialized() else 0}: {err}"
-        print(message, file=sys.stderr, flush=True)
-        record_for_torchrun(message, 1)
-        os._exit(1)
+        end_now(f"slowfast-dist: error: rank {dist.get_rank() if dist.is_initialized() else 0}: "
+                f"{err}", 1)
     except RuntimeError as err:
         _collective_failed(err)  # a rank that stopped answering: named, and no hang at exit
         raise
@@ -74,7 +71,7 @@ def _collective_failed(err: RuntimeError) -> None:
     heartbeat's view), in one line instead of a traceback per rank, and end this process at once:
     an orderly exit could wait on the silent rank (MPI_Finalize, a barrier in clean-up)."""
     from slowfast_dist.dist import heartbeat
-    from slowfast_dist.dist.failure import record_for_torchrun
+    from slowfast_dist.dist.failure import end_now
 
     hb = heartbeat.current()
     text = " ".join(str(err).split())
@@ -83,10 +80,8 @@ def _collective_failed(err: RuntimeError) -> None:
         return
     silent = hb.describe_stalled()
     what = silent or "no rank missed a heartbeat (rank 0 may have stopped; see its log)"
-    message = f"slowfast-dist: error: rank {hb.rank}: a collective failed ({text[:160]}); {what}"
-    print(message, file=sys.stderr, flush=True)
-    record_for_torchrun(message, heartbeat.EXIT_CODE)
-    os._exit(heartbeat.EXIT_CODE)
+    end_now(f"slowfast-dist: error: rank {hb.rank}: a collective failed ({text[:160]}); {what}",
+            heartbeat.EXIT_CODE)
 
 
 # ---- PySlowFast's one-process-per-node layout ----------------------------------------------
@@ -158,5 +153,5 @@ def launch(fn, cfg, env=None) -> int:
         if err.exit_code == 75:  # the workers said why (rank 0's line); nothing failed
             return 75
         print(f"slowfast-dist: error: {err}", file=sys.stderr, flush=True)
-        return err.exit_code if err.exit_code in (UserError.exit_code, 3, 75) else 1
+        return err.exit_code if err.exit_code in (UserError.exit_code, 3) else 1
     return 0

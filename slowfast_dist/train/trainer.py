@@ -382,14 +382,16 @@ def train(cfg, info=None) -> dict:
         if run.world > 1:
             dist.barrier()  # no rank goes on (or exits) before the checkpoint is on disk
 
+    def preempted(where: str) -> Preempted:
+        return Preempted(f"stopped on {stop.requested or 'a signal to another rank'} {where}; "
+                         "checkpoint saved, run the same command to resume")
+
     def on_epoch_end(epoch, stats):
         final = epoch + 1 == s.MAX_EPOCH
         if stats["stopped_at"]:
             save(epoch, stats["stopped_at"])
-            raise Preempted(f"stopped on {stop.requested or 'a signal to another rank'} in "
-                            f"epoch {epoch + 1} after step {stats['stopped_at']} of "
-                            f"{len(train_loader)}; checkpoint saved, run the same command to "
-                            "resume")
+            raise preempted(f"in epoch {epoch + 1} after step {stats['stopped_at']} of "
+                            f"{len(train_loader)}")
         mfu = f" (MFU {stats['mfu']:.1%})" if stats["mfu"] is not None else ""
         run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f}, "
                 f"{stats['samples_per_s']:.1f} clips/s, {stats['samples_per_s_per_gpu']:.1f} "
@@ -398,9 +400,7 @@ def train(cfg, info=None) -> dict:
         if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final or meter.stop_agreed:
             save(epoch)
         if meter.stop_agreed and not final:
-            raise Preempted(f"stopped on {stop.requested or 'a signal to another rank'} at the "
-                            f"end of epoch {epoch + 1}; checkpoint saved, run the same command "
-                            "to resume")
+            raise preempted(f"at the end of epoch {epoch + 1}")
         if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
