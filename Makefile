@@ -12,6 +12,7 @@ DEMO_OUT  ?= demo_output
 GPU_PYTHON ?= python3
 WHEELS ?= .whl
 OUT    ?= gpu_check_out
+GPU_CHECK_ARGS ?=
 GPU_SITE ?= /tmp/slowfast_gpu_site
 
 .PHONY: venv test demo clean gpu-check
@@ -50,7 +51,7 @@ demo: venv $(DEMO_DATA)/annotations/ava_action_list_v2.2.pbtxt
 gpu-check:
 	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: no wheels in $(WHEELS)/ (see README, Checking on a GPU)"; exit 2; }
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl
-	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(OUT)
+	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_OUT)

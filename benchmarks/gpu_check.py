@@ -117,22 +117,35 @@ class Repeat:
             epoch += 1
 
 
-class Resident:
-    """One batch already on the device, again and again: the loader-free upper bound."""
+class Take:
+    """The next `steps` batches of one running iterator: successive measurements share the
+    loader's workers and prefetch queue, as the epochs of a training run do (a fresh iterator
+    per measurement would time the workers' start-up)."""
 
-    def __init__(self, batch):
-        self.batch = batch
+    def __init__(self, it, steps: int):
+        self.it, self.steps = it, steps
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         pass
 
+    def __len__(self) -> int:
+        return self.steps
+
     def __iter__(self):
-        while True:
-            yield self.batch
+        for _ in range(self.steps):
+            yield next(self.it)
+
+
+def _forever(batch):
+    while True:
+        yield batch
 
 
 def loader_fed(args) -> dict:
-    """clips/s of the real loop fed by the real loader / the same loop on a resident batch."""
+    """clips/s of the real loop fed by the real loader / the same loop on a resident batch,
+    in alternating rounds on one running loader; and the loader's supply rate on its own."""
+    import statistics
+
     import torch
 
     from slowfast_dist.config import load_config
@@ -165,34 +178,70 @@ def loader_fed(args) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     dataset = build_ava_dataset(cfg, "train")
     batch = cfg.TRAIN.BATCH_SIZE
-    steps, warm = (3, 1) if args.quick else (40, 8)
+    warm, steps, rounds = (2, 3, 2) if args.quick else (24, 60, 3)
 
-    def clips_per_s(loader) -> float:
+    def train(it, n) -> float:
         meter = StepMeter(rank=0, world_size=1, device=device, log_period=10 ** 6,
                           stream=open(os.devnull, "w"))
-        common = dict(epoch=0, lr_at=lambda e: 0.01, loss_fn=torch.nn.BCEWithLogitsLoss(),
-                      device=device, autocast=autocast, scaler=scaler, accum_steps=1, meter=meter)
-        train_one_epoch(model, Repeat(loader, warm), optimizer, **common)  # cudnn autotune, workers
-        return train_one_epoch(model, Repeat(loader, steps), optimizer, **common)["samples_per_s"]
+        return train_one_epoch(model, Take(it, n), optimizer, epoch=0, lr_at=lambda e: 0.01,
+                               loss_fn=torch.nn.BCEWithLogitsLoss(), device=device,
+                               autocast=autocast, scaler=scaler, accum_steps=1,
+                               meter=meter)["samples_per_s"]
+
+    def supply(it, n, queued) -> float:
+        """clips/s the loader delivers with nothing else running, after the `queued` batches
+        prefetched while nobody was consuming."""
+        for _ in range(queued):
+            next(it)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x = next(it)
+        x["inputs"][0].sum().item()  # the last batch's transform has finished on the device
+        return n * batch / (time.perf_counter() - t0)
 
     transform = build_device_transform(cfg)
     result = {"config": "configs/AVA/SLOWFAST_32x2_R50.yaml, bf16 + channels_last_3d",
-              "batch": batch, "frames": str(data), "steps": steps, "runs": []}
+              "batch": batch, "frames": str(data), "warmup_steps": warm, "steps": steps,
+              "rounds": rounds, "runs": [],
+              "method": "per decoder: one persistent loader and one running device prefetcher. "
+                        f"{warm} warm-up training steps; the loader alone for {steps} batches "
+                        "after draining what it had queued (supply); "
+                        f"{steps} steps on a batch already on the device (resident); "
+                        f"{rounds + 1} back-to-back rounds of {steps} steps fed by the loader, "
+                        "the first dropped (it starts on the batches queued meanwhile); "
+                        f"{steps} resident steps again. fed_over_resident: median fed round "
+                        "over the mean of the two resident rounds"}
     for decoder, workers in args.decoders:
+        if time.time() > args.deadline - 60:
+            result["runs"].append({"decoder": decoder, "workers": workers,
+                                   "error": "skipped: out of the time budget"})
+            continue
         dataset.decoder = decoder
         epoch_loader = build_loader(dataset, batch, shuffle=True, drop_last=True,
                                     num_workers=workers, pin_memory=device.type == "cuda",
                                     persistent=True, rank=0, world_size=1, seed=0)
         decode = jpeg.batch_decoder(decoder) if decoder in jpeg.BATCH_DECODERS else None
-        fed = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform, decode)
-        resident_batch = next(iter(DeviceLoader(Repeat(epoch_loader, 1), device, transform,
-                                                decode)))
-        resident = clips_per_s(Resident(resident_batch))
-        rate = clips_per_s(fed)
-        result["runs"].append({"decoder": decoder, "workers": workers,
-                               "fed_clips_per_s": rate, "resident_clips_per_s": resident,
-                               "fed_over_resident": rate / resident})
-        del epoch_loader, fed
+        prefetcher = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform, decode)
+        fed = iter(prefetcher)
+        queued = 2 * max(workers, 1) + prefetcher.depth + 1  # DataLoader's prefetch_factor 2
+        train(fed, warm)  # cudnn autotune, workers started
+        rate_alone = supply(fed, steps, queued)
+        resident_it = _forever(next(fed))
+        resident = [train(resident_it, steps)]
+        fed_rounds = [train(fed, steps) for _ in range(rounds + 1)][1:]
+        resident.append(train(resident_it, steps))
+        base = statistics.mean(resident)
+        ratios = sorted(f / base for f in fed_rounds)
+        result["runs"].append({
+            "decoder": decoder, "workers": workers,
+            "fed_clips_per_s": statistics.median(fed_rounds),
+            "resident_clips_per_s": base,
+            "fed_over_resident": statistics.median(ratios),
+            "fed_over_resident_min_max": [ratios[0], ratios[-1]],
+            "loader_alone_clips_per_s": rate_alone,
+            "fed_rounds_clips_per_s": fed_rounds, "resident_rounds_clips_per_s": resident})
+        fed.close()  # stops the prefetch thread
+        del epoch_loader, prefetcher, fed, resident_it
     return result
 
 
@@ -262,11 +311,11 @@ def main(argv=None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + args.minutes * 60
-    args.budget = lambda cap: max(10.0, min(cap, deadline - time.time()))
+    args.deadline = time.time() + args.minutes * 60
+    args.budget = lambda cap: max(10.0, min(cap, args.deadline - time.time()))
     # (decoder, loader processes); nvjpeg workers only read bytes, so fewer of them suffice
     args.decoders = ([("simplejpeg", 2), ("pil", 2)] if args.quick else
-                     [("simplejpeg", 12), ("simplejpeg", 6), ("nvjpeg", 4), ("nvjpeg", 12)])
+                     [("simplejpeg", 12), ("simplejpeg", 8), ("nvjpeg", 4), ("nvjpeg", 8)])
     from slowfast_dist.data import jpeg
 
     if not args.quick and jpeg.installed("dali"):  # where DALI is installed (1 GB)
@@ -307,9 +356,13 @@ def summary_table(report: dict) -> str:
                      f"MFU {'-' if m is None else f'{m:.1%}'}  x fp32 "
                      f"{'-' if x is None else f'{x:.2f}'}")
     for r in st.get("loader_fed", {}).get("runs", []):
+        if "error" in r:
+            lines.append(f"fed {r['decoder']:10s} x{r['workers']:<2d} {r['error']}")
+            continue
         lines.append(f"fed {r['decoder']:10s} x{r['workers']:<2d} {r['fed_clips_per_s']:8.1f} "
                      f"clips/s vs resident {r['resident_clips_per_s']:.1f} "
-                     f"({r['fed_over_resident']:.0%})")
+                     f"({r['fed_over_resident']:.0%}); loader alone "
+                     f"{r['loader_alone_clips_per_s']:.1f}")
     if "train_nccl" in st:
         t = st["train_nccl"]
         lines.append(f"train nccl: passed {t.get('passed')}  mAP "

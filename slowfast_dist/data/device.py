@@ -195,6 +195,10 @@ class DeviceLoader:
             frames = self._decode_one_by_one(chunks, t, keyframes)
         h = max(f.shape[1] for f in frames)
         w = max(f.shape[2] for f in frames)
+        if all(f.shape[1:] == (h, w) for f in frames):
+            # the usual case, one video's frames: one copy, not one small kernel per frame
+            # launched from this thread (which holds the GIL the training thread needs)
+            return torch.stack(frames).view(b, t, 3, h, w).permute(0, 1, 3, 4, 2)
         clips = torch.zeros((b, t, h, w, 3), dtype=torch.uint8, device=self.device)
         for k, f in enumerate(frames):
             clips[k // t, k % t, :f.shape[1], :f.shape[2]] = f.permute(1, 2, 0)
