@@ -62,8 +62,10 @@ def run_logged(cmd, log: Path, timeout: float, env=None) -> dict:
 # ---- stages -------------------------------------------------------------------------------
 
 def cuda_tests(args) -> dict:
+    # a test that hangs writes every thread's stack to the log after 60 s
     out = run_logged([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p",
-                      "no:cacheprovider", "tests"], args.out / "cuda_tests.log", args.budget(240))
+                      "no:cacheprovider", "-o", "faulthandler_timeout=60", "tests"],
+                     args.out / "cuda_tests.log", args.budget(240))
     out["passed"] = out["rc"] == 0
     return out
 
@@ -221,7 +223,8 @@ def loader_fed(args) -> dict:
                                     num_workers=workers, pin_memory=device.type == "cuda",
                                     persistent=True, rank=0, world_size=1, seed=0)
         decode = jpeg.batch_decoder(decoder) if decoder in jpeg.BATCH_DECODERS else None
-        prefetcher = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform, decode)
+        prefetcher = DeviceLoader(Repeat(epoch_loader, 10 ** 9), device, transform, decode,
+                                  thread=args.prefetch_thread)
         fed = iter(prefetcher)
         queued = 2 * max(workers, 1) + prefetcher.depth + 1  # DataLoader's prefetch_factor 2
         train(fed, warm)  # cudnn autotune, workers started
@@ -233,7 +236,7 @@ def loader_fed(args) -> dict:
         base = statistics.mean(resident)
         ratios = sorted(f / base for f in fed_rounds)
         result["runs"].append({
-            "decoder": decoder, "workers": workers,
+            "decoder": decoder, "workers": workers, "prefetch_thread": prefetcher.thread,
             "fed_clips_per_s": statistics.median(fed_rounds),
             "resident_clips_per_s": base,
             "fed_over_resident": statistics.median(ratios),
@@ -296,7 +299,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy sizes; runs without CUDA too")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     ap.add_argument("--minutes", type=float, default=7.5, help="time budget for all stages")
+    ap.add_argument("--decoders", dest="decoders_arg",
+                    help="loader_fed runs as DECODER:WORKERS,... (default: simplejpeg:12,"
+                         "simplejpeg:8,nvjpeg:4,nvjpeg:8, and dali:4,dali:12 where installed)")
+    ap.add_argument("--prefetch-thread", choices=("on", "off"),
+                    help="loader_fed: the device prefetcher's thread (default: on with CUDA)")
     args = ap.parse_args(argv)
+    args.prefetch_thread = None if args.prefetch_thread is None else args.prefetch_thread == "on"
     import torch
 
     if not torch.cuda.is_available() and not args.quick:
@@ -320,6 +329,9 @@ def main(argv=None) -> int:
 
     if not args.quick and jpeg.installed("dali"):  # where DALI is installed (1 GB)
         args.decoders += [("dali", 4), ("dali", 12)]
+    if args.decoders_arg:
+        args.decoders = [(d, int(n)) for d, n in
+                         (x.split(":") for x in args.decoders_arg.split(","))]
     args.maker = make_textured_set(args) if "loader_fed" in stages else None
     report = {"environment": environment(), "quick": args.quick, "stages": {}}
     path = args.out / "gpu_check.json"

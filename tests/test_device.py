@@ -1,6 +1,7 @@
 """data/device.py: the uint8 path (worker windows + batched resample on the device) equals the
 float reference path; the prefetcher yields the same batches in the same order."""
 import random
+import time
 
 import pytest
 import torch
@@ -346,8 +347,6 @@ def test_on_cpus_the_workers_resample_and_the_batches_are_the_same(textured):
 def test_a_consumer_that_stops_while_the_queue_is_full_does_not_wait(textured):
     """The step raises while the prefetcher holds a full queue and has reached the end: the
     thread must end at once, not block on its last hand-over."""
-    import time
-
     ds, tf = dataset(textured, "uint8"), transform()
     two = [collate_detection([ds[0]]), collate_detection([ds[1]])]
 
@@ -365,3 +364,19 @@ def test_a_consumer_that_stops_while_the_queue_is_full_does_not_wait(textured):
     t0 = time.perf_counter()
     it.close()
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_prefetch_thread_that_dies_is_an_error_not_a_hang(textured, monkeypatch):
+    """A producer that dies before its own error handling (as torch.cuda.set_device on an
+    index-less 'cuda' once did) must not leave the training thread waiting forever."""
+    ds, tf = dataset(textured, "uint8"), transform()
+
+    def dies(self, *args):
+        raise ValueError("died before handing anything over")
+
+    monkeypatch.setattr(DeviceLoader, "_produce", dies)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="prefetch thread .* ended without"):
+        list(DeviceLoader(_loader(ds, 0), "cpu", tf, thread=True))
+    assert time.perf_counter() - t0 < 10

@@ -10,6 +10,7 @@ is a few milliseconds, where the same work in the workers cost about half their 
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 
@@ -94,7 +95,10 @@ class DeviceLoader:
         callable from `jpeg.batch_decoder`."""
         from slowfast_dist.data import jpeg
 
-        self.loader, self.device, self.transform = loader, torch.device(device), transform
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # the thread sets it by index
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.loader, self.device, self.transform = loader, device, transform
         self.depth = depth  # batches moved ahead of the step
         self.decode_jpegs = decode_jpegs or jpeg.decode_on_gpu
         self.dataset = getattr(loader, "dataset", None)
@@ -116,12 +120,19 @@ class DeviceLoader:
         # transform's launches then never hold up the main thread, which is queueing the step.
         items: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
-        thread = threading.Thread(target=self._produce, args=(items, stop), daemon=True,
-                                  name="slowfast-device-prefetch")
+        # The first batch is read here, so a loader starting its workers forks them from this
+        # thread: a fork from a helper thread of a process with CUDA up can leave the children
+        # holding locks that thread's siblings had.
+        source = iter(self.loader)
+        first = next(source, None)
+        if first is None:
+            return
+        thread = threading.Thread(target=self._produce, args=(first, source, items, stop),
+                                  daemon=True, name="slowfast-device-prefetch")
         thread.start()
         try:
             while True:
-                item = items.get()
+                item = _get_while_alive(items, thread)
                 if item is None:
                     return
                 if isinstance(item, BaseException):
@@ -134,7 +145,7 @@ class DeviceLoader:
             stop.set()
             thread.join(timeout=120)  # it finishes the batch it is reading, then sees `stop`
 
-    def _produce(self, items: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, first, source, items: queue.Queue, stop: threading.Event) -> None:
         """Batches, then None (the end) or the exception, each handed over unless the consumer
         has stopped: a put never blocks a thread nobody will read from."""
         def put(item) -> bool:
@@ -146,10 +157,10 @@ class DeviceLoader:
                     continue
             return False
 
-        if self._stream is not None:
-            torch.cuda.set_device(self.device)
         try:
-            for batch in self.loader:
+            if self._stream is not None:
+                torch.cuda.set_device(self.device)
+            for batch in itertools.chain([first], source):
                 if not put(self._enqueue(batch)):
                     return
             put(None)
@@ -230,6 +241,18 @@ class DeviceLoader:
                                        f"second {int(keyframes[k // t][1])} decodes")
                 frames[k] = frames[min(good, key=lambda j: abs(j - k))]
         return frames
+
+
+def _get_while_alive(items: queue.Queue, thread: threading.Thread):
+    """The next item; a producer that died without handing over a batch, the end or its error
+    (a bug) is raised here rather than waited for."""
+    while True:
+        try:
+            return items.get(timeout=1.0)
+        except queue.Empty:
+            if not thread.is_alive() and items.empty():
+                raise RuntimeError(f"the device prefetch thread ({thread.name}) ended without "
+                                   "handing over a batch, the end of the epoch or an error")
 
 
 def build_device_transform(cfg) -> ClipBatchTransform:
