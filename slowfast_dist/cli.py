@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("slowfast_dist.train.test_cli", "run distributed inference and score it"),
     "ava-eval": ("slowfast_dist.eval.cli", "score AVA detections exactly as the official evaluator"),
     "make-synthetic": ("slowfast_dist.data.synthetic_cli", "write a small synthetic AVA-format data set"),
+    "prepare-ava": ("slowfast_dist.data.prepare_ava_cli", "cut, downscale and extract raw AVA movies; check them against the annotations"),
     "model-info": ("slowfast_dist.models.info_cli", "parameters, GFLOPs and state-dict layout of a config"),
     "nccl-report": ("slowfast_dist.profiling.nccl_report_cli", "read NCCL INFO logs: rings, hops, route problems"),
     "scaling-model": ("slowfast_dist.profiling.scaling_model_cli", "predict step and run time at N nodes"),
