@@ -220,12 +220,12 @@ def test_nonlocal_block_residual_and_time_folding():
     assert nl.pool.kernel_size == [1, 2, 2] and not hasattr(m.s4, "pathway1_nonlocal0")
     x = torch.randn(2, nl.conv_theta.in_channels, 4, 4, 4)
     nn_init = torch.nn.init
-    nn_init.ones_(nl.norm.weight)
+    nn_init.ones_(nl.bn.weight)
     folded = m.s4._nonlocal(nl, x, 2)
     assert torch.allclose(folded, torch.cat([nl(x[:, :, :2]), nl(x[:, :, 2:])], 2), atol=1e-5)
     assert not torch.allclose(folded, nl(x), atol=1e-3)
-    nn_init.zeros_(nl.norm.weight)
-    nn_init.zeros_(nl.norm.bias)
+    nn_init.zeros_(nl.bn.weight)
+    nn_init.zeros_(nl.bn.bias)
     assert torch.equal(nl(x), x)  # residual: a zeroed final BN leaves the input unchanged
     out = m([torch.randn(1, 3, 4, 64, 64), torch.randn(1, 3, 16, 64, 64)])
     assert out.shape == (1, 5)

@@ -124,7 +124,8 @@ class Nonlocal(nn.Module):
         self.conv_phi = nn.Conv3d(dim, dim_inner, 1)
         self.conv_g = nn.Conv3d(dim, dim_inner, 1)
         self.conv_out = nn.Conv3d(dim_inner, dim, 1)
-        self.norm = _bn(dim, eps, mom)
+        self.bn = _bn(dim, eps, mom)  # PySlowFast's name (nonlocal_helper.py), for its checkpoints
+        self.bn.transform_final_bn = True  # zeroed with RESNET.ZERO_INIT_FINAL_BN, as PySlowFast's
         if pool_size is not None and any(k > 1 for k in pool_size):
             self.pool = nn.MaxPool3d(list(pool_size), list(pool_size), 0)
 
@@ -140,7 +141,7 @@ class Nonlocal(nn.Module):
         else:
             aff = aff / aff.shape[2]
         out = torch.einsum("ntp,ncp->nct", aff, g).reshape(n, self.dim_inner, t, h, w)
-        return x + self.norm(self.conv_out(out))
+        return x + self.bn(self.conv_out(out))
 
 
 class ResStage(nn.Module):

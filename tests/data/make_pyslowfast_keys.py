@@ -10,7 +10,7 @@ what PySlowFast's constructors register (facebookresearch/SlowFast, slowfast/mod
 - resnet_helper.py `ResStage` (`pathway{p}_res{i}`, `pathway{p}_nonlocal{i}`, temporal kernel 1
   after NUM_BLOCK_TEMP_KERNEL blocks), `ResBlock` (branch1 + branch1_bn when dims or stride
   change, branch2), `BottleneckTransform` (a, a_bn, b, b_bn, c, c_bn);
-- nonlocal_helper.py `Nonlocal` (conv_theta, conv_phi, conv_g, conv_out with bias, norm);
+- nonlocal_helper.py `Nonlocal` (conv_theta, conv_phi, conv_g, conv_out with bias, bn);
 - head_helper.py `ResNetBasicHead` / `ResNetRoIHead`: only `projection` (Linear) has state.
 nn.Module.state_dict order: a module's parameters, then its buffers, then its children in the
 order they were registered. BatchNorm3d: weight, bias, running_mean, running_var,
@@ -91,7 +91,7 @@ def slowfast_keys(num_classes, depth, alpha, beta_inv, fusion_ratio, fusion_kern
                     for part in ("conv_theta", "conv_phi", "conv_g"):
                         conv(out, f"{nl}.{part}", d_out[p] // 2, d_out[p], [1, 1, 1], bias=True)
                     conv(out, f"{nl}.conv_out", d_out[p], d_out[p] // 2, [1, 1, 1], bias=True)
-                    bn(out, f"{nl}.norm", d_out[p])
+                    bn(out, f"{nl}.bn", d_out[p])
         if si < 3:
             fuse(f"{name}_fuse", d_out[1])
     head_in = w * 32 + w * 32 // beta_inv
