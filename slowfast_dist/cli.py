@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ava-eval": ("slowfast_dist.eval.cli", "score AVA detections exactly as the official evaluator"),
     "make-synthetic": ("slowfast_dist.data.synthetic_cli", "write a small synthetic AVA-format data set"),
     "prepare-ava": ("slowfast_dist.data.prepare_ava_cli", "cut, downscale and extract raw AVA movies; check them against the annotations"),
+    "convert-checkpoint": ("slowfast_dist.models.convert_cli", "convert a PySlowFast Caffe2 .pkl checkpoint to .pyth"),
     "model-info": ("slowfast_dist.models.info_cli", "parameters, GFLOPs and state-dict layout of a config"),
     "nccl-report": ("slowfast_dist.profiling.nccl_report_cli", "read NCCL INFO logs: rings, hops, route problems"),
     "scaling-model": ("slowfast_dist.profiling.scaling_model_cli", "predict step and run time at N nodes"),

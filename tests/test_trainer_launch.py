@@ -222,8 +222,8 @@ def test_missing_or_caffe2_checkpoint_is_one_line_exit_2(data, tmp_path, capsys)
                  *opts_for(data, tmp_path, "TRAIN.CHECKPOINT_FILE_PATH", str(tmp_path / "no.pyth"))])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].endswith("no.pyth: TRAIN.CHECKPOINT_FILE_PATH not found")
-    with pytest.raises(UserError, match="caffe2 .* is not supported"):
-        finetune.read_pretrained(str(tmp_path / "x.pkl"), "caffe2")
+    with pytest.raises(UserError, match="x.pkl: TRAIN.CHECKPOINT_FILE_PATH not found"):
+        finetune.read_pretrained(str(tmp_path / "x.pkl"), "caffe2", model_state={})
 
 
 def test_inflate_turns_a_2d_kernel_into_a_3d_one_with_the_same_response():

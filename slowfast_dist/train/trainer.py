@@ -335,8 +335,10 @@ def train(cfg, info=None) -> dict:
         run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1}{at})")
     elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
         t = cfg.TRAIN
+        own = ckpt.unwrap(run.model).state_dict()  # a Caffe2 .pkl's names are read against it
         start_epoch = finetune_from(read_pretrained(t.CHECKPOINT_FILE_PATH, t.CHECKPOINT_TYPE,
-                                                    t.CHECKPOINT_FULL_UNPICKLE),
+                                                    t.CHECKPOINT_FULL_UNPICKLE, log=run.log,
+                                                    model_state=own),
                                     t.CHECKPOINT_FILE_PATH, model=run.model, optimizer=optimizer,
                                     scaler=scaler, inflate=t.CHECKPOINT_INFLATE,
                                     epoch_reset=t.CHECKPOINT_EPOCH_RESET,
@@ -430,7 +432,11 @@ def test(cfg, info=None) -> dict:
     run = Run(cfg, info)
     run.eval_files(warn=True)
     path = cfg.TEST.CHECKPOINT_FILE_PATH
-    if path:
+    if path and cfg.TEST.CHECKPOINT_TYPE == "caffe2":  # a PySlowFast zoo .pkl
+        from slowfast_dist.train.finetune import load_caffe2_for_test
+
+        load_caffe2_for_test(run.model, path, log=run.log)
+    elif path:
         from slowfast_dist.models import load_pyslowfast_checkpoint
 
         load_pyslowfast_checkpoint(run.model, path, skip_head=False, log=run.log,  # no random head
