@@ -1,4 +1,6 @@
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -117,10 +119,10 @@ def test_base_inheritance_and_opts_override(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = load_config(child, ["SOLVER.MAX_EPOCH", "30", "DDP.BUCKET_CAP_MB", "50",
-                                  "AVA.PIXEL_SOURCE", "video", "SOLVER.LRS", "[1, 0.5]"])
+                                  "AVA.PIXEL_SOURCE", "video", "SOLVER.LRS", "[1, 0.5, 0.2, 0.1]"])
     assert cfg.SOLVER.BASE_LR == 0.05 and cfg.SLOWFAST.ALPHA == 4
     assert cfg.SOLVER.MAX_EPOCH == 30 and cfg.DDP.BUCKET_CAP_MB == 50
-    assert cfg.AVA.PIXEL_SOURCE == "video" and cfg.SOLVER.LRS == [1, 0.5]
+    assert cfg.AVA.PIXEL_SOURCE == "video" and cfg.SOLVER.LRS == [1, 0.5, 0.2, 0.1]
 
 
 def test_typo_names_key_line_and_suggestion(tmp_path):
@@ -182,3 +184,87 @@ def test_dump_roundtrip_and_key_list(tmp_path):
                      "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE",
                      "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE",
                      "TEST.CHECKPOINT_FULL_UNPICKLE"}
+
+
+# ---- SOLVER schedule checked at load (PySlowFast's get_step_index semantics) ---------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT_SOLVER = AVA_YAML[AVA_YAML.index("SOLVER:"):AVA_YAML.index("MODEL:")]
+
+
+def _solver_yaml(tmp_path, **changes):
+    """PySlowFast's SHORT SOLVER block with some lines replaced: (file, line of each key)."""
+    lines = SHORT_SOLVER.splitlines()
+    for key, value in changes.items():
+        at = [i for i, l in enumerate(lines) if l.strip().startswith(key + ":")]
+        if at:
+            lines[at[0]] = f"  {key}: {value}"
+        else:
+            lines.append(f"  {key}: {value}")
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    return path, {k: i + 1 for i, l in enumerate(lines) for k in [l.strip().split(":")[0]]}
+
+
+@pytest.mark.parametrize("changes,key,rule", [
+    ({"STEPS": "[0, 10, 5, 5]"}, "SOLVER.STEPS", r"\[0, 10, 5, 5\] must be strictly increasing"),
+    ({"STEPS": "[1, 10, 15, 20]"}, "SOLVER.STEPS", r"\[1, 10, 15, 20\] must start at 0"),
+    ({"STEPS": "[0, 10, 15, 25]"}, "SOLVER.STEPS",
+     r"\[0, 10, 15, 25\] must lie within SOLVER.MAX_EPOCH 20 \(25 would never apply\)"),
+    ({"LRS": "[1, 0.1, 0.01]"}, "SOLVER.LRS",
+     r"\[1, 0.1, 0.01\] must have one LR per SOLVER.STEPS"),
+    ({"WARMUP_EPOCHS": "25.0"}, "SOLVER.WARMUP_EPOCHS", r"25.0 must be within SOLVER.MAX_EPOCH 20"),
+    ({"BASE_LR": "0.0"}, "SOLVER.BASE_LR", r"0.0 must be > 0"),
+    ({"LR_POLICY": "cosine", "COSINE_END_LR": "0.5"}, "SOLVER.COSINE_END_LR",
+     r"0.5 must be below SOLVER.BASE_LR 0.1"),
+])
+def test_bad_solver_schedule_is_a_one_line_error_at_its_file_and_line(tmp_path, changes, key,
+                                                                      rule):
+    path, line = _solver_yaml(tmp_path, **changes)
+    with pytest.raises(UserError) as err:
+        load_config(path, [])
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert re.match(rf"{re.escape(path)}:{line[key.split('.')[1]]}: {key} {rule}", msg), msg
+
+
+def test_schedule_errors_from_the_command_line_name_it(tmp_path):
+    with pytest.raises(UserError, match=r"^command line: SOLVER.STEPS \[0, 3\] must lie within "
+                                        r"SOLVER.MAX_EPOCH 2 \(3 would never apply\)$"):
+        load_config(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS",
+                           "[0, 3]", "SOLVER.LRS", "[1, 0.1]", "SOLVER.MAX_EPOCH", "2"])
+    # the policy chosen there needs STEPS that the defaults do not have
+    with pytest.raises(UserError, match=r"^command line: SOLVER.STEPS \[\] must start at 0"):
+        load_config(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs"])
+    with pytest.raises(UserError, match=r"^command line: SOLVER.LR_POLICY 'step' must be one of"):
+        load_config(None, ["SOLVER.LR_POLICY", "step"])
+
+
+def test_command_line_max_epoch_may_cut_the_file_schedule_short(tmp_path):
+    path, _ = _solver_yaml(tmp_path)
+    cfg = load_config(path, ["SOLVER.MAX_EPOCH", "1"])  # a smoke run: warm-up and steps cut
+    assert cfg.SOLVER.MAX_EPOCH == 1 and cfg.SOLVER.STEPS == [0, 10, 15, 20]
+    # written in a file, the same values are refused, with the way to cut a run short
+    cut, _ = _solver_yaml(tmp_path, MAX_EPOCH=1)
+    with pytest.raises(UserError, match=r"SOLVER.WARMUP_EPOCHS 5.0 must be within .*give "
+                                        r"SOLVER.MAX_EPOCH on the command line$"):
+        load_config(cut, [])
+
+
+SHIPPED = sorted(p for p in (ROOT / "configs").glob("**/*.yaml") if "scaling" not in p.parts)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_shipped_configs_load_and_pass_the_checks(path):
+    # configs/scaling/ holds scaling-model inputs, not training configs (test_scaling_model.py)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every key is ours or used: none silently ignored
+        cfg = load_config(str(path), [])
+    assert cfg_ignored_keys(cfg) == ()
+    s = cfg.SOLVER
+    if s.LR_POLICY.startswith("steps"):
+        assert s.STEPS[0] == 0 and len(s.LRS) == len(s.STEPS) and s.STEPS[-1] <= s.MAX_EPOCH
+
+
+def test_short_config_has_pyslowfasts_current_steps():
+    cfg = load_config(str(ROOT / "configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml"), [])
+    assert cfg.SOLVER.STEPS == [0, 10, 15, 20] and cfg.SOLVER.LRS == [1, 0.1, 0.01, 0.001]

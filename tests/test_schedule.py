@@ -1,8 +1,9 @@
 import math
+from functools import partial
 
 import pytest
 
-from slowfast_dist.train.schedule import lr_at, scaled_base_lr, scaled_lr
+from slowfast_dist.train.schedule import lr_at, scaled_base_lr, scaled_lr, schedule_line
 
 # Study recipe: 0.05 per node (32 labels per node), 20 epochs, 5 warm-up, x0.1 at 10 and 15.
 PER_NODE_LR, PER_NODE_WARM = 0.05, 0.000125
@@ -46,3 +47,42 @@ def test_reference_batch_rule_and_errors():
     assert scaled_lr(0.1, 0.01, 0.0, num_shards=4, scale_num_shards=False).base_lr == 0.1
     with pytest.raises(ValueError):
         lr_at(1.0, base_lr=0.1, policy="bogus", max_epoch=10)
+
+
+def test_plan_line_shows_the_lr_of_each_step_of_the_short_config():
+    # read through the trainer's resolve_lr, i.e. the lr_at function the training calls
+    from slowfast_dist.config import load_config
+    from slowfast_dist.train import trainer
+
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", [])
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=cfg.TRAIN.BATCH_SIZE)
+    assert trainer.lr_schedule_line(cfg, at) == (
+        "lr schedule: epoch 0-10 0.1, 10-15 0.01, 15-20 0.001 (warm-up 0->0.1 over 5 epochs "
+        "from 0.000125); steps at epoch 20 not reached (MAX_EPOCH 20)")
+    # cut short on the command line: the line says what will run
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", ["SOLVER.MAX_EPOCH", "12"])
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=cfg.TRAIN.BATCH_SIZE)
+    assert trainer.lr_schedule_line(cfg, at) == (
+        "lr schedule: epoch 0-10 0.1, 10-12 0.01 (warm-up 0->0.1 over 5 epochs from 0.000125); "
+        "steps at epoch 15, 20 not reached (MAX_EPOCH 12)")
+
+
+def test_plan_line_for_cosine_and_for_a_warm_up_covering_a_step():
+    cos = dict(base_lr=1.0, policy="cosine", max_epoch=10, cosine_end_lr=0.1, warmup_epochs=0.0)
+    line = schedule_line(partial(lr_at, **cos), policy="cosine", steps=[], max_epoch=10,
+                         warmup_epochs=0.0)
+    assert line == "lr schedule: cosine 1 at epoch 0 -> 0.1 at epoch 10"
+    steps = dict(RECIPE, base_lr=1.0, warmup_start_lr=0.0, warmup_epochs=12.0)
+    line = schedule_line(partial(lr_at, **steps), policy=RECIPE["policy"], steps=RECIPE["steps"],
+                         max_epoch=20, warmup_epochs=12.0)
+    assert line == ("lr schedule: epoch 0-10 warm-up, 10-15 0.1, 15-20 0.01 "
+                    "(warm-up 0->0.1 over 12 epochs from 0)")
+
+
+def test_from_max_epoch_on_the_last_lr_applies_as_in_pyslowfast():
+    # PySlowFast's get_step_index ends its loop on the last index when no bound is above the
+    # epoch: a warm-up as long as the run ramps to the last LR instead of failing
+    kw = dict(base_lr=1.0, policy="steps_with_relative_lrs", max_epoch=20, steps=[0, 10, 15, 20],
+              lrs=[1, 0.1, 0.01, 0.001])
+    assert lr_at(19.99, **kw) == pytest.approx(0.01) and lr_at(20.0, **kw) == pytest.approx(0.001)
+    assert lr_at(10.0, **kw, warmup_epochs=20.0, warmup_start_lr=0.0) == pytest.approx(0.0005)

@@ -371,6 +371,8 @@ def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
     assert 33.5e6 < report["params"] < 34.2e6  # SlowFast R50 AVA detector
     assert report["lr_at_epoch"]["5"] == pytest.approx(0.05 * 128)
     assert report["lr_at_epoch"]["15"] == pytest.approx(0.0005 * 128)
+    assert report["lr_schedule"] == ("lr schedule: epoch 0-10 6.4, 10-15 0.64, 15-20 0.064 "
+                                     "(warm-up 0->6.4 over 5 epochs from 0.016)")
     assert not list(tmp_path.glob("checkpoints/*"))  # nothing trained
 
 

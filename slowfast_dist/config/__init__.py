@@ -115,11 +115,33 @@ def _set(cfg: CfgNode, key: str, val, src):
     node[parts[-1]] = val
 
 
+def _check_solver(cfg, origin: dict, path) -> None:
+    """UserError for the first SOLVER value the LR schedule would use wrongly, located where
+    the value came from (`origin`: key -> file, or None for the command line)."""
+    from slowfast_dist.train.schedule import solver_problems
+
+    s = cfg.SOLVER
+    problems = solver_problems(policy=s.LR_POLICY, base_lr=s.BASE_LR, steps=s.STEPS, lrs=s.LRS,
+                               max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS,
+                               cosine_end_lr=s.COSINE_END_LR)
+    max_from_opts = "SOLVER.MAX_EPOCH" in origin and origin["SOLVER.MAX_EPOCH"] is None
+    for key, msg, against_max_epoch in problems:
+        from_opts = key in origin and origin[key] is None
+        if against_max_epoch and max_from_opts and not from_opts:
+            continue  # SOLVER.MAX_EPOCH N on the command line cuts the file's schedule short
+        # a key left at its default is reported at the file that chose the policy around it
+        src = origin[key] if key in origin else path
+        hint = ("; to cut a run short, give SOLVER.MAX_EPOCH on the command line"
+                if against_max_epoch and src is not None else "")
+        raise UserError(f"{_where(src, key)}: {msg}{hint}")
+
+
 def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNode:
     """Defaults, then the YAML at `path` (with `_BASE_`), then `KEY VALUE` opts; frozen."""
     cfg = get_cfg()
     ours = set(_our_keys(cfg))
     ignored: list[str] = []
+    origin: dict = {}  # key -> the file that set it, or None for the command line
     if path is not None:
         if not os.path.isfile(path):
             raise UserError(f"{path}: config file not found")
@@ -149,6 +171,7 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
         ignored += ign
         for k, v in keep.items():
             _set(cfg, k, v, path)
+            origin[k] = path
     opts = list(opts or [])
     if len(opts) % 2:
         raise UserError(f"command line: opts must be KEY VALUE pairs, got odd count: {opts}")
@@ -157,6 +180,7 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
     ignored += ign
     for k, v in keep.items():
         _set(cfg, k, v, None)
+        origin[k] = None
     if ignored:
         warnings.warn(
             "PySlowFast config keys not used by slowfast-dist (ignored): " + ", ".join(sorted(set(ignored))),
@@ -166,6 +190,7 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
     for key, only in ONLY_DEFAULT.items():
         if values[key] != only:
             raise UserError(f"{key} {values[key]!r}: not supported by slowfast-dist (only {only!r})")
+    _check_solver(cfg, origin, path)
     # Stored outside the key tree so dumps stay loadable; read with cfg_ignored_keys().
     object.__setattr__(cfg, _IGNORED_ATTR, tuple(sorted(set(ignored))))
     cfg.freeze()

@@ -21,8 +21,10 @@ def _policy_lr(policy, cur_epoch, base_lr, max_epoch, steps, lrs, cosine_end_lr,
             math.cos(math.pi * (cur_epoch - offset) / (max_epoch - offset)) + 1.0)
     if policy in ("steps_with_relative_lrs", "steps_with_lrs"):
         # Index of the last step <= cur_epoch; STEPS start at 0 (PySlowFast's get_step_index).
+        # From MAX_EPOCH on no bound is above cur_epoch and PySlowFast's loop variable ends on
+        # the last index: the last LR (what a warm-up as long as the run ramps to).
         bounds = list(steps) + [max_epoch]
-        ind = len(bounds)
+        ind = len(bounds) - 1
         for i, s in enumerate(bounds):
             if cur_epoch < s:
                 ind = i
@@ -87,3 +89,85 @@ def scaled_lr(base_lr: float, warmup_start_lr: float, cosine_end_lr: float, *, n
     else:
         f, rule = 1.0, "no scaling"
     return ResolvedLR(base_lr * f, warmup_start_lr * f, cosine_end_lr * f, f, rule)
+
+
+POLICIES = ("cosine", "steps_with_relative_lrs", "steps_with_lrs")
+
+
+def solver_problems(*, policy, base_lr, steps, lrs, max_epoch, warmup_epochs, cosine_end_lr):
+    """(key, message, against_max_epoch) for each SOLVER value `lr_at` would use wrongly.
+
+    The rules follow PySlowFast's get_step_index, which looks the epoch up in STEPS +
+    [MAX_EPOCH]: STEPS[i] is where LRS[i] starts, so the list starts at 0, increases, and has
+    one LR per step. A step equal to MAX_EPOCH is allowed though it never applies: PySlowFast's
+    own AVA SLOWFAST_32x2_R50_SHORT.yaml ends with one. `against_max_epoch` marks the rules
+    that compare with MAX_EPOCH, which the config loader waives for the file's values when
+    MAX_EPOCH comes from the command line (a run cut short on purpose: the later steps are then
+    simply not reached).
+    """
+    steps, lrs = list(steps), list(lrs)
+    if policy not in POLICIES:
+        yield ("SOLVER.LR_POLICY", f"SOLVER.LR_POLICY {policy!r} must be one of "
+               f"{', '.join(POLICIES)}", False)
+        return
+    if not base_lr > 0:
+        yield "SOLVER.BASE_LR", f"SOLVER.BASE_LR {base_lr!r} must be > 0", False
+    if not max_epoch >= 1:
+        yield "SOLVER.MAX_EPOCH", f"SOLVER.MAX_EPOCH {max_epoch!r} must be >= 1", False
+    if not warmup_epochs >= 0:
+        yield "SOLVER.WARMUP_EPOCHS", f"SOLVER.WARMUP_EPOCHS {warmup_epochs!r} must be >= 0", False
+    elif warmup_epochs > max_epoch:
+        yield ("SOLVER.WARMUP_EPOCHS", f"SOLVER.WARMUP_EPOCHS {warmup_epochs!r} must be within "
+               f"SOLVER.MAX_EPOCH {max_epoch!r} (the warm-up would never end)", True)
+    if policy == "cosine":
+        if not cosine_end_lr < base_lr:
+            yield ("SOLVER.COSINE_END_LR", f"SOLVER.COSINE_END_LR {cosine_end_lr!r} must be "
+                   f"below SOLVER.BASE_LR {base_lr!r} (cosine policy)", False)
+        return
+    rule = f"SOLVER.LR_POLICY {policy}"
+    if not steps or steps[0] != 0:
+        yield ("SOLVER.STEPS", f"SOLVER.STEPS {steps} must start at 0 (STEPS[i] is the epoch "
+               f"where LRS[i] starts; {rule})", False)
+        return
+    for prev, cur in zip(steps, steps[1:]):
+        if not cur > prev:
+            yield ("SOLVER.STEPS", f"SOLVER.STEPS {steps} must be strictly increasing ({cur} "
+                   f"follows {prev}; they are epochs, not step lengths)", False)
+            return
+    if steps[-1] > max_epoch:
+        late = [s for s in steps if s > max_epoch]
+        yield ("SOLVER.STEPS", f"SOLVER.STEPS {steps} must lie within SOLVER.MAX_EPOCH "
+               f"{max_epoch!r} ({', '.join(map(str, late))} would never apply)", True)
+    if len(lrs) != len(steps):
+        yield ("SOLVER.LRS", f"SOLVER.LRS {lrs} must have one LR per SOLVER.STEPS entry "
+               f"({len(lrs)} LRS for STEPS {steps})", False)
+
+
+def schedule_line(lr_at, *, policy: str, steps: Sequence[float], max_epoch: float,
+                  warmup_epochs: float) -> str:
+    """One line for the start-up plan: the LR of each step segment (after warm-up) or the
+    cosine's ends, all read from `lr_at`, the function the training calls, so the line shows
+    what will run (a command-line MAX_EPOCH that cuts the schedule included)."""
+    warm = ""
+    if warmup_epochs > 0:
+        cut = f", cut at epoch {max_epoch:g}" if warmup_epochs > max_epoch else ""
+        warm = (f" (warm-up 0->{lr_at(float(warmup_epochs)):g} over {warmup_epochs:g} epochs "
+                f"from {lr_at(0.0):g}{cut})")
+    if policy == "cosine":
+        start = min(float(warmup_epochs), float(max_epoch))
+        return (f"lr schedule: cosine {lr_at(start):g} at epoch {start:g} -> "
+                f"{lr_at(float(max_epoch)):g} at epoch {max_epoch:g}{warm}")
+    parts, unreached = [], []
+    bounds = list(steps) + [max_epoch]
+    for a, b in zip(bounds, bounds[1:]):
+        b = min(b, max_epoch)
+        if a >= b:
+            unreached.append(f"{a:g}")
+            continue
+        # the LR after warm-up: a segment the warm-up covers wholly has none of its own
+        at = max(float(a), float(warmup_epochs))
+        parts.append(f"{a:g}-{b:g} {lr_at(at):g}" if at < b else f"{a:g}-{b:g} warm-up")
+    line = "lr schedule: epoch " + ", ".join(parts) + warm
+    if unreached:
+        line += f"; steps at epoch {', '.join(unreached)} not reached (MAX_EPOCH {max_epoch:g})"
+    return line

@@ -282,6 +282,15 @@ class Run:
         return s
 
 
+def lr_schedule_line(cfg, lr_at) -> str:
+    """The start-up plan's LR line, read off `lr_at` (the schedule the training calls)."""
+    from slowfast_dist.train import schedule
+
+    s = cfg.SOLVER
+    return schedule.schedule_line(lr_at, policy=s.LR_POLICY, steps=list(s.STEPS),
+                                  max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS)
+
+
 def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) -> dict:
     """What a run of this size would do, built on a fake process group; nothing is trained."""
     s = run.cfg.SOLVER
@@ -291,6 +300,7 @@ def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) 
         "params": sum(p.numel() for p in ckpt.unwrap(model).parameters()),
         "lr_at_epoch": {f"{e:g}": lr_at(float(e)) for e in sorted({0, s.WARMUP_EPOCHS, *s.STEPS})
                         if e < s.MAX_EPOCH},
+        "lr_schedule": lr_schedule_line(run.cfg, lr_at),
         "ddp_buckets_mb": run.cfg.DDP.BUCKET_CAP_MB,
         "param_groups": len(optimizer.param_groups),
     }
@@ -318,6 +328,7 @@ def train(cfg, info=None) -> dict:
     base_lr = lr.base_lr
     run.log(f"{run.world} rank(s) on {len(set(run.hosts))} node(s), backend {run.info.backend}; "
             f"global batch {global_batch} ({batch}/rank); LR {lr}")
+    run.log(lr_schedule_line(cfg, lr_at))
     s = cfg.SOLVER
     optimizer = build_optimizer(run.model, lr=base_lr, momentum=s.MOMENTUM, dampening=s.DAMPENING,
                                 nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY,
