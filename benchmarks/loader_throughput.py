@@ -10,7 +10,8 @@ Worker cost per clip (one core, one thread, process CPU time): `dataset[i]` plus
 of that sample, which a worker also runs. For each sample index every variant runs in turn
 (the start rotated per sample), each after seeding `random`, `numpy` and `torch` alike, so ours
 draw the same scale, crop and flip (PySlowFast draws from numpy: same seed, its own draws;
-its scale is 1 / uniform(1/320, 1/256), ours randint(256, 320), so its scales run a bit smaller).
+both draw the scale as round(1 / uniform(1/320, 1/256)), so the scales differ per sample but
+follow the same distribution).
 Variants:
 - today_float_pil: `output="float"`, PIL: what the project shipped until now (decode, float()
   of the whole clip, bilinear resize, crop, flip, normalise; float pathways shipped);

@@ -157,3 +157,53 @@ def test_data_random_flip_false_never_flips(tree, monkeypatch):
 def test_jitter_scales_must_cover_the_crop(tree, scales):
     with pytest.raises(UserError, match="DATA.TRAIN_JITTER_SCALES"):
         _train_ds(tree, jitter_scales=scales)
+
+
+def _max_cdf_gap(a, b, lo, hi):
+    """Largest difference between the two samples' CDFs over the integers lo..hi."""
+    import numpy as np
+
+    edges = np.arange(lo, hi + 2)
+    ca = np.cumsum(np.histogram(a, edges)[0]) / len(a)
+    cb = np.cumsum(np.histogram(b, edges)[0]) / len(b)
+    return float(np.abs(ca - cb).max())
+
+
+def test_scale_jitter_follows_pyslowfasts_inverse_uniform_draw(tree):
+    """PySlowFast's AVA training (cv2 backend, its default) draws the short side in
+    cv2_transform.random_short_side_scale_jitter_list as round(1 / uniform(1/max, 1/min))."""
+    import random
+
+    import numpy as np
+
+    n, lo, hi = 20000, 256, 320
+    ds = _train_ds(tree, jitter_scales=[lo, hi])
+    ds._rng = random.Random(0)
+    ours = [min(ds._draw(480, 640)[0]) for _ in range(n)]  # the dataset's own draw code
+    ref = np.random.RandomState(0)
+    pyslowfast = [int(round(1.0 / ref.uniform(1.0 / hi, 1.0 / lo))) for _ in range(n)]
+    old = random.Random(1)
+    uniform_int = [old.randint(lo, hi) for _ in range(n)]  # what the dataset drew before
+    assert min(ours) >= lo and max(ours) <= hi
+    # two-sample Kolmogorov-Smirnov at n = m = 20000: 0.02 is above its 0.1 % critical value
+    # (1.95 * sqrt(2 / n) = 0.0195); the uniform draw is ~0.055 away, so this test can tell
+    assert _max_cdf_gap(ours, pyslowfast, lo, hi) < 0.02
+    assert _max_cdf_gap(uniform_int, pyslowfast, lo, hi) > 0.04
+
+
+def test_training_draws_keep_their_order_scale_crop_flip(tree):
+    # reproducibility: one keyed RNG, drawn scale first, then y, x, then the flip
+    import random
+
+    from slowfast_dist.data.dataset import jitter_short_side
+
+    ds = _train_ds(tree, jitter_scales=[32, 40])
+    for seed in range(20):
+        ds._rng, r = random.Random(seed), random.Random(seed)
+        size = jitter_short_side(r, 32, 40)
+        nh, nw = size, 640 * size // 480
+        # offsets as PySlowFast's randint(0, h - size): the upper end excluded
+        y0 = r.randrange(nh - 32) if nh > 32 else 0
+        x0 = r.randrange(nw - 32) if nw > 32 else 0
+        want = ((nh, nw), (y0, x0), (32, 32), r.random() < 0.5)
+        assert ds._draw(480, 640) == want

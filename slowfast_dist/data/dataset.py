@@ -47,6 +47,14 @@ class ClipSpec:
     output: str = "uint8"
 
 
+def jitter_short_side(rng, min_size, max_size) -> int:
+    """The training short side, drawn as PySlowFast's AVA draws it (the cv2 backend, its default:
+    cv2_transform.random_short_side_scale_jitter_list): the inverse of the size is uniform, so
+    small scales come up more often than under a uniform integer draw; rounded as it rounds.
+    One draw from `rng`, so the crop offsets and the flip still follow it in the same order."""
+    return int(round(1.0 / rng.uniform(1.0 / max_size, 1.0 / min_size)))
+
+
 class AvaDataset(torch.utils.data.Dataset):
     """One sample per keyframe with boxes; unreadable samples are skipped and counted."""
 
@@ -171,9 +179,10 @@ class AvaDataset(torch.utils.data.Dataset):
         PySlowFast's order (scale, y, x, flip) in training; the deterministic ones otherwise."""
         crop, rng = self.crop_size, self._rng or random
         if self.train:
-            nh, nw = T.resized_size(h, w, rng.randint(*self.jitter))
-            y0 = rng.randint(0, nh - crop)
-            x0 = rng.randint(0, nw - crop)
+            nh, nw = T.resized_size(h, w, jitter_short_side(rng, *self.jitter))
+            # PySlowFast's random_crop_list: randint(0, h - size) excludes its upper end
+            y0 = rng.randrange(nh - crop) if nh > crop else 0
+            x0 = rng.randrange(nw - crop) if nw > crop else 0
             flip = self.random_flip and rng.random() < 0.5
             return (nh, nw), (y0, x0), (crop, crop), flip
         nh, nw = T.resized_size(h, w, crop)
