@@ -181,7 +181,7 @@ def test_dump_roundtrip_and_key_list(tmp_path):
     assert extra == {"INIT_METHOD", "DATA_LOADER.PERSISTENT_WORKERS", "DATA_LOADER.TIMEOUT_S",
                      "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
                      "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
-                     "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.ACT_CHECKPOINT", "BN.FREEZE",
+                     "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "BN.FREEZE",
                      "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE",
                      "TEST.CHECKPOINT_FULL_UNPICKLE"}
 

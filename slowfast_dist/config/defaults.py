@@ -24,7 +24,7 @@ _C.BN.WEIGHT_DECAY = 0.0
 _C.BN.NORM_TYPE = "batchnorm"
 _C.BN.NUM_SPLITS = 1
 _C.BN.NUM_SYNC_DEVICES = 1
-# Newer PySlowFast defaults (its Kinetics/AVA YAMLs set BN.MOMENTUM).
+# Keys of older PySlowFast versions (2020), which older YAML files set; the models take them.
 _C.BN.EPSILON = 1e-5
 _C.BN.MOMENTUM = 0.1
 
