@@ -182,7 +182,7 @@ def test_dump_roundtrip_and_key_list(tmp_path):
                      "AVA.PIXEL_SOURCE", "AVA.VIDEO_DIR",
                      "TRAIN.AMP_DTYPE", "TRAIN.GRAD_ACCUM_STEPS", "SOLVER.REFERENCE_GLOBAL_BATCH",
                      "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "BN.FREEZE",
-                     "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE",
+                     "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE", "SOLVER.LARS_TRUST_COEFFICIENT",
                      "TEST.CHECKPOINT_FULL_UNPICKLE"}
 
 

@@ -34,7 +34,7 @@ def pyslowfast_keys() -> frozenset:
 
 # PySlowFast keys in our defaults (so its YAMLs load) whose other values we do not implement:
 # a non-default value is refused rather than silently ignored.
-ONLY_DEFAULT = {"SOLVER.OPTIMIZING_METHOD": "sgd", "RESNET.STRIDE_1X1": False,
+ONLY_DEFAULT = {"RESNET.STRIDE_1X1": False,
                 "DATA.TARGET_FPS": 30, "AVA.BGR": False,
                 "AVA.TRAIN_USE_COLOR_AUGMENTATION": False, "AVA.TEST_FORCE_FLIP": False}
 

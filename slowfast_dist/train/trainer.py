@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
+from slowfast_dist.train import optim
 from slowfast_dist.train.finetune import finetune_from, read_pretrained
 from slowfast_dist.train.infer import gather_to_rank0, predict, score
 from slowfast_dist.train.loop import fit
@@ -51,16 +52,10 @@ def per_process_batch(batch_size: int, num_gpus: int) -> int:
 
 
 def build_optimizer(model, *, lr, momentum, dampening, nesterov, weight_decay, bn_weight_decay):
-    """SGD with BatchNorm parameters in their own group (BN.WEIGHT_DECAY), as PySlowFast does."""
-    bn, rest = [], []
-    for module in model.modules():
-        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        (bn if isinstance(module, torch.nn.modules.batchnorm._NormBase) else rest).extend(params)
-    groups = [{"params": rest, "weight_decay": weight_decay}]
-    if bn:
-        groups.append({"params": bn, "weight_decay": bn_weight_decay})
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=dampening,
-                           nesterov=nesterov)
+    """SGD as PySlowFast builds it, BN parameters in their own group (`optim.py` has the rest)."""
+    return optim.build_optimizer(model, optim.OptimizerSpec(
+        method="sgd", lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+        weight_decay=weight_decay, bn_weight_decay=bn_weight_decay))
 
 
 def freeze_batchnorm(model) -> None:
@@ -303,6 +298,11 @@ def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) 
         "lr_schedule": lr_schedule_line(run.cfg, lr_at),
         "ddp_buckets_mb": run.cfg.DDP.BUCKET_CAP_MB,
         "param_groups": len(optimizer.param_groups),
+        # each group's LR and decay as the optimizer holds them (LARS/LAMB scale it per tensor)
+        "param_group_lr": {g.get("name", str(k)): {"lr": g["lr"], "weight_decay": g["weight_decay"],
+                                                   "lars": bool(g.get("lars")),
+                                                   "lamb_trust": bool(g.get("trust"))}
+                           for k, g in enumerate(optimizer.param_groups)},
     }
     run.log("dry run: " + json.dumps(report))
     return report
@@ -330,9 +330,10 @@ def train(cfg, info=None) -> dict:
             f"global batch {global_batch} ({batch}/rank); LR {lr}")
     run.log(lr_schedule_line(cfg, lr_at))
     s = cfg.SOLVER
-    optimizer = build_optimizer(run.model, lr=base_lr, momentum=s.MOMENTUM, dampening=s.DAMPENING,
-                                nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY,
-                                bn_weight_decay=cfg.BN.WEIGHT_DECAY)
+    spec = optim.OptimizerSpec.from_cfg(cfg, base_lr)
+    optimizer = optim.build_optimizer(run.model, spec)
+    for line in optim.describe(optimizer, spec):
+        run.log(line)
     fp16 = cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE == "fp16"
     scaler = torch.amp.GradScaler(run.device.type, enabled=fp16)
 
