@@ -156,7 +156,7 @@ def test_files_fvcore_cannot_read_are_one_line_errors(tmp_path):
         load_config(_write(tmp_path, "_BASE_: loop.yaml\n", "loop.yaml"), [])
 
 
-@pytest.mark.parametrize("key,value", [("SOLVER.OPTIMIZING_METHOD", "adamw"),
+@pytest.mark.parametrize("key,value", [("RESNET.STRIDE_1X1", "True"),
                                        ("AVA.TEST_FORCE_FLIP", "True"), ("DATA.TARGET_FPS", "25")])
 def test_pyslowfast_values_we_do_not_implement_are_refused_not_ignored(key, value):
     with pytest.raises(UserError, match=rf"{key} .*: not supported by slowfast-dist"):
