@@ -86,3 +86,30 @@ def test_from_max_epoch_on_the_last_lr_applies_as_in_pyslowfast():
               lrs=[1, 0.1, 0.01, 0.001])
     assert lr_at(19.99, **kw) == pytest.approx(0.01) and lr_at(20.0, **kw) == pytest.approx(0.001)
     assert lr_at(10.0, **kw, warmup_epochs=20.0, warmup_start_lr=0.0) == pytest.approx(0.0005)
+
+
+def test_warm_up_grows_with_the_batch_when_asked():
+    from slowfast_dist.config import load_config
+    from slowfast_dist.errors import UserError
+    from slowfast_dist.train import trainer
+
+    opts = ["SOLVER.REFERENCE_GLOBAL_BATCH", "64", "SOLVER.WARMUP_SCALES_WITH_BATCH", "True"]
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts)
+    # 2x the reference batch: 2x the 5 warm-up epochs, and the LRs scaled by the linear rule
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=128)
+    assert at.keywords["warmup_epochs"] == 10.0
+    assert trainer.lr_schedule_line(cfg, at) == (
+        "lr schedule: epoch 0-10 warm-up, 10-15 0.02, 15-20 0.002 (warm-up 0->0.02 over 10 "
+        "epochs from 0.00025); steps at epoch 20 not reached (MAX_EPOCH 20)")
+    # never shorter than configured, never past MAX_EPOCH
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=32)
+    assert at.keywords["warmup_epochs"] == 5.0
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=64 * 8)
+    assert at.keywords["warmup_epochs"] == 20.0
+    # off: PySlowFast's fixed length whatever the batch
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts[:2])
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=256)
+    assert at.keywords["warmup_epochs"] == 5.0
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts[2:])
+    with pytest.raises(UserError, match="needs SOLVER.REFERENCE_GLOBAL_BATCH"):
+        trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=256)

@@ -251,3 +251,45 @@ def test_one_amp_epoch_on_cpu_has_a_finite_loss(data, tmp_path, dtype):
     scaler = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path, 0))["scaler_state"]
     # fp16 trains through a GradScaler (its scale is saved for resume); bf16 needs none.
     assert (scaler.get("scale") is not None) == (dtype == "fp16")
+
+
+# ---- N ranks simulated on fewer processes ----------------------------------------------------
+
+def _final_params(out):
+    """The parameters (not the BN running statistics, which each layout tracks its own way) of
+    the last checkpoint in `out`."""
+    path = ckpt.list_checkpoints(out)[-1]
+    state = ckpt.read_checkpoint(path)["model_state"]
+    return {k: v for k, v in state.items() if not k.endswith(("running_mean", "running_var",
+                                                              "num_batches_tracked"))}
+
+
+def test_simulated_ranks_train_as_the_real_ranks_do(data, tmp_path):
+    """4 gloo ranks of 2 clips each against the same 4 ranks simulated on 2 processes and on 1
+    (DIST.SIMULATE_WORLD_SIZE 4): the same global batch of 8, the same shards, BatchNorm over
+    each 2-clip batch, the same LR per update; two updates give the same parameters up to the
+    order of the floating-point sums."""
+    two = ["SOLVER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_PERIOD", "1"]
+    finish(cli(*opts_for(data, tmp_path / "real4", *two, "NUM_GPUS", "4",
+                         "TRAIN.BATCH_SIZE", "8")))
+    finish(cli(*opts_for(data, tmp_path / "sim4on2", *two, "NUM_GPUS", "2",
+                         "TRAIN.BATCH_SIZE", "4", "DIST.SIMULATE_WORLD_SIZE", "4")))
+    [(_, err)] = finish(cli(*opts_for(data, tmp_path / "sim4on1", *two, "NUM_GPUS", "1",
+                                      "TRAIN.BATCH_SIZE", "2", "DIST.SIMULATE_WORLD_SIZE", "4")))
+    assert "simulating 4 ranks" in err and "global batch 8 (2/rank)" in err
+    real = _final_params(tmp_path / "real4")
+    for name in ("sim4on2", "sim4on1"):
+        got = _final_params(tmp_path / name)
+        for key, value in real.items():
+            assert torch.allclose(got[key], value, rtol=1e-4, atol=1e-6), (name, key)
+    # the second update moved the weights: the comparison is not of two untrained models
+    first = ckpt.read_checkpoint(ckpt.list_checkpoints(tmp_path / "real4")[0])["model_state"]
+    assert any(not torch.equal(first[k], real[k]) for k in real)
+
+
+def test_a_simulated_world_that_is_not_a_multiple_of_the_processes_is_one_line(data, tmp_path):
+    p = cli(*opts_for(data, tmp_path, "NUM_GPUS", "2", "DIST.SIMULATE_WORLD_SIZE", "3"))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2, err[-3000:]
+    assert err.count("DIST.SIMULATE_WORLD_SIZE 3: must be a multiple of the 2 processes") == 1
+    assert "Traceback" not in err

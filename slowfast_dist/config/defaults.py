@@ -191,6 +191,10 @@ _C.TRAIN.AMP_DTYPE = "bf16"
 _C.TRAIN.GRAD_ACCUM_STEPS = 1
 # Linear scaling reference global batch; 0 = use BASE_LR_SCALE_NUM_SHARDS instead.
 _C.SOLVER.REFERENCE_GLOBAL_BATCH = 0
+# Ours: warm-up epochs x (global batch / SOLVER.REFERENCE_GLOBAL_BATCH), at least
+# SOLVER.WARMUP_EPOCHS, at most MAX_EPOCH: a longer warm-up for larger batches (large-batch
+# SGD and LARS recipes); False keeps PySlowFast's fixed length.
+_C.SOLVER.WARMUP_SCALES_WITH_BATCH = False
 # Memory format / torch.compile / activation checkpointing switches (not in PySlowFast).
 _C.MODEL.CHANNELS_LAST = False
 _C.MODEL.COMPILE = False
@@ -228,6 +232,10 @@ _C.PROFILE.PEAK_TFLOPS = 0.0
 _C.DIST = CfgNode()
 _C.DIST.TIMEOUT_S = 300
 _C.DIST.DRY_RUN_WORLD_SIZE = 0
+# Ours: train as N ranks would on fewer processes (N a multiple of the real world size): each
+# process runs N / world simulated ranks' batches one after another and accumulates their
+# gradients; BN normalises over each simulated rank's batch. 0: off.
+_C.DIST.SIMULATE_WORLD_SIZE = 0
 
 
 def get_cfg() -> CfgNode:

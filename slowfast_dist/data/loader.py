@@ -90,6 +90,34 @@ class _RepeatBatchSampler:
             self.epoch, self.start = self.epoch + 1, 0
 
 
+class SimulatedShards(torch.utils.data.Sampler):
+    """The indices of simulated ranks `ranks` of `num_replicas`, interleaved batch by batch:
+    batch t of the first, batch t of the second, ..., then batch t + 1 of each. Each shard is
+    DistributedSampler's for that rank (same permutation per epoch, same padding), cut to whole
+    batches, so a BatchSampler over this order gives every simulated rank's batches."""
+
+    def __init__(self, dataset, num_replicas, ranks, *, shuffle, seed, batch_size):
+        self.shards = [DistributedSampler(dataset, num_replicas=num_replicas, rank=r,
+                                          shuffle=shuffle, seed=seed, drop_last=False)
+                       for r in ranks]
+        self.batch_size = batch_size
+        self.batches = len(self.shards[0]) // batch_size
+
+    def set_epoch(self, epoch):
+        for shard in self.shards:
+            shard.set_epoch(epoch)
+
+    def __len__(self):
+        return self.batches * self.batch_size * len(self.shards)
+
+    def __iter__(self):
+        lists = [list(shard) for shard in self.shards]
+        b = self.batch_size
+        for t in range(self.batches):
+            for indices in lists:
+                yield from indices[t * b:(t + 1) * b]
+
+
 class LoaderTimeout(RuntimeError):
     """A loader worker did not deliver a batch within DATA_LOADER.TIMEOUT_S; names the worker."""
 
@@ -117,11 +145,19 @@ class EpochLoader:
     step k, as a resumed run does) before iterating epoch e."""
 
     def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0):
+                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0,
+                 simulate=1):
         self.dataset, self.persistent, self.epoch, self.start = dataset, persistent, 0, 0
         self.timeout_s = timeout_s if num_workers else 0.0  # 0: wait as long as it takes
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                          shuffle=shuffle, seed=seed, drop_last=False)
+        if simulate > 1:  # this process stands for ranks rank*k .. rank*k + k-1 of world*k
+            if not drop_last:
+                raise ValueError("simulated ranks need drop_last (whole batches per rank)")
+            self.sampler = SimulatedShards(
+                dataset, world_size * simulate, range(rank * simulate, (rank + 1) * simulate),
+                shuffle=shuffle, seed=seed, batch_size=batch_size)
+        else:
+            self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                              shuffle=shuffle, seed=seed, drop_last=False)
         self._batches = BatchSampler(self.sampler, batch_size, drop_last)
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
                         collate_fn=partial(collate_detection_or_default,
@@ -202,11 +238,13 @@ def collate_detection_or_default(samples, batch_transform=None):
 
 
 def build_loader(dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
-                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0):
+                 persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0,
+                 simulate=1):
     """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len(). `batch_transform`
     (data/device.py), when given, runs in the workers: the choice for CPU training, where there
-    is no GPU to do it."""
+    is no GPU to do it. `simulate` k > 1: this process yields the batches of k simulated ranks
+    in turn (SimulatedShards)."""
     return EpochLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last,
                        num_workers=num_workers, pin_memory=pin_memory, persistent=persistent,
                        rank=rank, world_size=world_size, seed=seed,
-                       batch_transform=batch_transform, timeout_s=timeout_s)
+                       batch_transform=batch_transform, timeout_s=timeout_s, simulate=simulate)

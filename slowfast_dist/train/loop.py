@@ -29,7 +29,9 @@ def train_one_epoch(model, loader, optimizer, *, epoch, lr_at, loss_fn, device, 
     loader.set_epoch(epoch, start_step)
     steps = len(loader)
     for step, batch in enumerate(meter.timed(loader, epoch, start_step), start=start_step):
-        lr = lr_at(epoch + step / steps)
+        # the LR of the update this micro-step belongs to: the schedule of the large-batch run
+        # that accumulation (or DIST.SIMULATE_WORLD_SIZE) stands for
+        lr = lr_at(epoch + (step - step % accum_steps) / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, boxes, labels = to_device(batch, device)

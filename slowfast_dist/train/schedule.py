@@ -143,6 +143,16 @@ def solver_problems(*, policy, base_lr, steps, lrs, max_epoch, warmup_epochs, co
                f"({len(lrs)} LRS for STEPS {steps})", False)
 
 
+def warmup_epochs_for(warmup_epochs: float, *, global_batch: int, reference_global_batch: int,
+                      max_epoch: float) -> float:
+    """SOLVER.WARMUP_SCALES_WITH_BATCH: the warm-up grows with the batch past the reference
+    (never shorter than configured, never past MAX_EPOCH)."""
+    if reference_global_batch <= 0:
+        raise ValueError("SOLVER.WARMUP_SCALES_WITH_BATCH needs SOLVER.REFERENCE_GLOBAL_BATCH")
+    grown = warmup_epochs * max(1.0, global_batch / reference_global_batch)
+    return min(grown, float(max_epoch))
+
+
 def schedule_line(lr_at, *, policy: str, steps: Sequence[float], max_epoch: float,
                   warmup_epochs: float) -> str:
     """One line for the start-up plan: the LR of each step segment (after warm-up) or the

@@ -83,6 +83,21 @@ def make_autocast(device, enabled: bool, dtype_name: str):
     return partial(torch.autocast, device.type, dtype=dtype, enabled=enabled)
 
 
+def warmup_epochs(cfg, global_batch: int) -> float:
+    """SOLVER.WARMUP_EPOCHS, grown with the batch under SOLVER.WARMUP_SCALES_WITH_BATCH."""
+    from slowfast_dist.train import schedule
+
+    s = cfg.SOLVER
+    if not s.WARMUP_SCALES_WITH_BATCH:
+        return s.WARMUP_EPOCHS
+    if s.REFERENCE_GLOBAL_BATCH <= 0:
+        raise UserError("SOLVER.WARMUP_SCALES_WITH_BATCH True needs SOLVER.REFERENCE_GLOBAL_BATCH "
+                        "(the batch the configured warm-up was set for)")
+    return schedule.warmup_epochs_for(s.WARMUP_EPOCHS, global_batch=global_batch,
+                                      reference_global_batch=s.REFERENCE_GLOBAL_BATCH,
+                                      max_epoch=s.MAX_EPOCH)
+
+
 def resolve_lr(cfg, world_size: int, global_batch: int):
     """The LRs after the linear scaling rule, and the per-iteration schedule built on them."""
     from slowfast_dist.train import schedule
@@ -92,8 +107,9 @@ def resolve_lr(cfg, world_size: int, global_batch: int):
                             num_shards=max(1, world_size // max(1, cfg.NUM_GPUS)),
                             scale_num_shards=s.BASE_LR_SCALE_NUM_SHARDS, global_batch=global_batch,
                             reference_global_batch=s.REFERENCE_GLOBAL_BATCH)
+    warmup = warmup_epochs(cfg, global_batch)
     lr_at = partial(schedule.lr_at, base_lr=lr.base_lr, policy=s.LR_POLICY, steps=list(s.STEPS),
-                    lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS,
+                    lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, warmup_epochs=warmup,
                     warmup_start_lr=lr.warmup_start_lr, cosine_end_lr=lr.cosine_end_lr,
                     cosine_after_warmup=s.COSINE_AFTER_WARMUP)
     return lr, lr_at
@@ -114,6 +130,12 @@ class Run:
                                              dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE,
                                              rendezvous_dir=cfg.OUTPUT_DIR)
         self.rank, self.world = self.info.rank, self.info.world_size
+        sim = cfg.DIST.SIMULATE_WORLD_SIZE
+        if sim and (sim < self.world or sim % self.world):
+            raise UserError(f"DIST.SIMULATE_WORLD_SIZE {sim}: must be a multiple of the "
+                            f"{self.world} processes")
+        self.simulate = sim // self.world if sim else 1  # simulated ranks per process
+        self.ranks = self.world * self.simulate  # the world this run trains as
         self.heartbeat = None
         if self.world > 1 and not self.dry_run:  # names a rank that hangs or dies (dist/)
             from slowfast_dist.dist.heartbeat import Heartbeat
@@ -213,9 +235,9 @@ class Run:
         dataset = build_ava_dataset(cfg, split)
         batch = per_process_batch(cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE,
                                   cfg.NUM_GPUS)
-        if train and len(dataset) < batch * self.world:
+        if train and len(dataset) < batch * self.ranks:
             raise UserError(f"training set has {len(dataset)} keyframes, fewer than one global "
-                            f"batch ({batch} x {self.world} ranks)")
+                            f"batch ({batch} x {self.ranks} ranks)")
         cuda = self.device.type == "cuda"
         transform = build_device_transform(cfg)
         loader = build_loader(
@@ -225,7 +247,7 @@ class Run:
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
             batch_transform=None if cuda else transform,  # no GPU: the workers resample
-            timeout_s=cfg.DATA_LOADER.TIMEOUT_S)
+            timeout_s=cfg.DATA_LOADER.TIMEOUT_S, simulate=self.simulate if train else 1)
         decode = (jpeg.batch_decoder(dataset.decoder)
                   if dataset.decoder in jpeg.BATCH_DECODERS else None)
         return dataset, DeviceLoader(loader, self.device, transform, decode), batch
@@ -283,7 +305,8 @@ def lr_schedule_line(cfg, lr_at) -> str:
 
     s = cfg.SOLVER
     return schedule.schedule_line(lr_at, policy=s.LR_POLICY, steps=list(s.STEPS),
-                                  max_epoch=s.MAX_EPOCH, warmup_epochs=s.WARMUP_EPOCHS)
+                                  max_epoch=s.MAX_EPOCH,
+                                  warmup_epochs=lr_at.keywords["warmup_epochs"])
 
 
 def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) -> dict:
@@ -291,6 +314,7 @@ def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) 
     s = run.cfg.SOLVER
     report = {
         "world_size": run.world, "nodes": run.world // max(1, run.cfg.NUM_GPUS),
+        "simulated_world_size": run.ranks,
         "global_batch": global_batch, "steps_per_epoch_per_rank": steps,
         "params": sum(p.numel() for p in ckpt.unwrap(model).parameters()),
         "lr_at_epoch": {f"{e:g}": lr_at(float(e)) for e in sorted({0, s.WARMUP_EPOCHS, *s.STEPS})
@@ -323,11 +347,15 @@ def train(cfg, info=None) -> dict:
         run.log(f"dry run: {cfg.AVA.FRAME_LIST_DIR} not found; data not checked")
     else:
         train_set, train_loader, batch = run.loader("train")
-    global_batch = batch * run.world * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS)  # samples per update
-    lr, lr_at = resolve_lr(cfg, run.world, global_batch)
+    global_batch = batch * run.ranks * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS)  # samples per update
+    lr, lr_at = resolve_lr(cfg, run.ranks, global_batch)
     base_lr = lr.base_lr
     run.log(f"{run.world} rank(s) on {len(set(run.hosts))} node(s), backend {run.info.backend}; "
             f"global batch {global_batch} ({batch}/rank); LR {lr}")
+    if run.simulate > 1:
+        run.log(f"simulating {run.ranks} ranks (DIST.SIMULATE_WORLD_SIZE): {run.simulate} per "
+                f"process, their batches of {batch} in turn, gradients accumulated, BatchNorm "
+                f"over each {batch}-clip batch")
     run.log(lr_schedule_line(cfg, lr_at))
     s = cfg.SOLVER
     spec = optim.OptimizerSpec.from_cfg(cfg, base_lr)
@@ -430,7 +458,8 @@ def train(cfg, info=None) -> dict:
         fit(model, train_loader, optimizer, start_epoch=start_epoch, start_step=start_step,
             max_epoch=s.MAX_EPOCH, on_epoch_end=on_epoch_end, lr_at=lr_at,
             loss_fn=make_loss(cfg.MODEL.LOSS_FUNC), device=run.device, autocast=run.autocast,
-            scaler=scaler, accum_steps=max(1, cfg.TRAIN.GRAD_ACCUM_STEPS), meter=meter)
+            scaler=scaler, accum_steps=run.simulate * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS),
+            meter=meter)
     meter.profiler = None
     write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
     if writer is not None:
