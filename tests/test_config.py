@@ -150,10 +150,49 @@ def test_files_fvcore_cannot_read_are_one_line_errors(tmp_path):
     for text, name in (("", "empty.yaml"), ("# only a comment\n", "comment.yaml"), ("3\n", "scalar.yaml")):
         with pytest.raises(UserError, match=rf"{name}: empty, or not a mapping"):
             load_config(_write(tmp_path, text, name), [])
-    with pytest.raises(UserError, match=r"intkey.yaml: config key TRAIN.1 is not a name"):
+    with pytest.raises(UserError, match=r"intkey.yaml:2: config key TRAIN.1 is not a name"):
         load_config(_write(tmp_path, "TRAIN:\n  1: 2\n", "intkey.yaml"), [])
     with pytest.raises(UserError, match="include each other in a loop"):
         load_config(_write(tmp_path, "_BASE_: loop.yaml\n", "loop.yaml"), [])
+
+
+def test_an_error_is_at_the_line_of_its_key_not_of_the_same_name_elsewhere(tmp_path):
+    p = _write(tmp_path, "TRAIN:\n  BATCH_SIZE: 8\nTEST:\n  BATCH_SIZE: eight\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(p)}:4: TEST.BATCH_SIZE must be int"):
+        load_config(p, [])
+
+
+def test_an_error_in_a_base_file_is_at_that_file_and_line(tmp_path):
+    base = _write(tmp_path, "SOLVER:\n  BASE_LR: 0.1\n  WARMUP_EPOCH: 2\n", "base.yaml")
+    child = _write(tmp_path, "_BASE_: base.yaml\nSOLVER:\n  MAX_EPOCH: 30\n", "child.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(base)}:3: unknown config key "
+                                        r"SOLVER.WARMUP_EPOCH; did you mean"):
+        load_config(child, [])
+    # a bad value from the base, and one the child writes over a base's key: each at its file
+    _write(tmp_path, "TRAIN:\n  BATCH_SIZE: 8\nTEST:\n  BATCH_SIZE: 8\n", "base.yaml")
+    child = _write(tmp_path, "# a comment\n_BASE_: base.yaml\nTEST:\n  BATCH_SIZE: x\n",
+                   "child.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(child)}:4: TEST.BATCH_SIZE must be int"):
+        load_config(child, [])
+    _write(tmp_path, "TRAIN:\n  BATCH_SIZE: 8\nTEST:\n  BATCH_SIZE: y\n", "base.yaml")
+    child = _write(tmp_path, "_BASE_: base.yaml\nTRAIN:\n  BATCH_SIZE: 4\n", "child.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(base)}:4: TEST.BATCH_SIZE must be int"):
+        load_config(child, [])
+    # a schedule check on a value from the base, too
+    _write(tmp_path, "SOLVER:\n  MAX_EPOCH: 10\n  BASE_LR: 0.0\n", "base.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(base)}:3: SOLVER.BASE_LR 0.0 must be > 0"):
+        load_config(child, [])
+
+
+def test_a_yaml_syntax_error_names_the_file_that_has_it(tmp_path):
+    base = _write(tmp_path, "TRAIN:\n  BATCH_SIZE: 8\nDATA:\n  MEAN: [0.4, 0.4\n  STD: 1\n",
+                  "base.yaml")
+    child = _write(tmp_path, "_BASE_: base.yaml\nTRAIN:\n  BATCH_SIZE: 4\n", "child.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(base)}:5: malformed YAML"):
+        load_config(child, [])
+    child = _write(tmp_path, "_BASE_: base.yaml\nTRAIN:\n  BATCH_SIZE: [4\n", "child.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(child)}:4: malformed YAML"):
+        load_config(child, [])
 
 
 @pytest.mark.parametrize("key,value", [("RESNET.STRIDE_1X1", "True"),

@@ -9,14 +9,13 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-import re
 import warnings
 from functools import lru_cache
 
 import yaml
 from fvcore.common.config import CfgNode
 
-from slowfast_dist.errors import UserError
+from slowfast_dist.errors import UserError, where
 from .defaults import get_cfg
 
 __all__ = ["get_cfg", "load_config", "dump_config", "cfg_ignored_keys", "pyslowfast_keys"]
@@ -53,27 +52,93 @@ def _our_keys(cfg) -> list[str]:
     return [k for k, _ in _flatten(cfg)]
 
 
-def _line_of(path, key):
-    """Line number of the key's last component in the file (cheap; None if not found)."""
-    leaf = key.split(".")[-1]
+_BASE_KEY = "_BASE_"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+def _node_tree(node, file, loader) -> dict:
+    """{key: (file, line, subtree or None)} of a YAML mapping node, keys as safe_load makes them."""
+    loader.flatten_mapping(node)  # `<<: *anchor` merge keys, applied as safe_load applies them
+    tree = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        sub = (_node_tree(value_node, file, loader)
+               if isinstance(value_node, yaml.MappingNode) and value_node.tag == _MAP_TAG else None)
+        tree[key] = (file, key_node.start_mark.line + 1, sub)
+    return tree
+
+
+def _merge_tree(a: dict, b: dict) -> None:
+    """Merge location tree `a` into `b` by fvcore's rule for the values (a's keys win)."""
+    for k, (file, line, sub) in a.items():
+        if sub is not None and k in b and b[k][2] is not None:
+            _merge_tree(sub, b[k][2])
+        else:
+            b[k] = (file, line, sub)
+
+
+def _base_path(file: str, base: str) -> str | None:
+    """The file fvcore's loader opens for `_BASE_: base` in `file` (None: a URL, not located)."""
+    if base.startswith("~"):
+        base = os.path.expanduser(base)
+    if base.startswith(("https://", "http://")):
+        return None
+    return base if base.startswith("/") else os.path.join(os.path.dirname(file), base)
+
+
+def _file_tree(file: str, chain: tuple = ()) -> dict:
+    """Location tree of `file` merged over its `_BASE_` files, in the order fvcore merges them."""
+    if file is None or file in chain:  # fvcore has refused a loop before this runs
+        return {}
+    with open(file) as f:
+        root = yaml.compose(f, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    loader = yaml.SafeLoader("")
+    tree = _node_tree(root, file, loader)
+    if _BASE_KEY not in tree:
+        return tree
+    del tree[_BASE_KEY]
+    bases = [loader.construct_object(v, deep=True) for k, v in root.value
+             if isinstance(k, yaml.ScalarNode) and k.value == _BASE_KEY][-1]
+    merged: dict = {}
+    for base in bases if isinstance(bases, list) else [bases]:
+        if isinstance(base, str):
+            _merge_tree(_file_tree(_base_path(file, base), chain + (file,)), merged)
+    _merge_tree(tree, merged)
+    return merged
+
+
+def _tree_locations(tree: dict, prefix: str = ""):
+    for k, (file, line, sub) in tree.items():
+        if not isinstance(k, str):
+            raise UserError(f"{file}:{line}: config key {prefix}{k!r} is not a name (quote it, or "
+                            "check the file)")
+        if sub is None:
+            yield prefix + k, (file, line)
+        else:
+            yield from _tree_locations(sub, prefix + k + ".")
+
+
+def _key_locations(path: str) -> dict:
+    """{full.key: (file, line)}: where the loaded value of each key was written, read from the
+    YAML parser's nodes, so that a key set in a `_BASE_` file is reported there, and a leaf name
+    used in several sections (TRAIN.BATCH_SIZE, TEST.BATCH_SIZE) at its own line."""
     try:
-        with open(path) as f:
-            for i, line in enumerate(f, 1):
-                if re.match(rf"\s*{re.escape(leaf)}\s*:", line):
-                    return i
-    except OSError:
-        pass
-    return None
+        tree = _file_tree(path)
+    except (OSError, yaml.YAMLError, TypeError, ValueError, RecursionError):
+        # fvcore read these files a moment ago; a file changed since is reported without a line
+        return {}
+    return dict(_tree_locations(tree))
 
 
-def _where(src, key):
-    if src is None:
-        return "command line"
-    line = _line_of(src, key)
-    return f"{src}:{line}" if line else str(src)
+def _where(loc) -> str:
+    """'file:line', 'file' or 'command line' for a location: (file, line or None), or None."""
+    return "command line" if loc is None else where(*loc)
 
 
-def _classify(flat: dict, ours: set, src) -> tuple[dict, list]:
+def _classify(flat: dict, ours: set, locate) -> tuple[dict, list]:
+    """(ours, ignored) of `flat`; UserError at `locate(key)` for the first unknown key."""
     keep, ignored = {}, []
     for key, val in flat.items():
         if key in ours:
@@ -83,11 +148,11 @@ def _classify(flat: dict, ours: set, src) -> tuple[dict, list]:
         else:
             close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise UserError(f"{_where(src, key)}: unknown config key {key}{hint}")
+            raise UserError(f"{_where(locate(key))}: unknown config key {key}{hint}")
     return keep, ignored
 
 
-def _set(cfg: CfgNode, key: str, val, src):
+def _set(cfg: CfgNode, key: str, val, loc):
     node = cfg
     parts = key.split(".")
     for p in parts[:-1]:
@@ -110,14 +175,14 @@ def _set(cfg: CfgNode, key: str, val, src):
         val = type(old)(val)
     if old is not None and type(val) is not type(old):
         raise UserError(
-            f"{_where(src, key)}: {key} must be {type(old).__name__} (default {old!r}), got {val!r}"
+            f"{_where(loc)}: {key} must be {type(old).__name__} (default {old!r}), got {val!r}"
         )
     node[parts[-1]] = val
 
 
 def _check_solver(cfg, origin: dict, path) -> None:
     """UserError for the first SOLVER value the LR schedule would use wrongly, located where
-    the value came from (`origin`: key -> file, or None for the command line)."""
+    the value came from (`origin`: key -> (file, line), or None for the command line)."""
     from slowfast_dist.train.schedule import solver_problems
 
     s = cfg.SOLVER
@@ -130,10 +195,15 @@ def _check_solver(cfg, origin: dict, path) -> None:
         if against_max_epoch and max_from_opts and not from_opts:
             continue  # SOLVER.MAX_EPOCH N on the command line cuts the file's schedule short
         # a key left at its default is reported at the file that chose the policy around it
-        src = origin[key] if key in origin else path
+        # (no line: the key is not in it), or the command line if the policy came from there
+        if key in origin:
+            loc = origin[key]
+        else:
+            policy = origin.get("SOLVER.LR_POLICY", None if path is None else (path, None))
+            loc = None if policy is None else (policy[0], None)
         hint = ("; to cut a run short, give SOLVER.MAX_EPOCH on the command line"
-                if against_max_epoch and src is not None else "")
-        raise UserError(f"{_where(src, key)}: {msg}{hint}")
+                if against_max_epoch and loc is not None else "")
+        raise UserError(f"{_where(loc)}: {msg}{hint}")
 
 
 def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNode:
@@ -141,7 +211,7 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
     cfg = get_cfg()
     ours = set(_our_keys(cfg))
     ignored: list[str] = []
-    origin: dict = {}  # key -> the file that set it, or None for the command line
+    origin: dict = {}  # key -> (file, line) that set it, or None for the command line
     if path is not None:
         if not os.path.isfile(path):
             raise UserError(f"{path}: config file not found")
@@ -149,7 +219,9 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             loaded = CfgNode.load_yaml_with_base(path, allow_unsafe=False)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            loc = f"{path}:{mark.line + 1}" if mark else path
+            # the parser names the file it was reading: this one or a _BASE_ file
+            name = mark.name if mark and os.path.isfile(mark.name) else path
+            loc = where(name, mark.line + 1 if mark else None)
             raise UserError(f"{loc}: malformed YAML ({getattr(e, 'problem', e)})") from None
         except (OSError, KeyError) as e:
             raise UserError(f"{path}: cannot load config ({e})") from None
@@ -163,20 +235,25 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             loaded = {}
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: top level must be a mapping of config keys")
+        locs = _key_locations(path)  # also refuses a key that is not a name, at its line
+
+        def locate(key):
+            return locs.get(key, (path, None))
+
         try:
             flat = dict(_flatten(loaded))
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
-        keep, ign = _classify(flat, ours, path)
+        keep, ign = _classify(flat, ours, locate)
         ignored += ign
         for k, v in keep.items():
-            _set(cfg, k, v, path)
-            origin[k] = path
+            _set(cfg, k, v, locate(k))
+            origin[k] = locate(k)
     opts = list(opts or [])
     if len(opts) % 2:
         raise UserError(f"command line: opts must be KEY VALUE pairs, got odd count: {opts}")
     flat = dict(zip(opts[0::2], opts[1::2]))
-    keep, ign = _classify(flat, ours, None)
+    keep, ign = _classify(flat, ours, lambda key: None)
     ignored += ign
     for k, v in keep.items():
         _set(cfg, k, v, None)

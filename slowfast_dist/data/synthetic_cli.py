@@ -8,7 +8,7 @@ def add_arguments(parser):
     parser.add_argument("--videos", type=int, default=12, help="videos (every 4th is val)")
     parser.add_argument("--seconds", type=int, default=16, help="labelled keyframe seconds per video")
     parser.add_argument("--persons", type=int, default=2, help="persons per video")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--size", default="128x96", metavar="WxH",
                         help="frame size, even sides, at least 64x48 (default 128x96); persons "
                              "grow with it, boxes are normalised")

@@ -1,19 +1,18 @@
 """`slowfast-dist convert-checkpoint IN.pkl OUT.pyth [--cfg X.yaml] [KEY VALUE ...]`: a PySlowFast
 zoo Caffe2 checkpoint as a .pyth, its names checked against the model the config builds."""
 
+from slowfast_dist.cli import add_overrides
+
 DEFAULT_CFG = "configs/AVA/SLOWFAST_32x2_R50.yaml"
 
 
 def add_arguments(parser):
-    parser.add_argument("input", help="Caffe2 .pkl from PySlowFast's model zoo")
+    parser.add_argument("input", help="Caffe2 .pkl from PySlowFast's model zoo (a 2D model's: "
+                                      "add the override TRAIN.CHECKPOINT_INFLATE True)")
     parser.add_argument("output", help=".pyth to write (PySlowFast's checkpoint layout)")
     parser.add_argument("--cfg", default=None, help="YAML config of the model the weights are "
                                                      f"for (default {DEFAULT_CFG})")
-    parser.add_argument("opts", nargs="*", help="KEY VALUE overrides (TRAIN.CHECKPOINT_INFLATE "
-                                                "True to check a 2D file)")
-    # `IN OUT --cfg X KEY VALUE`: plain parse_args would take the empty `opts` before --cfg and
-    # then refuse KEY VALUE as unrecognised.
-    parser.parse_args = parser.parse_intermixed_args
+    add_overrides(parser)  # parsed intermixed: `IN OUT --cfg X KEY VALUE` works
 
 
 def _config_path(given):

@@ -1,10 +1,12 @@
 """`slowfast-dist model-info --cfg X.yaml [KEY VALUE ...]`: params, GFLOPs per view, stage shapes."""
 
+from slowfast_dist.cli import add_overrides
+
 
 def add_arguments(parser):
     parser.add_argument("--cfg", required=True, help="YAML config (PySlowFast files accepted)")
     parser.add_argument("--json", action="store_true", help="print params, gflops, state_dict as JSON")
-    parser.add_argument("opts", nargs="*", help="KEY VALUE overrides")
+    add_overrides(parser)
 
 
 def input_shapes(arch, num_frames, alpha, crop, channels):

@@ -11,7 +11,7 @@ PySlowFast's flags and its `--opts KEY VALUE ...` are accepted, so its launch li
 
 from __future__ import annotations
 
-import argparse
+from slowfast_dist.cli import add_overrides
 
 
 def add_arguments(parser) -> None:
@@ -23,9 +23,7 @@ def add_arguments(parser) -> None:
                         help="number of nodes in PySlowFast's one-process-per-node layout")
     parser.add_argument("--shard-id", "--shard_id", dest="shard_id", type=int,
                         help="this node's index in that layout (0..num_shards-1)")
-    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
-    parser.add_argument("--opts", dest="more_opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides, PySlowFast's spelling")
+    add_overrides(parser, pyslowfast_opts=True)
 
 
 def config_from_args(args):
