@@ -95,17 +95,17 @@ def test_warm_up_grows_with_the_batch_when_asked():
 
     opts = ["SOLVER.REFERENCE_GLOBAL_BATCH", "64", "SOLVER.WARMUP_SCALES_WITH_BATCH", "True"]
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts)
-    # 2x the reference batch: 2x the 5 warm-up epochs, and the LRs scaled by the linear rule
-    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=128)
-    assert at.keywords["warmup_epochs"] == 10.0
+    # 1.5x the reference batch: 1.5x the 5 warm-up epochs, and the LRs by the linear rule
+    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=96)
+    assert at.keywords["warmup_epochs"] == 7.5
     assert trainer.lr_schedule_line(cfg, at) == (
-        "lr schedule: epoch 0-10 warm-up, 10-15 0.02, 15-20 0.002 (warm-up 0->0.02 over 10 "
-        "epochs from 0.00025); steps at epoch 20 not reached (MAX_EPOCH 20)")
-    # never shorter than configured, never past MAX_EPOCH
+        "lr schedule: epoch 0-10 0.15, 10-15 0.015, 15-20 0.0015 (warm-up 0->0.15 over 7.5 "
+        "epochs from 0.0001875); steps at epoch 20 not reached (MAX_EPOCH 20)")
+    # never shorter than configured, never past the first LR step (it would not reach the LR)
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=32)
     assert at.keywords["warmup_epochs"] == 5.0
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=64 * 8)
-    assert at.keywords["warmup_epochs"] == 20.0
+    assert at.keywords["warmup_epochs"] == 10.0
     # off: PySlowFast's fixed length whatever the batch
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts[:2])
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=256)

@@ -144,13 +144,17 @@ def solver_problems(*, policy, base_lr, steps, lrs, max_epoch, warmup_epochs, co
 
 
 def warmup_epochs_for(warmup_epochs: float, *, global_batch: int, reference_global_batch: int,
-                      max_epoch: float) -> float:
-    """SOLVER.WARMUP_SCALES_WITH_BATCH: the warm-up grows with the batch past the reference
-    (never shorter than configured, never past MAX_EPOCH)."""
+                      max_epoch: float, policy: str, steps: Sequence[float]) -> float:
+    """SOLVER.WARMUP_SCALES_WITH_BATCH: the warm-up grows with the batch past the reference, never
+    shorter than configured, and never past the first LR step (half the run under cosine): a
+    warm-up ends at the schedule's LR of its last epoch, so one that ran past a step would never
+    reach the base LR."""
     if reference_global_batch <= 0:
         raise ValueError("SOLVER.WARMUP_SCALES_WITH_BATCH needs SOLVER.REFERENCE_GLOBAL_BATCH")
     grown = warmup_epochs * max(1.0, global_batch / reference_global_batch)
-    return min(grown, float(max_epoch))
+    later = [float(x) for x in steps if x > 0]
+    cap = min(later) if policy != "cosine" and later else max_epoch / 2
+    return max(float(warmup_epochs), min(grown, cap, float(max_epoch)))
 
 
 def schedule_line(lr_at, *, policy: str, steps: Sequence[float], max_epoch: float,

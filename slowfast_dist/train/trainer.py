@@ -95,7 +95,8 @@ def warmup_epochs(cfg, global_batch: int) -> float:
                         "(the batch the configured warm-up was set for)")
     return schedule.warmup_epochs_for(s.WARMUP_EPOCHS, global_batch=global_batch,
                                       reference_global_batch=s.REFERENCE_GLOBAL_BATCH,
-                                      max_epoch=s.MAX_EPOCH)
+                                      max_epoch=s.MAX_EPOCH, policy=s.LR_POLICY,
+                                      steps=list(s.STEPS))
 
 
 def resolve_lr(cfg, world_size: int, global_batch: int):
