@@ -44,6 +44,17 @@ def make_raw(path, seconds, seed=0):
     container.close()
 
 
+def make_audio_only(path):
+    container = av.open(str(path), "w")
+    st = container.add_stream("pcm_s16le", rate=8000)
+    st.layout = "mono"
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+    frame.sample_rate = 8000
+    for packet in [*st.encode(frame), *st.encode()]:
+        container.mux(packet)
+    container.close()
+
+
 def annotations(folder, train, val):
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("ava_train_v2.2.csv", train), ("ava_val_v2.2.csv", val)):
@@ -69,6 +80,7 @@ def prepared(tmp_path_factory):
     make_raw(raw / "movB.mkv", WINDOW[1] + 1, seed=2)
     (raw / "broken.mp4").write_bytes(b"not a movie at all")
     make_raw(raw / "short.mp4", 20)
+    make_audio_only(raw / "sound.mkv")
     rows = ["movA,902,0.1,0.1,0.5,0.9,1,0", "movA,902,0.1,0.1,0.5,0.9,2,0",
             "movA,1500,0.3,0.2,0.7,0.8,3,1", "movA,1798,0.2,0.1,0.6,0.9,2,1",
             "absent,905,0.1,0.1,0.5,0.9,1,0", "absent,906,0.1,0.1,0.5,0.9,1,0"]
@@ -85,8 +97,10 @@ def test_bad_movies_are_one_line_each_and_the_others_go_on(prepared):
     short = [x for x in lines if "short.mp4" in x]
     assert len(broken) == 1 and "unreadable" in broken[0], r.stderr
     assert len(short) == 1 and "20 s long" in short[0] and "1800" in short[0], r.stderr
+    sound = [x for x in lines if "sound.mkv" in x]
+    assert len(sound) == 1 and "no video stream" in sound[0], r.stderr
     report = json.loads((root / "out" / "prepare_report.json").read_text())
-    assert sorted(f["video"] for f in report["failed"]) == ["broken", "short"]
+    assert sorted(f["video"] for f in report["failed"]) == ["broken", "short", "sound"]
     assert sorted(report["prepared_now"]) == ["movA", "movB"]
     # an annotated video absent from the tree is counted and listed, not a crash
     train = report["check"]["splits"]["train"]
