@@ -35,6 +35,8 @@ _C.TRAIN.BATCH_SIZE = 64
 _C.TRAIN.EVAL_PERIOD = 10
 _C.TRAIN.CHECKPOINT_PERIOD = 10
 _C.TRAIN.AUTO_RESUME = True
+# Ours: keep only the N newest end-of-epoch checkpoints (and the best by mAP); 0 keeps all.
+_C.TRAIN.CHECKPOINT_KEEP = 0
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 _C.TRAIN.CHECKPOINT_TYPE = "pytorch"
 _C.TRAIN.CHECKPOINT_INFLATE = False

@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
-from slowfast_dist.train import optim
+from slowfast_dist.train import history, optim
 from slowfast_dist.train.finetune import finetune_from, read_pretrained
 from slowfast_dist.train.infer import gather_to_rank0, predict, score
 from slowfast_dist.train.loop import fit
@@ -124,6 +124,7 @@ class Run:
         from slowfast_dist.models import build_model
 
         self.cfg, self.t0 = cfg, time.time()
+        self.attempt = None  # attempts/NNN under OUTPUT_DIR, on rank 0 of a training run
         self.dry_run = cfg.DIST.DRY_RUN_WORLD_SIZE > 0
         # `info` is given when `launch` already joined the group (PySlowFast's layout).
         self.info = info or init_distributed(init_method=cfg.INIT_METHOD or None,
@@ -295,6 +296,7 @@ class Run:
              "mAP": None if map_ is None or math.isnan(map_) else map_}
         if self.rank == 0:
             (self.out / "summary.json").write_text(json.dumps(s, indent=1))
+            history.keep(self.out / "summary.json", self.attempt)
             print(f"JOB SUMMARY nodes={s['nodes']} ranks={s['ranks']} wall={s['wall_time_s']}s "
                   f"last_loss={s['last_loss']} mAP={s['mAP']}", flush=True)
         return s
@@ -341,6 +343,8 @@ def train(cfg, info=None) -> dict:
     if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, str(out / "config.yaml"))
+        run.attempt = history.new_attempt(out)  # this run's own copies of its files
+        history.keep(out / "config.yaml", run.attempt)
     if run.dry_run and not os.path.isdir(cfg.AVA.FRAME_LIST_DIR):
         # Checking a 512-GPU config on a laptop: the data set is usually not there.
         train_set, train_loader = None, []
@@ -422,6 +426,11 @@ def train(cfg, info=None) -> dict:
                                         cfg_dump=cfg.dump(), scaler=scaler, epoch_step=step,
                                         global_step=meter.global_step, rng_states=rng)
             run.log(f"checkpoint: {path}")
+            history.point(out, "last", path)
+            if not step:
+                for old in history.prune(out, cfg.TRAIN.CHECKPOINT_KEEP):
+                    run.log(f"removed {old.name} (TRAIN.CHECKPOINT_KEEP "
+                            f"{cfg.TRAIN.CHECKPOINT_KEEP})")
         if run.world > 1:
             dist.barrier()  # no rank goes on (or exits) before the checkpoint is on disk
 
@@ -448,6 +457,10 @@ def train(cfg, info=None) -> dict:
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
             last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}")
+            saved = ckpt.checkpoint_path(out, epoch)
+            if run.rank == 0 and saved.exists() and not math.isnan(last["mAP"]):
+                if history.record_best(out, epoch + 1, last["mAP"], saved):
+                    run.log(f"best so far: {saved.name} (mAP {last['mAP']:.4f})")
             if writer is not None:
                 writer.add_scalar("eval/mAP", last["mAP"], epoch + 1)
         if run.world > 1:
@@ -463,6 +476,7 @@ def train(cfg, info=None) -> dict:
             meter=meter)
     meter.profiler = None
     write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
+    history.keep(out / "profile_summary.json", run.attempt)
     if writer is not None:
         writer.close()
     run.finish()
