@@ -203,3 +203,20 @@ def test_log_line_shows_clips_per_gpu_and_mfu_when_the_peak_is_known():
     assert "clips/s/GPU" in line and "MFU" in line and stats["mfu"] > 0
     no_peak = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), stream=io.StringIO())
     assert no_peak.throughput(4, 1.0)["mfu"] is None
+    assert "ETA" not in line  # no MAX_EPOCH given
+
+
+def test_the_progress_line_ends_with_the_run_s_eta():
+    from slowfast_dist.train.meters import eta_s, format_duration
+
+    stream = io.StringIO()
+    meter = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), log_period=2,
+                      stream=stream, max_epoch=3)
+    _run_epoch(meter, [0, 0, 0, 0], [1.0] * 4)
+    lines = stream.getvalue().strip().splitlines()
+    assert len(lines) == 2 and all(" ETA " in ln for ln in lines)
+    # after step 2 of 4 in epoch 1 of 3: 2 + 2 x 4 = 10 steps left; at the end of the epoch 8
+    assert eta_s(0, 1, 4, 3, 0.5) == 5.0 and eta_s(0, 3, 4, 3, 0.5) == 4.0
+    assert eta_s(2, 3, 4, 3, 0.5) == 0.0
+    assert [format_duration(x) for x in (4.4, 65, 3 * 3600 + 7 * 60 + 5)] == ["4s", "1m05s",
+                                                                            "3h07m"]

@@ -30,11 +30,26 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and the last good checkpoint is kept."""
 
 
+def eta_s(epoch: int, step: int, steps: int, max_epoch: int, step_s: float) -> float:
+    """Seconds left after `step` (0-based) of `steps` in `epoch` (0-based) of `max_epoch`."""
+    return ((steps - step - 1) + (max_epoch - epoch - 1) * steps) * step_s
+
+
+def format_duration(seconds: float) -> str:
+    """'45s', '12m05s', '3h07m'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class StepMeter:
     def __init__(self, *, rank: int, world_size: int, device, log_period: int = 10,
                  writer=None, profiler=None, timers=None, stream=sys.stderr,
                  train_flops_per_clip: float | None = None, peak_tflops: float | None = None,
-                 stop_requested=None):
+                 stop_requested=None, max_epoch: int | None = None):
         """`stop_requested`: a callable, true once this rank was asked to stop (a signal); at
         the next logging step `stop_agreed` becomes true on every rank at once."""
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
@@ -42,6 +57,7 @@ class StepMeter:
         self.log_period = max(1, log_period)
         self.writer, self.profiler, self.stream = writer, profiler, stream
         self.flops_per_clip, self.peak_tflops = train_flops_per_clip, peak_tflops
+        self.max_epoch = max_epoch  # for the ETA on the progress line
         self.global_step = 0
         self.last_loss = math.nan
         self._steps = 0
@@ -172,10 +188,14 @@ class StepMeter:
         width = 20
         filled = int(width * (step + 1) / max(1, self._steps))
         mfu_text = f"  MFU {rate['mfu']:.1%}" if rate["mfu"] is not None else ""
+        eta = ""
+        if self.max_epoch:  # at the last window's pace; evaluation time not included
+            left = eta_s(epoch, step, self._steps, self.max_epoch, step_s)
+            eta = f"  ETA {format_duration(left)}"
         print(f"epoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
               f"{step + 1}/{self._steps}  loss {self.last_loss:.4f}  lr {lr:.4g}  "
               f"{rate['clips_per_s_per_gpu']:.1f} clips/s/GPU{mfu_text}  "
-              f"step {step_s * 1e3:.0f} ms  data {data_s * 1e3:.0f} ms",
+              f"step {step_s * 1e3:.0f} ms  data {data_s * 1e3:.0f} ms{eta}",
               file=self.stream, flush=True)
 
     def epoch_done(self, epoch: int) -> dict:

@@ -411,6 +411,7 @@ def train(cfg, info=None) -> dict:
     flops, peak = run.flops_and_peak()
     stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
+                      max_epoch=s.MAX_EPOCH,
                       log_period=cfg.LOG_PERIOD, writer=writer, timers=timers,
                       train_flops_per_clip=flops, peak_tflops=peak, stop_requested=stop)
     meter.global_step = start_epoch * len(train_loader) + start_step
