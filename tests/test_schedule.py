@@ -101,11 +101,12 @@ def test_warm_up_grows_with_the_batch_when_asked():
     assert trainer.lr_schedule_line(cfg, at) == (
         "lr schedule: epoch 0-10 0.15, 10-15 0.015, 15-20 0.0015 (warm-up 0->0.15 over 7.5 "
         "epochs from 0.0001875); steps at epoch 20 not reached (MAX_EPOCH 20)")
-    # never shorter than configured, never past the first LR step (it would not reach the LR)
+    # never shorter than configured; ends an epoch before the first LR step, at the base LR
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=32)
     assert at.keywords["warmup_epochs"] == 5.0
-    _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=64 * 8)
-    assert at.keywords["warmup_epochs"] == 10.0
+    lr, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=64 * 8)
+    assert at.keywords["warmup_epochs"] == 9.0
+    assert at(9.0) == pytest.approx(lr.base_lr) and at(8.999) < lr.base_lr
     # off: PySlowFast's fixed length whatever the batch
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts[:2])
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=256)

@@ -194,8 +194,8 @@ _C.TRAIN.GRAD_ACCUM_STEPS = 1
 # Linear scaling reference global batch; 0 = use BASE_LR_SCALE_NUM_SHARDS instead.
 _C.SOLVER.REFERENCE_GLOBAL_BATCH = 0
 # Ours: warm-up epochs x (global batch / SOLVER.REFERENCE_GLOBAL_BATCH), at least
-# SOLVER.WARMUP_EPOCHS, at most MAX_EPOCH: a longer warm-up for larger batches (large-batch
-# SGD and LARS recipes); False keeps PySlowFast's fixed length.
+# SOLVER.WARMUP_EPOCHS, ending an epoch before the first LR step (half the run under cosine):
+# a longer warm-up for larger batches; False keeps PySlowFast's fixed length.
 _C.SOLVER.WARMUP_SCALES_WITH_BATCH = False
 # Memory format / torch.compile / activation checkpointing switches (not in PySlowFast).
 _C.MODEL.CHANNELS_LAST = False

@@ -146,14 +146,14 @@ def solver_problems(*, policy, base_lr, steps, lrs, max_epoch, warmup_epochs, co
 def warmup_epochs_for(warmup_epochs: float, *, global_batch: int, reference_global_batch: int,
                       max_epoch: float, policy: str, steps: Sequence[float]) -> float:
     """SOLVER.WARMUP_SCALES_WITH_BATCH: the warm-up grows with the batch past the reference, never
-    shorter than configured, and never past the first LR step (half the run under cosine): a
-    warm-up ends at the schedule's LR of its last epoch, so one that ran past a step would never
-    reach the base LR."""
+    shorter than configured, and ending at least one epoch before the first LR step (at half the
+    run under cosine): a warm-up ramps to the schedule's LR at its last epoch, and from the first
+    step on that is no longer the base LR."""
     if reference_global_batch <= 0:
         raise ValueError("SOLVER.WARMUP_SCALES_WITH_BATCH needs SOLVER.REFERENCE_GLOBAL_BATCH")
     grown = warmup_epochs * max(1.0, global_batch / reference_global_batch)
     later = [float(x) for x in steps if x > 0]
-    cap = min(later) if policy != "cosine" and later else max_epoch / 2
+    cap = min(later) - 1.0 if policy != "cosine" and later else max_epoch / 2
     return max(float(warmup_epochs), min(grown, cap, float(max_epoch)))
 
 

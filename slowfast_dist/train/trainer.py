@@ -290,7 +290,7 @@ class Run:
             self.heartbeat.stop()
 
     def summary(self, last_loss: float, map_: float | None) -> dict:
-        s = {"nodes": len(set(self.hosts)), "ranks": self.world,
+        s = {"nodes": len(set(self.hosts)), "ranks": self.world, "simulated_ranks": self.ranks,
              "wall_time_s": round(time.time() - self.t0, 2),
              "last_loss": None if last_loss is None or math.isnan(last_loss) else last_loss,
              "mAP": None if map_ is None or math.isnan(map_) else map_}
@@ -320,7 +320,8 @@ def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) 
         "simulated_world_size": run.ranks,
         "global_batch": global_batch, "steps_per_epoch_per_rank": steps,
         "params": sum(p.numel() for p in ckpt.unwrap(model).parameters()),
-        "lr_at_epoch": {f"{e:g}": lr_at(float(e)) for e in sorted({0, s.WARMUP_EPOCHS, *s.STEPS})
+        "lr_at_epoch": {f"{e:g}": lr_at(float(e))
+                        for e in sorted({0, lr_at.keywords["warmup_epochs"], *s.STEPS})
                         if e < s.MAX_EPOCH},
         "lr_schedule": lr_schedule_line(run.cfg, lr_at),
         "ddp_buckets_mb": run.cfg.DDP.BUCKET_CAP_MB,
