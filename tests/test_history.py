@@ -24,12 +24,25 @@ def test_prune_keeps_the_newest_and_the_best(tmp_path):
     paths = _touch_checkpoints(tmp_path, range(5))
     assert history.record_best(tmp_path, 2, 0.7, paths[1])
     assert not history.record_best(tmp_path, 3, 0.6, paths[2])  # worse: best stays
-    removed = history.prune(tmp_path, 2)
+    removed = history.prune(tmp_path, 2, paths[4])
     assert [p.name for p in removed] == [paths[0].name, paths[2].name]
     left = sorted(p.name for p in ckpt.list_checkpoints(tmp_path))
     assert left == sorted([paths[1].name, paths[3].name, paths[4].name])
     assert os.readlink(ckpt.checkpoint_dir(tmp_path) / "best.pyth") == paths[1].name
-    assert history.prune(tmp_path, 0) == []  # 0 keeps all
+    assert history.prune(tmp_path, 0, paths[4]) == []  # 0 keeps all
+
+
+def test_prune_never_removes_what_was_just_saved_nor_an_older_run_s_later_epochs(tmp_path):
+    old_run = _touch_checkpoints(tmp_path, range(10, 14))  # AUTO_RESUME False over an old run
+    history.record_best(tmp_path, 12, 0.9, old_run[1])
+    history.forget_best(tmp_path)  # the new run starts afresh: the old best is not its best
+    assert history.best_record(tmp_path) is None
+    assert not (ckpt.checkpoint_dir(tmp_path) / "best.pyth").exists()
+    new = _touch_checkpoints(tmp_path, range(3))
+    assert history.prune(tmp_path, 1, new[0]) == []
+    removed = history.prune(tmp_path, 2, new[2])
+    assert removed == [new[0]]
+    assert all(p.exists() for p in [new[1], new[2], *old_run])
 
 
 def test_pointers_are_relative_links_that_no_resume_takes_for_a_checkpoint(tmp_path):

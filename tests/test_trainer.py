@@ -422,3 +422,30 @@ def test_bf16_compression_on_gloo_is_a_clear_error(data, tmp_path, capfd):
         mp.spawn(_train_worker, args=(free_port(), cfg), nprocs=2)
     assert failed.value.exit_code == 2
     assert "DDP.COMM_HOOK bf16 needs the nccl" in capfd.readouterr().err
+
+
+def test_a_resumed_run_takes_the_optimizer_settings_of_its_config(tmp_path):
+    """The checkpoint's optimizer state (momentum buffers) is kept; its group settings are
+    not: LARS turned on at resume takes effect, and a checkpoint whose groups do not fit the
+    config is a one-line error naming it."""
+    from slowfast_dist.errors import UserError
+    from slowfast_dist.train import optim
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    plain = optim.build_optimizer(model, optim.OptimizerSpec(weight_decay=1e-4))
+    model(torch.randn(4, 2)).sum().backward()
+    plain.step()
+    path = tmp_path / "checkpoint_epoch_00001.pyth"
+    ckpt.save_checkpoint(path, model=model, optimizer=plain, epoch=0, cfg_dump="")
+    state = ckpt.read_checkpoint(path)
+    lars = optim.build_optimizer(model, optim.OptimizerSpec(weight_decay=5e-4, lars=True))
+    ckpt.restore(state, model=model, optimizer=lars, path=path)
+    assert [g["lars"] for g in lars.param_groups] == [True, False]
+    assert lars.param_groups[0]["weight_decay"] == 5e-4
+    assert torch.equal(lars.state[model[0].weight]["momentum_buffer"],
+                       plain.state[model[0].weight]["momentum_buffer"])
+    three = optim.build_optimizer(model, optim.OptimizerSpec(zero_wd_1d=True))
+    with pytest.raises(UserError, match="checkpoint_epoch_00001.pyth: its optimizer state does "
+                                        "not fit") as err:
+        ckpt.restore(state, model=model, optimizer=three, path=path)
+    assert "\n" not in str(err.value)

@@ -188,7 +188,17 @@ def restore(state: dict, *, model, optimizer=None, scaler=None, rank: int = 0,
     of another model is a UserError naming `path` and the first key that does not fit."""
     load_weights(model, state["model_state"], path)
     if optimizer is not None and state.get("optimizer_state") is not None:
-        optimizer.load_state_dict(state["optimizer_state"])
+        # the config's settings (LR policy aside, set every step) win over the saved ones: a
+        # resumed run that turns on LARS or changes the decay gets what it asked for
+        wanted = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        try:
+            optimizer.load_state_dict(state["optimizer_state"])
+        except ValueError as err:
+            raise UserError(f"{path}: its optimizer state does not fit this config's parameter "
+                            f"groups ({' '.join(str(err).split())}); SOLVER.ZERO_WD_1D_PARAM or "
+                            "BN settings changed since it was saved?") from None
+        for group, settings in zip(optimizer.param_groups, wanted):
+            group.update(settings)
     if scaler is not None and state.get("scaler_state") is not None:
         scaler.load_state_dict(state["scaler_state"])
     states = state.get("rng_states") or []

@@ -75,15 +75,24 @@ def record_best(out, epoch: int, map_: float, target: Path) -> bool:
     return True
 
 
-def prune(out, keep_last: int) -> list[Path]:
-    """Remove all but the `keep_last` newest end-of-epoch checkpoints, never the best one;
-    returns what was removed. 0 keeps everything."""
+def forget_best(out) -> None:
+    """A run that starts afresh (not a resume) owes nothing to an older run's best."""
+    folder = ckpt.checkpoint_dir(out)
+    for name in ("best.json", "best.pyth"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def prune(out, keep_last: int, newest: Path) -> list[Path]:
+    """Remove all but the `keep_last` end-of-epoch checkpoints up to `newest` (the one just
+    saved, never removed), never the best one, nor any later one (an older run's, when
+    AUTO_RESUME was off); returns what was removed. 0 keeps everything."""
     if keep_last <= 0:
         return []
     best = best_record(out)
     spared = {best["file"]} if best else set()
     epochs = [p for p in ckpt.list_checkpoints(out) if "_step_" not in p.name]
-    removed = [p for p in epochs[:-keep_last] if p.name not in spared]
+    upto = [p for p in epochs if p.name <= Path(newest).name]  # fixed-width numbers: name order
+    removed = [p for p in upto[:-keep_last] if p.name not in spared and p.name != Path(newest).name]
     for p in removed:
         p.unlink(missing_ok=True)
     return removed

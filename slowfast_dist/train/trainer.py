@@ -373,6 +373,8 @@ def train(cfg, info=None) -> dict:
 
     start_epoch, start_step = 0, 0
     found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
+    if not found and run.rank == 0:
+        history.forget_best(out)
     if found:  # auto-resume wins over TRAIN.CHECKPOINT_FILE_PATH, as in PySlowFast
         start_epoch, start_step = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
                                                scaler=scaler, rank=run.rank,
@@ -430,7 +432,7 @@ def train(cfg, info=None) -> dict:
             run.log(f"checkpoint: {path}")
             history.point(out, "last", path)
             if not step:
-                for old in history.prune(out, cfg.TRAIN.CHECKPOINT_KEEP):
+                for old in history.prune(out, cfg.TRAIN.CHECKPOINT_KEEP, path):
                     run.log(f"removed {old.name} (TRAIN.CHECKPOINT_KEEP "
                             f"{cfg.TRAIN.CHECKPOINT_KEEP})")
         if run.world > 1:
