@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -216,3 +217,50 @@ def test_output_size_keeps_the_aspect_with_even_sides_and_never_upscales():
     assert output_size(480, 360, 720) == (480, 360)
     assert output_size(1920, 800, 360) == (864, 360)
     assert output_size(1920, 1080, None) == (1920, 1080)
+
+
+def _short_movies(tmp_path, names):
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    for n, name in enumerate(names):
+        make_raw(raw / name, 5, seed=n)
+    out = tmp_path / "out"
+    annotations(out / "annotations", [f"{Path(x).stem},902,0.1,0.1,0.5,0.9,1,0"
+                                      for x in names], [])
+    return raw, out
+
+
+def test_a_worker_that_dies_fails_its_movie_and_the_others_go_on(tmp_path):
+    raw, out = _short_movies(tmp_path, ["m0.mp4", "m1.mp4", "m2.mp4"])
+    env = dict(os.environ, SLOWFAST_DIST_FAULT_PREPARE_DIE="m1")
+    r = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "prepare-ava", str(raw),
+                        str(out), "--window", "0", "4", "--jobs", "2"], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 1, r.stderr
+    died = [x for x in r.stderr.splitlines() if "worker process died" in x]
+    assert len(died) == 1 and "m1.mp4" in died[0], r.stderr
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert sorted(report["prepared_now"]) == ["m0", "m2"]
+    assert [f["video"] for f in report["failed"]] == ["m1"]
+
+
+def test_changed_options_prepare_again_and_formats_add_up(tmp_path):
+    raw, out = _short_movies(tmp_path, ["m0.mp4"])
+    args = ["--window", "0", "4", "--jobs", "1"]
+    assert prepare(raw, out, *args, "--short-side", "36").returncode == 0
+    assert prepare(raw, out, *args, "--short-side", "36").stderr.count("already prepared") == 1
+    r = prepare(raw, out, *args, "--short-side", "48")  # other pixels: prepared again
+    assert r.returncode == 0 and "1 prepared, 0 already done" in r.stdout, r.stdout
+    assert json.loads((out / ".prepare/m0.json").read_text())["size"] == [86, 48]
+    r = prepare(raw, out, *args, "--short-side", "48", "--format", "video")
+    record = json.loads((out / ".prepare/m0.json").read_text())
+    assert r.returncode == 0 and sorted(record["formats"]) == ["frames", "video"]
+    r = prepare(raw, out, *args, "--short-side", "48", "--format", "both")
+    assert "1 of 1 movies already prepared" in r.stderr  # both formats are there
+
+
+def test_two_files_of_one_video_id_are_refused(tmp_path):
+    raw, out = _short_movies(tmp_path, ["m0.mp4", "m0.mkv"])
+    r = prepare(raw, out, "--window", "0", "4")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "m0.mkv and m0.mp4 are one video id" in r.stderr

@@ -70,6 +70,21 @@ def read_manifest(out_dir, vid) -> dict | None:
     return record
 
 
+def options_of(opts: PrepareOptions) -> dict:
+    """What decides the pixels a movie was prepared with (a change means preparing it again)."""
+    return {"short_side": opts.short_side, "quality": opts.quality, "gop": opts.gop,
+            "crf": opts.crf, "window": list(opts.window)}
+
+
+def finished(out_dir, vid, opts: PrepareOptions) -> dict | None:
+    """The movie's record when it was prepared with these options in every requested format."""
+    record = read_manifest(out_dir, vid)
+    if (record is None or record.get("options") != options_of(opts)
+            or not set(opts.formats) <= set(record["formats"])):
+        return None
+    return record
+
+
 def video_id(path) -> str:
     return Path(path).stem
 
@@ -103,9 +118,12 @@ def prepare_one(raw, opts: PrepareOptions) -> dict:
     """Prepare one movie; returns its record (status "done" or "skipped"), or raises
     PrepareError naming the file."""
     raw, vid = Path(raw), video_id(raw)
-    done = read_manifest(opts.out_dir, vid)
-    if done is not None and set(opts.formats) <= set(done["formats"]):
+    done = finished(opts.out_dir, vid, opts)
+    if done is not None:
         return {**done, "status": "skipped"}
+    before = read_manifest(opts.out_dir, vid)  # other formats made with the same options stay
+    kept = ([f for f in before["formats"] if f not in opts.formats]
+            if before is not None and before.get("options") == options_of(opts) else [])
     import av
 
     out = Path(opts.out_dir)
@@ -139,16 +157,18 @@ def prepare_one(raw, opts: PrepareOptions) -> dict:
     finally:
         container.close()
     if frames == 0:
+        writer.abandon()
         raise PrepareError(f"{raw}: no frame between seconds {opts.window[0]:.0f} and "
                            f"{opts.window[1]:.0f}")
     for fmt in opts.formats:
         _remove(final[fmt])
         os.replace(partial[fmt], final[fmt])
+    formats = [*kept, *opts.formats]
     record = {"video": vid, "source": str(raw), "source_seconds": duration,
-              "formats": list(opts.formats), "frames": frames, "fps": FPS,
-              "size": list(size), "window": list(opts.window), "gop": opts.gop,
-              "outputs": {fmt: str(final[fmt].relative_to(out)) for fmt in opts.formats},
-              "bytes": {fmt: _size_of(final[fmt]) for fmt in opts.formats},
+              "formats": formats, "frames": frames, "fps": FPS, "size": list(size),
+              "options": options_of(opts), "window": list(opts.window), "gop": opts.gop,
+              "outputs": {fmt: str(final[fmt].relative_to(out)) for fmt in formats},
+              "bytes": {fmt: _size_of(final[fmt]) for fmt in formats},
               "wall_s": round(time.time() - t0, 3),
               "cpu_s": round(time.process_time() - cpu0, 3),
               "stage_cpu_s": {k: round(v, 3) for k, v in writer.stage_s.items()}}
@@ -169,30 +189,39 @@ def _duration(container, st) -> float | None:
 
 def _resampled(container, st, start: float, end: float, fps: int = FPS):
     """(k, frame) for output frame k = 0.. of [start, end) at `fps`: the decoded frame nearest
-    to start + k/fps, a tie to the earlier one; stops where the movie ends."""
+    to start + k/fps, a tie (within 1e-9 s) to the earlier one, as `video.read_frames` maps an
+    index to a frame; the last frame stands for the targets up to half a frame after it. A seek
+    that lands after `start` (a lying index) is redone from the start of the file."""
     first = float(st.start_time * st.time_base) if st.start_time is not None else 0.0
-    if start > 0:
-        container.seek(int((start + first) / st.time_base), stream=st, backward=True)
     n = round((end - start) * fps)
-    k, prev, prev_t, step = 0, None, None, None
-    for frame in container.decode(st):
-        if frame.pts is None:
-            continue
-        t = float(frame.pts * st.time_base) - first
-        if prev_t is not None and t > prev_t:
-            step = t - prev_t
-        while k < n and start + k / fps < t:
-            target = start + k / fps
-            if prev is not None and target - prev_t <= t - target:
-                yield k, prev
-            else:
-                yield k, frame
-            k += 1
-        if k >= n:
-            return
-        prev, prev_t = frame, t
-    # past the last frame: it stands for the targets within its own display time
-    while prev is not None and k < n and start + k / fps < prev_t + (step or 1.0 / fps):
+    for attempt in ("seek", "from the start"):
+        if start > 0 and attempt == "seek":
+            container.seek(int((start + first) / st.time_base), stream=st, backward=True)
+        elif attempt != "seek":
+            container.seek(0, stream=st, backward=True)
+        k, prev, prev_t, step = 0, None, None, None
+        for frame in container.decode(st):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * st.time_base) - first
+            if prev is None and t > start + 0.5 / fps and attempt == "seek" and start > 0:
+                break  # landed past the first target: decode again from the beginning
+            if prev_t is not None and t > prev_t:
+                step = t - prev_t
+            while k < n and start + k / fps < t:
+                target = start + k / fps
+                if prev is not None and target - prev_t <= t - target + 1e-9:
+                    yield k, prev
+                else:
+                    yield k, frame
+                k += 1
+            if k >= n:
+                return
+            prev, prev_t = frame, t
+        else:
+            break  # the stream ended (not an overshoot)
+    half = (step or 1.0 / fps) / 2
+    while prev is not None and k < n and start + k / fps <= prev_t + half + 1e-9:
         yield k, prev
         k += 1
 

@@ -53,6 +53,13 @@ def run(args) -> int:
     videos = P.find_raw_videos(raw)
     if not videos:
         raise UserError(f"{raw}: no movie files ({', '.join(P.VIDEO_EXTENSIONS)})")
+    stems = {}
+    for v in videos:
+        stems.setdefault(P.video_id(v), []).append(v.name)
+    twins = [names for names in stems.values() if len(names) > 1]
+    if twins:  # one video id, two files: they would write the same outputs
+        raise UserError(f"{raw}: {' and '.join(twins[0])} are one video id; keep one of them"
+                        + (f" ({len(twins) - 1} more such pairs)" if len(twins) > 1 else ""))
     jobs = min(args.jobs or os.cpu_count() or 1, len(videos))
     opts = P.PrepareOptions(
         out_dir=str(out), formats=("frames", "video") if args.format == "both" else (args.format,),
@@ -74,42 +81,65 @@ def run(args) -> int:
 
 def _run_jobs(videos, opts, jobs):
     """Every movie through prepare_one in `jobs` processes, with progress on stderr; a bad
-    movie is one line, the others go on."""
+    movie is one line, the others go on. A worker that dies (a decoder crash, the OOM killer)
+    breaks the pool: the movies it left unfinished are tried again one process each, and the
+    one that kills its process again is reported."""
     import multiprocessing as mp
-    import time
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     from slowfast_dist.data import prepare_ava as P
 
     per_video = round((opts.window[1] - opts.window[0]) * P.FPS)
-    todo = [v for v in videos if P.read_manifest(opts.out_dir, P.video_id(v)) is None]
+    todo = [v for v in videos if P.finished(opts.out_dir, P.video_id(v), opts) is None]
     ctx = mp.get_context("spawn")  # no inherited decoder state; the same on every platform
     counter = ctx.Value("q", 0)
     results, failures = [], []
     progress = _Progress(len(videos), len(videos) - len(todo), per_video * len(todo))
-    with ctx.Pool(jobs, initializer=P._init_job, initargs=(counter,)) as pool:
-        pending = {pool.apply_async(_prepare_safely, (str(v), opts)): v for v in videos}
-        while pending:
-            for res in [r for r in pending if r.ready()]:
-                video = pending.pop(res)
-                status, value = res.get()
-                if status == "ok":
-                    results.append(value)
-                    progress.finished(value, counter.value)
-                else:
-                    failures.append({"video": P.video_id(video), "source": str(video),
-                                     "error": value})
-                    progress.say(f"prepare-ava: {value}")
-                    progress.frames_todo = max(progress.frames_todo - per_video, 1)
-            if pending:
-                time.sleep(0.5)
+
+    def fail(video, message):
+        failures.append({"video": P.video_id(video), "source": str(video), "error": message})
+        progress.say(f"prepare-ava: {message}")
+        progress.frames_todo = max(progress.frames_todo - per_video, 1)
+
+    def run(batch, workers):
+        """Prepare `batch`; returns the movies whose worker died under them."""
+        orphans = []
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=P._init_job,
+                                 initargs=(counter,)) as pool:
+            pending = {pool.submit(_prepare_safely, str(v), opts): v for v in batch}
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    video = pending.pop(future)
+                    try:
+                        status, value = future.result()
+                    except BrokenProcessPool:
+                        orphans.append(video)
+                        continue
+                    if status == "ok":
+                        results.append(value)
+                        progress.finished(value, counter.value)
+                    else:
+                        fail(video, value)
                 progress.tick(counter.value)
+        return orphans
+
+    for video in run(videos, jobs):  # alone now: a second death names its movie
+        for again in run([video], 1):
+            fail(again, f"{again}: its worker process died while preparing it (a crash in "
+                        "the decoder, or killed for memory)")
     progress.close()
     return results, failures
 
 
 def _prepare_safely(raw, opts):
+    import os
+
     from slowfast_dist.data import prepare_ava as P
 
+    if os.environ.get("SLOWFAST_DIST_FAULT_PREPARE_DIE") == P.video_id(raw):
+        os._exit(139)  # fault injection for the tests: this movie's worker dies
     try:
         return "ok", P.prepare_one(raw, opts)
     except P.PrepareError as e:
