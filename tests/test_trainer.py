@@ -1,5 +1,6 @@
 """The trainer: DDP equals one process, resume is bit-identical, bad checkpoints and NaN losses."""
 
+import contextlib
 import math
 import os
 import sys
@@ -449,3 +450,58 @@ def test_a_resumed_run_takes_the_optimizer_settings_of_its_config(tmp_path):
                                         "not fit") as err:
         ckpt.restore(state, model=model, optimizer=three, path=path)
     assert "\n" not in str(err.value)
+
+
+def test_each_micro_step_takes_the_lr_of_its_update():
+    """With 2 micro-steps per update and 4 per epoch, an epoch has 2 updates, at epoch + 0 and
+    epoch + 0.5: the schedule of the run with the twice larger batch."""
+    from slowfast_dist.train.loop import train_one_epoch
+
+    seen = []
+
+    class Meter:
+        stop_agreed = False
+
+        def timed(self, loader, epoch, start_step=0):
+            return iter(loader)
+
+        def step_done(self, epoch, step, loss, lr, n):
+            seen.append(lr)
+
+        def epoch_done(self, epoch):
+            return {}
+
+    model = torch.nn.Linear(1, 1)
+    batches = [{"inputs": [torch.ones(2, 1)], "labels": torch.ones(2, 1)}] * 4
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, inputs, boxes):
+            return self.m(inputs[0])
+
+    train_one_epoch(Wrap(), ListLoader(batches), torch.optim.SGD(model.parameters(), lr=1.0),
+                    epoch=3, lr_at=lambda e: e, loss_fn=torch.nn.MSELoss(),
+                    device=torch.device("cpu"), autocast=lambda: contextlib.nullcontext(),
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), accum_steps=2,
+                    meter=Meter())
+    assert seen == [3.0, 3.0, 3.5, 3.5]
+
+
+def test_a_mid_epoch_checkpoint_resumes_at_the_same_batch_in_another_split_of_the_ranks():
+    from slowfast_dist.errors import UserError
+
+    saved = {"epoch_step": 800, "layout": {"ranks": 8, "simulate": 2, "batch": 4}}
+    # 8 ranks simulated 2 per process: 400 batches of each rank done
+    assert ckpt.resume_step(saved, {"ranks": 8, "simulate": 1, "batch": 4}) == 400
+    assert ckpt.resume_step(saved, {"ranks": 8, "simulate": 4, "batch": 4}) == 1600
+    assert ckpt.resume_step(saved, {"ranks": 8, "simulate": 2, "batch": 4}) == 800
+    assert ckpt.resume_step({"epoch_step": 7}, {"ranks": 2, "simulate": 1, "batch": 4}) == 7
+    for other in ({"ranks": 4, "simulate": 1, "batch": 4}, {"ranks": 8, "simulate": 2,
+                                                            "batch": 2}):
+        with pytest.raises(UserError, match=r"ck.pyth: saved inside an epoch by a run of 8 "
+                                            r"ranks x 4 clips") as err:
+            ckpt.resume_step(saved, other, "ck.pyth")
+        assert "\n" not in str(err.value)

@@ -92,10 +92,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler=None,
-                    global_step: int = 0, epoch_step: int = 0, rng_states=None) -> Path:
+                    global_step: int = 0, epoch_step: int = 0, rng_states=None,
+                    layout: dict | None = None) -> Path:
     """Write a checkpoint atomically. `epoch` is the 0-based epoch just finished (PySlowFast's);
     `epoch_step` > 0: that many steps of the next epoch are done too. `rng_states`: every rank's
-    `rng_state()`, by rank (this process's alone when not given)."""
+    `rng_state()`, by rank (this process's alone when not given). `layout`: what `epoch_step`
+    counts in (see `resume_step`)."""
     path = Path(path)
     rng_states = list(rng_states) if rng_states is not None else [rng_state()]
     state = {
@@ -108,6 +110,7 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
         "rng_states": rng_states,
         "global_step": global_step,
         "epoch_step": epoch_step,
+        "layout": layout,
     }
     for stale in path.parent.glob(_PARTIAL + "*"):  # left by a run killed while writing
         stale.unlink(missing_ok=True)
@@ -211,6 +214,25 @@ def restore(state: dict, *, model, optimizer=None, scaler=None, rank: int = 0,
                 "bit for bit")
         set_rng_state(state["rng_state"])
     return int(state.get("epoch", -1)) + 1, int(state.get("epoch_step", 0))
+
+
+def resume_step(state: dict, layout: dict, path=None) -> int:
+    """The step of this run's epoch to resume at, from a checkpoint saved inside an epoch.
+
+    `layout` is {"ranks": simulated world, "simulate": simulated ranks per process, "batch":
+    clips per rank}. A process runs its simulated ranks' batches in turn, so a saved epoch_step
+    covers epoch_step / simulate batches of each rank: the same count in another split of the
+    same ranks. Other ranks or batches shard the epoch differently: refused."""
+    step, saved = int(state.get("epoch_step", 0)), state.get("layout")
+    if not step or not saved:
+        return step
+    if (saved["ranks"], saved["batch"]) != (layout["ranks"], layout["batch"]):
+        raise UserError(f"{path}: saved inside an epoch by a run of {saved['ranks']} ranks x "
+                        f"{saved['batch']} clips; this one is {layout['ranks']} x "
+                        f"{layout['batch']}, which splits the epoch otherwise: resume with the "
+                        "same ranks (or DIST.SIMULATE_WORLD_SIZE) and TRAIN.BATCH_SIZE, or move "
+                        "this file away to resume from the last end-of-epoch checkpoint")
+    return step // saved["simulate"] * layout["simulate"]
 
 
 def gather_rng_states(world_size: int) -> list:

@@ -372,13 +372,15 @@ def train(cfg, info=None) -> dict:
     scaler = torch.amp.GradScaler(run.device.type, enabled=fp16)
 
     start_epoch, start_step = 0, 0
+    layout = {"ranks": run.ranks, "simulate": run.simulate, "batch": batch}  # what a step is
     found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if not found and run.rank == 0:
         history.forget_best(out)
     if found:  # auto-resume wins over TRAIN.CHECKPOINT_FILE_PATH, as in PySlowFast
-        start_epoch, start_step = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
-                                               scaler=scaler, rank=run.rank,
-                                               world_size=run.world, log=run.log, path=found[0])
+        start_epoch, _ = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
+                                      scaler=scaler, rank=run.rank, world_size=run.world,
+                                      log=run.log, path=found[0])
+        start_step = ckpt.resume_step(found[1], layout, found[0])
         at = f", step {start_step + 1}" if start_step else ""
         run.log(f"resumed from {found[0]} (starting epoch {start_epoch + 1}{at})")
     elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
@@ -428,7 +430,8 @@ def train(cfg, info=None) -> dict:
             path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch, step), model=model,
                                         optimizer=optimizer, epoch=epoch - 1 if step else epoch,
                                         cfg_dump=cfg.dump(), scaler=scaler, epoch_step=step,
-                                        global_step=meter.global_step, rng_states=rng)
+                                        global_step=meter.global_step, rng_states=rng,
+                                        layout=layout)
             run.log(f"checkpoint: {path}")
             history.point(out, "last", path)
             if not step:
