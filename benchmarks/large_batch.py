@@ -81,7 +81,7 @@ def run_one(recipe: str, m: int, a, data: Path) -> dict:
     if p.returncode != 0:
         raise RuntimeError(f"{recipe} x{m}: exit {p.returncode}: {p.stderr[-2000:]}")
     maps = {str(int(e)): float(v)  # str keys: as they read back from the JSON
-            for e, v in re.findall(r"\[epoch(\d+)\] mAP ([0-9.]+)", p.stderr)}
+            for e, v in re.findall(r"epoch (\d+)/\d+: mAP ([0-9.]+)", p.stderr)}
     c1 = os.times()
     result = {"recipe": recipe, "multiplier": m, "global_batch": m * a.base_batch,
               "mAP": maps[max(maps, key=int)], "mAP_by_epoch": maps,
@@ -89,8 +89,8 @@ def run_one(recipe: str, m: int, a, data: Path) -> dict:
               "wall_s": round(time.time() - t0, 1),
               "cpu_s": round(c1.children_user + c1.children_system
                              - c0.children_user - c0.children_system, 1),
-              "plan": [ln for ln in p.stderr.splitlines()
-                       if ln.startswith(("lr schedule", "optimizer", "simulating"))]}
+              "plan": [ln.split("] ", 1)[-1] for ln in p.stderr.splitlines()
+                       if any(k in ln for k in ("] lr schedule", "] optimizer", "] simulating"))]}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -93,7 +93,7 @@ def test_sigstop_of_a_rank_under_torchrun_ends_the_job_within_90_s_naming_it(dat
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
-    assert _watch(proc, lines, rf"^epoch 2 \[.*\] 2/{STEPS} ").wait(180), "".join(lines)
+    assert _watch(proc, lines, rf"\] epoch 2 \[.*\] 2/{STEPS} ").wait(180), "".join(lines)
     victim = _rank_pid(proc.pid, 1)
     took = _stop_rank_and_time_the_end(proc, victim, lines)
     text = "".join(lines)
@@ -108,7 +108,7 @@ def test_sigstop_of_a_rank_under_torchrun_ends_the_job_within_90_s_naming_it(dat
 
 def test_sigstop_of_a_rank_under_mpirun_ends_the_job_within_90_s_naming_it(data, tmp_path):
     proc = mpirun_script(data, tmp_path, *HANG)
-    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 2/{STEPS} ", limit=180)
+    wait_for_log(proc, tmp_path, rf"\] epoch 2 \[.*\] 2/{STEPS} ", limit=180)
     victim = _mpi_rank_pid(1)
     took = _stop_rank_and_time_the_end(proc, victim, [])
     assert took < 90, rank_log(tmp_path)[-3000:]
@@ -139,7 +139,7 @@ def test_sigstop_of_a_spawned_worker_ends_the_job_within_90_s_naming_it(data, tm
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
-    assert _watch(proc, lines, rf"^epoch 2 \[.*\] 2/{STEPS} ").wait(180), "".join(lines)
+    assert _watch(proc, lines, rf"\] epoch 2 \[.*\] 2/{STEPS} ").wait(180), "".join(lines)
     workers = _spawned_workers(proc.pid)
     assert len(workers) == 2, workers
     # Whichever rank this is: rank 1 is named by rank 0; rank 0 serves the rendezvous store

@@ -84,7 +84,7 @@ def test_sigterm_mid_epoch_saves_within_30_s_and_the_relaunch_ends_bit_identical
         data, tmp_path, uninterrupted):
     proc = torchrun(data, tmp_path)
     # SIGTERM to every process of the job, as SLURM and Grid Engine do at a time limit
-    text, took = run_until(proc, rf"^epoch 2 \[.*\] 2/{STEPS} ",
+    text, took = run_until(proc, rf"\] epoch 2 \[.*\] 2/{STEPS} ",
                            lambda: os.killpg(proc.pid, signal.SIGTERM))
     assert took < 30, text[-2000:]
     assert text.count("SIGTERM received: stopping") == 1  # rank 0 says it, once
@@ -135,7 +135,7 @@ def test_sigusr1_to_the_mpirun_script_stops_every_rank_with_75_and_it_resumes(
     """What Grid Engine's -notify and SLURM's --signal do: USR1 to the job script, passed on by
     launch/mpirun.sh to the real mpirun, by mpirun to the ranks."""
     proc = mpirun_script(data, tmp_path)
-    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 2/{STEPS} ")
+    wait_for_log(proc, tmp_path, rf"\] epoch 2 \[.*\] 2/{STEPS} ")
     t0 = time.time()
     proc.send_signal(signal.SIGUSR1)  # the script's bash only
     text, _ = proc.communicate(timeout=120)
@@ -171,7 +171,7 @@ def test_kill_9_of_a_rank_mid_epoch_then_relaunch_ends_bit_identical(data, tmp_p
                                                                        uninterrupted):
     opts = ("TRAIN.CHECKPOINT_PERIOD", "1")
     proc = torchrun(data, tmp_path, *opts)
-    text, took = run_until(proc, rf"^epoch 2 \[.*\] 3/{STEPS} ",
+    text, took = run_until(proc, rf"\] epoch 2 \[.*\] 3/{STEPS} ",
                            lambda: os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL))
     assert proc.returncode != 0 and took < 60, text[-2000:]
     assert ckpt.list_checkpoints(tmp_path)[-1] == ckpt.checkpoint_path(tmp_path, 0)
@@ -214,7 +214,7 @@ def test_kill_9_of_a_rank_under_mpirun_then_relaunch_ends_bit_identical(data, tm
                                                                         uninterrupted):
     opts = ("TRAIN.CHECKPOINT_PERIOD", "1")
     proc = mpirun_script(data, tmp_path, *opts)
-    wait_for_log(proc, tmp_path, rf"^epoch 2 \[.*\] 3/{STEPS} ")
+    wait_for_log(proc, tmp_path, rf"\] epoch 2 \[.*\] 3/{STEPS} ")
     os.kill(_mpi_rank_pid(1), signal.SIGKILL)
     t0 = time.time()
     text, _ = proc.communicate(timeout=120)

@@ -15,7 +15,6 @@ clip resized, cropped, flipped and normalised here, as PySlowFast does (the test
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -91,14 +90,14 @@ class AvaDataset(torch.utils.data.Dataset):
                                  full_test_on_val,
                                  is_val=not train, num_classes=self.num_classes, bad=bad)
         for msg in bad[:3]:
-            _warn(msg)
+            _warn(msg, every_rank=True)
         if len(bad) > 3:
-            _warn(f"... and {len(bad) - 3} more rows with bad boxes")
+            _warn(f"... and {len(bad) - 3} more rows with bad boxes", every_rank=True)
         self.bad_box_rows = len(bad)
         if not (pixel_source == "frames" or lists_given):
             # video source without frame lists: videos named by the CSVs, counts from the files
             _warn(f"no frame list among {', '.join(map(str, frame_lists)) or '[]'}; using the "
-                  f"videos named in the box CSVs and their own frame counts")
+                  f"videos named in the box CSVs and their own frame counts", every_rank=True)
             self.video_names, self.frames = sorted(boxes), None
             self.frame_counts = [self._video_frame_count(v) for v in self.video_names]
         # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
@@ -300,8 +299,11 @@ class _Skip(Exception):
     pass
 
 
-def _warn(msg):
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
+def _warn(msg, every_rank=False):
+    """`every_rank`: a note every rank gives alike (built from the same files), said once."""
+    from slowfast_dist import logs
+
+    logs.get("data").warning(msg, extra=logs.EVERY_RANK if every_rank else None)
 
 
 def build_ava_dataset(cfg, split):

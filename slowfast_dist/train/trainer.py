@@ -17,7 +17,6 @@ import math
 import os
 import random
 import socket
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from slowfast_dist import logs
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 from slowfast_dist.train import history, optim
@@ -132,6 +132,7 @@ class Run:
                                              dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE,
                                              rendezvous_dir=cfg.OUTPUT_DIR)
         self.rank, self.world = self.info.rank, self.info.world_size
+        self.logger = logs.setup(self.rank, cfg.OUTPUT_DIR)  # time and rank on every line
         sim = cfg.DIST.SIMULATE_WORLD_SIZE
         if sim and (sim < self.world or sim % self.world):
             raise UserError(f"DIST.SIMULATE_WORLD_SIZE {sim}: must be a multiple of the "
@@ -163,8 +164,12 @@ class Run:
         return hosts
 
     def log(self, msg: str) -> None:
-        if self.rank == 0:
-            print(msg, file=sys.stderr, flush=True)
+        """INFO: shown for rank 0 (every rank with SLOWFAST_DIST_LOG_ALL_RANKS=1)."""
+        self.logger.info(msg)
+
+    def warn(self, msg: str) -> None:
+        """A warning every rank would give alike (from the config or the files): said once."""
+        self.logger.warning(msg, extra=logs.EVERY_RANK)
 
     def wrap_ddp(self):
         if self.world == 1:
@@ -175,7 +180,7 @@ class Run:
             else:
                 # torch's SyncBatchNorm runs on GPUs only. A CPU run of a cluster config is a
                 # rehearsal: it should run, and say plainly what differs from the real one.
-                self.log(f"warning: BN.NORM_TYPE sync_batchnorm needs CUDA; on CPU each of the "
+                self.warn(f"BN.NORM_TYPE sync_batchnorm needs CUDA; on CPU each of the "
                          f"{self.world} processes normalises over its own batch (batchnorm)")
         ids = [self.device.index] if self.device.type == "cuda" else None
         ddp = self.cfg.DDP
@@ -268,11 +273,11 @@ class Run:
             if os.path.isfile(path):
                 files["exclusions"] = path
             elif warn:
-                self.log(f"warning: {path}: AVA.EXCLUSION_FILE not found; mAP is scored without "
+                self.warn(f"{path}: AVA.EXCLUSION_FILE not found; mAP is scored without "
                          "exclusions")
         return files
 
-    def evaluate(self, model, dataset, loader, tag: str) -> float:
+    def evaluate(self, model, dataset, loader, tag: str, label: str | None = None) -> float:
         """Distributed inference, gathered to rank 0, scored by the exact AVA evaluator."""
         by_frame = predict(model, loader, device=self.device, autocast=self.autocast,
                            video_names=dataset.video_names, class_ids=dataset.class_ids)
@@ -281,7 +286,7 @@ class Run:
         if self.rank == 0:
             result = score(rows, self.out / f"detections_{tag}.csv", **self.eval_files())
             (self.out / f"map_{tag}.json").write_text(json.dumps(result, indent=1))
-            self.log(f"[{tag}] mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
+            self.log(f"{label or tag}: mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
 
     def finish(self) -> None:
@@ -416,7 +421,7 @@ def train(cfg, info=None) -> dict:
     flops, peak = run.flops_and_peak()
     stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
-                      max_epoch=s.MAX_EPOCH,
+                      max_epoch=s.MAX_EPOCH, stream=logs.LineStream(run.logger),
                       log_period=cfg.LOG_PERIOD, writer=writer, timers=timers,
                       train_flops_per_clip=flops, peak_tflops=peak, stop_requested=stop)
     meter.global_step = start_epoch * len(train_loader) + start_step
@@ -463,7 +468,8 @@ def train(cfg, info=None) -> dict:
         if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
-            last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}")
+            last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}",
+                                       f"epoch {epoch + 1}/{s.MAX_EPOCH}")
             saved = ckpt.checkpoint_path(out, epoch)
             if run.rank == 0 and saved.exists() and not math.isnan(last["mAP"]):
                 if history.record_best(out, epoch + 1, last["mAP"], saved):
