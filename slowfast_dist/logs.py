@@ -84,6 +84,18 @@ def setup(rank: int, out_dir=None, all_ranks: bool = False) -> logging.Logger:
     return logger
 
 
+def format_duration(seconds: float) -> str:
+    """'45s', '12m05s', '3h07m'; '?' for an unknown (infinite) time."""
+    if seconds == float("inf"):
+        return "?"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class LineStream:
     """A file-like `stream` for code that writes whole lines (the progress meter): each line is
     an INFO record."""

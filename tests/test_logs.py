@@ -44,3 +44,9 @@ def test_setting_up_again_replaces_the_handlers(tmp_path, capsys, monkeypatch):
     lines = _say(0, tmp_path, capsys, monkeypatch)
     assert len(lines) == 4  # not 8: one console handler
     assert len(logs.get().handlers) == 2  # the console and the file
+
+
+def test_durations_read_as_a_person_writes_them():
+    assert [logs.format_duration(x) for x in (4.4, 65, 3 * 3600 + 7 * 60 + 5)] == [
+        "4s", "1m05s", "3h07m"]
+    assert logs.format_duration(float("inf")) == "?"  # no rate yet: no ETA

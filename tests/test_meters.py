@@ -207,7 +207,8 @@ def test_log_line_shows_clips_per_gpu_and_mfu_when_the_peak_is_known():
 
 
 def test_the_progress_line_ends_with_the_run_s_eta():
-    from slowfast_dist.train.meters import eta_s, format_duration
+    from slowfast_dist.logs import format_duration
+    from slowfast_dist.train.meters import eta_s
 
     stream = io.StringIO()
     meter = StepMeter(rank=0, world_size=1, device=torch.device("cpu"), log_period=2,

@@ -364,21 +364,19 @@ def check_and_list(out_dir, ann_dir) -> dict:
                 records[path.stem] = record
     report, named = {}, set()
     for split, csv in annotation_files(ann_dir).items():
-        labels, keyframes = {}, set()
+        per_keyframe: dict = {}  # (video, second) -> label rows
         for _, row in csv_rows(csv, "annotation CSV"):
             if len(row) >= 7:
-                vid, sec = row[0], int(row[1])
-                labels[vid] = labels.get(vid, 0) + 1
-                keyframes.add((vid, sec))
+                key = (row[0], int(row[1]))
+                per_keyframe[key] = per_keyframe.get(key, 0) + 1
+        labels: dict = {}
+        for (vid, _), n in per_keyframe.items():
+            labels[vid] = labels.get(vid, 0) + n
         named |= set(labels)
         missing_videos = sorted(v for v in labels if v not in records)
-        late = sorted((v, s) for v, s in keyframes if v in records
+        late = sorted((v, s) for v, s in per_keyframe if v in records
                       and keyframe_index(s) >= records[v]["frames"])
-        lost = sum(labels[v] for v in missing_videos)
-        if late:
-            late_set = set(late)
-            lost += sum(1 for _, row in csv_rows(csv, "annotation CSV")
-                        if len(row) >= 7 and (row[0], int(row[1])) in late_set)
+        lost = sum(labels[v] for v in missing_videos) + sum(per_keyframe[k] for k in late)
         vids = sorted(v for v in labels if v in records)
         lines = ["original_vido_id video_idx frame_id path labels"]
         for idx, vid in enumerate(vids):
@@ -388,7 +386,7 @@ def check_and_list(out_dir, ann_dir) -> dict:
         atomic_write(out / "frame_lists" / f"{split}.csv", lambda f: f.write(text.encode()),
                      fsync=False)
         report[split] = {"csv": str(csv), "videos": len(labels), "videos_prepared": len(vids),
-                         "missing_videos": missing_videos, "keyframes": len(keyframes),
+                         "missing_videos": missing_videos, "keyframes": len(per_keyframe),
                          "keyframes_beyond_frames": [f"{v},{s}" for v, s in late],
                          "labels": sum(labels.values()), "labels_lost": lost}
     return {"splits": report, "prepared": len(records),

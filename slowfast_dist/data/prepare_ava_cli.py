@@ -176,6 +176,8 @@ class _Progress:
     def tick(self, frames, force=False):
         import time
 
+        from slowfast_dist.logs import format_duration
+
         now = time.time()
         if not force and now - self.last < (1.0 if self.tty else 30.0):
             return
@@ -185,7 +187,7 @@ class _Progress:
         eta = (self.frames_todo - frames) / rate if rate > 0 else float("inf")
         bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
         line = (f"prepare-ava [{bar}] {frac:5.1%}  {self.done}/{self.videos} movies  "
-                f"{rate:,.0f} frames/s  ETA {_duration(eta)}")
+                f"{rate:,.0f} frames/s  ETA {format_duration(eta)}")
         if self.tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)
         else:
@@ -194,13 +196,6 @@ class _Progress:
     def close(self):
         if self.tty:
             print(file=sys.stderr)
-
-
-def _duration(seconds):
-    if seconds == float("inf"):
-        return "?"
-    h, rest = divmod(int(seconds), 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _report(results, failures, check, opts, ann):

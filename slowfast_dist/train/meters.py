@@ -23,6 +23,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from slowfast_dist.logs import format_duration
 from slowfast_dist.profiling.mfu import mfu
 
 
@@ -33,16 +34,6 @@ class NonFiniteLoss(RuntimeError):
 def eta_s(epoch: int, step: int, steps: int, max_epoch: int, step_s: float) -> float:
     """Seconds left after `step` (0-based) of `steps` in `epoch` (0-based) of `max_epoch`."""
     return ((steps - step - 1) + (max_epoch - epoch - 1) * steps) * step_s
-
-
-def format_duration(seconds: float) -> str:
-    """'45s', '12m05s', '3h07m'."""
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class StepMeter:
