@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SFD    := $(VENV)/bin/slowfast-dist
 DEMO_DATA ?= demo_data
-DEMO_OUT  ?= demo_output
+DEMO_OUT  ?= runs/demo
 
 # `make gpu-check OUT=dir` on a machine with one CUDA GPU and a Python whose CUDA torch must not
 # be replaced, without network: the other packages come from a folder of wheels made beforehand
@@ -46,7 +46,7 @@ demo: venv $(DEMO_DATA)/annotations/ava_action_list_v2.2.pbtxt
 	    AVA.FRAME_LIST_DIR $(DEMO_DATA)/frame_lists AVA.ANNOTATION_DIR $(DEMO_DATA)/annotations \
 	    OUTPUT_DIR $(DEMO_OUT)
 	$(PY) benchmarks/demo_baseline.py $(DEMO_OUT) $(DEMO_DATA) --json $(DEMO_OUT)/baseline.json
-	@echo "TensorBoard logs: $(DEMO_OUT)/tensorboard  (view: $(VENV)/bin/tensorboard --logdir $(DEMO_OUT))"
+	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir $(dir $(DEMO_OUT))  (the run is named $(notdir $(DEMO_OUT)))"
 
 gpu-check:
 	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: no wheels in $(WHEELS)/ (see README, Checking on a GPU)"; exit 2; }

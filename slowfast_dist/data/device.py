@@ -17,6 +17,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from slowfast_dist import logs
 from slowfast_dist.data.transforms import GEOMETRY_FIELDS, pack_pathway
 
 _G = {name: k for k, name in enumerate(GEOMETRY_FIELDS)}
@@ -218,8 +219,7 @@ class DeviceLoader:
     def _decode_one_by_one(self, chunks, t, keyframes):
         """A frame the worker's checks passed but the decoder refused: each frame alone; a bad
         one is replaced by the nearest good frame of its clip, with one warning naming it."""
-        import sys
-
+        
         frames = []
         for k, chunk in enumerate(chunks):
             try:
@@ -229,8 +229,9 @@ class DeviceLoader:
                 where = (self.dataset.frame_path(vidx, sec, k % t)
                          if hasattr(self.dataset, "frame_path") else
                          f"video index {vidx} second {sec}: frame {k % t} of the clip")
-                print(f"warning: {where} does not decode ({' '.join(str(e).split())[:160]}); "
-                      "the nearest good frame of the clip stands in", file=sys.stderr, flush=True)
+                logs.get("data").warning(
+                    f"warning: {where} does not decode ({' '.join(str(e).split())[:160]}); "
+                    "the nearest good frame of the clip stands in")
                 frames.append(None)
         for k, f in enumerate(frames):
             if f is None:

@@ -11,11 +11,11 @@ warning. Before loading, the zip members' CRCs are checked: torch.load does not,
 byte would load as other weights.
 """
 import re
-import sys
 import zipfile
 from pathlib import Path
 
 from ..errors import UserError
+from .. import logs
 
 
 def _allowed_globals() -> list:
@@ -57,8 +57,8 @@ def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "")
             raise UserError(f"{path}: refused: its pickle asks for {what}, which would run code "
                             f"from the file; if you made this file yourself, set "
                             f"{switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
-        print(f"warning: {path}: fully unpickled ({switch} True): any code in the file has run",
-              file=sys.stderr, flush=True)
+        logs.get("checkpoint").warning(
+            f"{path}: fully unpickled ({switch} True): any code in the file has run")
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -107,18 +107,21 @@ class StepTimers:
         if self.comm is not None:
             self.comm.mark_step()
 
-    def window_end(self, *, steps: int, wall_s: float, data_wait_s: float, sync_s: float,
-                   overhead_s: float = 0.0, writer=None, global_step: int = 0) -> None:
+    def take_window_comm(self) -> float:
         """At a logging step, after the meter's one sync: the window's bucket timings are read
-        here, once, not per step or per bucket."""
-        buckets = self.comm.pop_window() if self.comm is not None else []
+        here, once, not per step or per bucket. Returns the gradient allreduce time per step
+        (NaN without PROFILE.COMM_PROBE)."""
+        if self.comm is None:
+            return float("nan")
+        buckets = self.comm.pop_window()
         self.buckets.extend(buckets)
-        if writer is not None and buckets:
-            per_step = sum(union_length(b) for b in buckets) / max(1, len(buckets))
-            writer.add_scalar("time/allreduce_s", per_step, global_step)
+        return sum(union_length(b) for b in buckets) / max(1, len(buckets))
+
+    def window_end(self, *, steps: int, wall_s: float, data_wait_s: float, sync_s: float,
+                   overhead_s: float = 0.0) -> None:
         self.rows.append([steps, wall_s, data_wait_s, sync_s, overhead_s])
 
-    def summary(self, writer=None, global_step: int = 0) -> dict | None:
+    def summary(self) -> dict | None:
         """Collective: gathers every rank's numbers; rank 0 returns the summary, others None."""
         mine = {"rank": self.rank, "rows": self.rows, "buckets": self.buckets}
         everyone = [mine]
@@ -148,19 +151,12 @@ class StepTimers:
                "comm_split": {"wait_share": mean["wait_for_slowest_s"] / comm,
                               "transfer_share": mean["transfer_s"] / comm},
                "method": __doc__.split("Definitions", 1)[1].strip()}
-        if writer is not None:
-            for r in ranks:
-                for k, v in r.items():
-                    if k.endswith("_s"):
-                        writer.add_scalar(f"profile/rank{r['rank']}/{k}", v, global_step)
-            for k, v in {**split, **out["comm_split"]}.items():
-                writer.add_scalar(f"profile/{k}", v, global_step)
         return out
 
 
-def write_summary(timers: StepTimers, path, writer=None, global_step: int = 0) -> dict | None:
+def write_summary(timers: StepTimers, path) -> dict | None:
     """Collective; rank 0 writes `path` (profile_summary.json) and returns the summary."""
-    out = timers.summary(writer, global_step)
+    out = timers.summary()
     if out is not None:
         Path(path).write_text(json.dumps(out, indent=1))
     return out

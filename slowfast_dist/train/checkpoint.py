@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from slowfast_dist.errors import UserError
+from slowfast_dist import logs
 from slowfast_dist.files import atomic_write
 
 _NAME = re.compile(r"^checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth$")
@@ -153,7 +153,7 @@ def latest_good_checkpoint(output_dir) -> tuple[Path, dict] | None:
         try:
             return path, read_checkpoint(path)
         except UserError as err:
-            print(f"warning: skipping damaged checkpoint: {err}", file=sys.stderr)
+            logs.get("checkpoint").warning(f"skipping damaged checkpoint: {err}")
     if found:
         raise UserError(f"{checkpoint_dir(output_dir)}: all {len(found)} checkpoint(s) are "
                         "damaged (see the warnings above); move them away, or set "

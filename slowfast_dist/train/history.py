@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
+from slowfast_dist import logs
 from slowfast_dist.train import checkpoint as ckpt
 
 
@@ -50,8 +50,8 @@ def point(out, name: str, target: Path) -> None:
         os.symlink(Path(target).name, tmp)
         os.replace(tmp, link)
     except OSError as err:  # a file system without symlinks: the run goes on without pointers
-        print(f"warning: {link}: cannot point it at {Path(target).name} ({err.strerror})",
-              file=sys.stderr)
+        logs.get("history").warning(
+            f"{link}: cannot point it at {Path(target).name} ({err.strerror})")
 
 
 def best_record(out) -> dict | None:

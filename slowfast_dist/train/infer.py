@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from slowfast_dist import logs
 from slowfast_dist.train.loop import to_device
 
 
@@ -42,8 +43,8 @@ def predict(model, loader, *, device, autocast, video_names, class_ids) -> dict:
             # output column k-1 scores label id k (PySlowFast); only ids in the label map are kept
             rows.extend((name, key[1], *box, cid, row_scores[cid - 1]) for cid in class_ids)
     if skipped:
-        print(f"evaluation: {skipped} unreadable sample(s) skipped on this rank; their keyframes "
-              "have no detections", flush=True)
+        logs.get("infer").warning(f"evaluation: {skipped} unreadable sample(s) skipped on "
+                                  "this rank; their keyframes have no detections")
     return by_frame
 
 

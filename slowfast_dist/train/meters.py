@@ -8,8 +8,10 @@ itself never branches on logging, profiling or rank.
 No step waits for the device unless it logs. On a GPU every value read back to the host is a
 blocking sync that also stops the CPU from queueing the next step, and a collective per step is a
 barrier. So the loss sum and the count of non-finite losses accumulate on the device, and every
-`log_period` steps (and at the end of an epoch) one all-reduce of [loss sum, non-finite count,
-skipped samples, stop requested] is read back (the last: a stop signal on any rank, `preempt.py`). A non-finite loss is therefore seen up to `log_period` steps late,
+`log_period` steps (and at the end of an epoch) one all-gather of every rank's [loss sum,
+non-finite count, skipped samples, stop requested (a signal on any rank, `preempt.py`), and the
+window's timings for TensorBoard] is read back. A non-finite loss is therefore seen up to
+`log_period` steps late,
 named by the step range; no checkpoint is written inside an epoch, so the last good one is kept.
 Timings are per logging window: wall time between two reads, the host's data waits inside it.
 """
@@ -38,7 +40,7 @@ def eta_s(epoch: int, step: int, steps: int, max_epoch: int, step_s: float) -> f
 
 class StepMeter:
     def __init__(self, *, rank: int, world_size: int, device, log_period: int = 10,
-                 writer=None, profiler=None, timers=None, stream=sys.stderr,
+                 board=None, profiler=None, timers=None, stream=sys.stderr,
                  train_flops_per_clip: float | None = None, peak_tflops: float | None = None,
                  stop_requested=None, max_epoch: int | None = None):
         """`stop_requested`: a callable, true once this rank was asked to stop (a signal); at
@@ -46,7 +48,7 @@ class StepMeter:
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.timers = timers  # slowfast_dist.profiling.profiler.StepTimers, or None
         self.log_period = max(1, log_period)
-        self.writer, self.profiler, self.stream = writer, profiler, stream
+        self.board, self.profiler, self.stream = board, profiler, stream  # board: rank 0's
         self.flops_per_clip, self.peak_tflops = train_flops_per_clip, peak_tflops
         self.max_epoch = max_epoch  # for the ETA on the progress line
         self.global_step = 0
@@ -55,7 +57,22 @@ class StepMeter:
         self._first_step = 0  # the epoch's first step here: > 0 in an epoch resumed mid-way
         self.stop_requested = stop_requested or (lambda: False)
         self.stop_agreed = False
+        self._prev_sync = (0, math.nan)  # (global step, s) of the last window's collective
+        self._grad_norms = None  # [sum, count] on the device, once `watch_gradients` is on
         self._reset()
+
+    def watch_gradients(self, optimizer) -> None:
+        """The gradient norm of every update, for TensorBoard: summed on the device (no sync)
+        by a hook that runs inside optimizer.step(), after GradScaler unscaled the gradients."""
+        self._grad_norms = torch.zeros(2, dtype=torch.float32, device=self.device)
+
+        def hook(opt, args, kwargs):
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                total = torch.nn.utils.get_total_norm(grads).float().reshape(1)
+                self._grad_norms += torch.cat([total, total.new_ones(1)])
+
+        optimizer.register_step_pre_hook(hook)
 
     def _reset(self):
         self.loss_sum = 0.0  # sum over this epoch's steps of the rank-averaged loss
@@ -108,7 +125,7 @@ class StepMeter:
         self.steps_done += 1
         self.global_step += 1
         self.samples += batch_size * self.world_size
-        self._window_samples += batch_size * self.world_size
+        self._window_samples += batch_size  # this rank's; summed over ranks at the window's end
         if self.timers is not None:
             self.timers.step_end()
         if self.profiler is not None:
@@ -116,21 +133,38 @@ class StepMeter:
         if (step + 1) % self.log_period == 0 or step + 1 == self._steps:
             self._flush(epoch, step, lr)
 
+    # what each rank sends in the window's one collective, and how the figures are named
+    _SENT = ("loss_sum", "bad", "skipped", "stop", "samples", "wall_s", "data_wait_s",
+             "prev_comm_wait_s", "allreduce_s", "epoch_boundary_s", "max_memory_allocated_gb",
+             "grad_norm_sum", "grad_norm_count")
+
     def _flush(self, epoch: int, step: int, lr: float):
-        """The one sync and one collective of a logging window."""
+        """The one sync and one collective of a logging window: every rank's figures are
+        gathered (sums for the loss and the counts, min/mean/max of the rest for TensorBoard)."""
         steps = self.steps_done - self._window_first_step
         if steps == 0:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the window's wall time includes its GPU work
         t_ready = time.perf_counter()
-        packed = torch.cat([self._acc.double(), torch.tensor(
-            [float(self._window_skipped), float(self.stop_requested())], dtype=torch.float64,
-            device=self.device)])
+        allreduce = self.timers.take_window_comm() if self.timers is not None else math.nan
+        memory = (torch.cuda.max_memory_allocated(self.device) / 1e9
+                  if self.device.type == "cuda" else math.nan)
+        host = [float(self._window_skipped), float(self.stop_requested()),
+                float(self._window_samples), t_ready - self._window_t0, self._window_wait / steps,
+                self._prev_sync[1], allreduce, self.boundary_s, memory]
+        grads = self._grad_norms if self._grad_norms is not None else torch.zeros(2)
+        mine = torch.cat([self._acc.double(), torch.tensor(host, dtype=torch.float64,
+                                                            device=self.device),
+                          grads.to(self.device, torch.float64)])
+        gathered = [mine]
         if self.world_size > 1:
-            dist.all_reduce(packed)
-        loss_sum, bad, skipped, stop = packed.tolist()
+            gathered = [torch.empty_like(mine) for _ in range(self.world_size)]
+            dist.all_gather(gathered, mine)
+        rows = [dict(zip(self._SENT, r)) for r in torch.stack(gathered).tolist()]  # the sync
         end = time.perf_counter()
+        loss_sum, bad, skipped, stop = (sum(r[k] for r in rows)
+                                        for k in ("loss_sum", "bad", "skipped", "stop"))
         self.skipped += int(skipped)
         self.stop_agreed = self.stop_agreed or stop > 0
         if bad:
@@ -145,11 +179,15 @@ class StepMeter:
         window = {"steps": steps, "wall_s": end - self._window_t0,
                   "data_wait_s": self._window_wait, "sync_s": end - t_ready}
         if self.rank == 0:
-            self._log(epoch, step, lr, window, self._window_samples)
+            self._log(epoch, step, lr, window, sum(r["samples"] for r in rows))
+            if self.board is not None:
+                self._to_board(epoch, step, lr, window, rows)
         restart = time.perf_counter()  # logging time stays out of the next window
         if self.timers is not None:
-            self.timers.window_end(**window, overhead_s=restart - end, writer=self.writer,
-                                   global_step=self.global_step)
+            self.timers.window_end(**window, overhead_s=restart - end)
+        self._prev_sync = (self.global_step, end - t_ready)
+        if self._grad_norms is not None:
+            self._grad_norms.zero_()
         self._new_window(restart)
 
     def throughput(self, samples: int, wall_s: float) -> dict:
@@ -160,34 +198,47 @@ class StepMeter:
                 "mfu": mfu(per_gpu, self.flops_per_clip, self.peak_tflops)
                 if self.flops_per_clip else None}
 
+    def _eta_s(self, epoch, step, step_s):
+        # at the last window's pace; evaluation time not included
+        return eta_s(epoch, step, self._steps, self.max_epoch, step_s) if self.max_epoch else None
+
     def _log(self, epoch, step, lr, window, samples):
-        g = self.global_step
         rate = self.throughput(samples, window["wall_s"])
         step_s = window["wall_s"] / window["steps"]
         data_s = window["data_wait_s"] / window["steps"]
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", self.last_loss, g)
-            self.writer.add_scalar("train/lr", lr, g)
-            self.writer.add_scalar("time/step_s", step_s, g)
-            self.writer.add_scalar("time/data_wait_s", data_s, g)
-            self.writer.add_scalar("perf/clips_per_s_per_gpu", rate["clips_per_s_per_gpu"], g)
-            if rate["mfu"] is not None:
-                self.writer.add_scalar("perf/mfu", rate["mfu"], g)
-            if self.device.type == "cuda":
-                self.writer.add_scalar("perf/max_memory_allocated_gb",
-                                       torch.cuda.max_memory_allocated(self.device) / 1e9, g)
         width = 20
         filled = int(width * (step + 1) / max(1, self._steps))
         mfu_text = f"  MFU {rate['mfu']:.1%}" if rate["mfu"] is not None else ""
-        eta = ""
-        if self.max_epoch:  # at the last window's pace; evaluation time not included
-            left = eta_s(epoch, step, self._steps, self.max_epoch, step_s)
-            eta = f"  ETA {format_duration(left)}"
+        left = self._eta_s(epoch, step, step_s)
+        eta = f"  ETA {format_duration(left)}" if left is not None else ""
         print(f"epoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
               f"{step + 1}/{self._steps}  loss {self.last_loss:.4f}  lr {lr:.4g}  "
               f"{rate['clips_per_s_per_gpu']:.1f} clips/s/GPU{mfu_text}  "
               f"step {step_s * 1e3:.0f} ms  data {data_s * 1e3:.0f} ms{eta}",
               file=self.stream, flush=True)
+
+    def _to_board(self, epoch, step, lr, window, rows):
+        """Rank 0: the window's figures of every rank, on the global step."""
+        g, steps = self.global_step, window["steps"]
+        for r in rows:
+            r["clips_per_s"] = r["samples"] / max(r["wall_s"], 1e-9)
+            comm = r["allreduce_s"] * steps if math.isfinite(r["allreduce_s"]) else 0.0
+            data = r["data_wait_s"] * steps
+            wall = max(r["wall_s"], 1e-9)  # up to the window's collective, not through it
+            r["shares"] = {"data_share": data / wall, "comm_share": comm / wall,
+                           "compute_share": max(0.0, wall - data - comm) / wall}
+        total = sum(r["clips_per_s"] for r in rows)
+        norms = sum(r["grad_norm_count"] for r in rows)
+        self.board.window(
+            g, loss=self.last_loss, lr=lr, rows=rows, clips_per_s=total,
+            grad_norm=sum(r["grad_norm_sum"] for r in rows) / norms if norms else None,
+            mfu=mfu(total / self.world_size, self.flops_per_clip, self.peak_tflops)
+            if self.flops_per_clip else None,
+            eta_s=self._eta_s(epoch, step, window["wall_s"] / steps),
+            epoch_start=self._window_first_step == 0)
+        prev_step, _ = self._prev_sync
+        if prev_step:  # the previous window's collective, timed only after it ended
+            self.board.spread("comm_wait_s", [r["prev_comm_wait_s"] for r in rows], prev_step)
 
     def epoch_done(self, epoch: int) -> dict:
         elapsed = time.perf_counter() - self._epoch_t0
@@ -211,9 +262,6 @@ class StepMeter:
             print(f"epoch {epoch + 1}: {self.skipped} unreadable sample(s) skipped on all ranks "
                   "(replaced by the next readable one; see the warnings for the files)",
                   file=self.stream, flush=True)
-        if self.rank == 0 and self.writer is not None:
-            for key in ("loss", "samples_per_s", "data_wait_s", "epoch_boundary_s", "time_s",
-                        "skipped_samples"):
-                self.writer.add_scalar(f"epoch/{key}", stats[key], epoch + 1)
-            self.writer.flush()
+        if self.board is not None:
+            self.board.epoch(self.global_step, stats)
         return stats

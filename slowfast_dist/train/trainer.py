@@ -233,6 +233,27 @@ class Run:
         macs = mfu.forward_macs(ckpt.unwrap(self.model), xs, boxes)
         return mfu.clip_train_flops(macs), peak
 
+    def board(self, start_step: int, global_batch: int, base_lr: float):
+        """Rank 0's TensorBoard run (`board.py`): the config, and the figures that define the
+        run as hparams, so runs at different scales can be compared side by side."""
+        from slowfast_dist.train.board import Board, log_dir
+
+        cfg = self.cfg
+        board = Board(log_dir(self.out, cfg.TENSORBOARD.LOG_DIR), start_step)
+        s, d = cfg.SOLVER, cfg.DATA
+        board.describe_run(cfg.dump(), {
+            "ranks": self.ranks, "processes": self.world, "nodes": len(set(self.hosts)),
+            "global_batch": global_batch, "base_lr": base_lr, "optimizer": s.OPTIMIZING_METHOD,
+            "lars": bool(s.LARS_ON), "max_epoch": s.MAX_EPOCH, "lr_policy": s.LR_POLICY,
+            "warmup_epochs": float(s.WARMUP_EPOCHS), "arch": cfg.MODEL.ARCH,
+            "frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE,
+            "crop": d.TRAIN_CROP_SIZE, "decoder": d.DECODER,
+            "precision": cfg.TRAIN.AMP_DTYPE if cfg.TRAIN.MIXED_PRECISION else "fp32",
+            "seed": cfg.RNG_SEED}, start_step,
+            comm_probe=bool(cfg.PROFILE.COMM_PROBE) and self.world > 1,
+            cuda=self.device.type == "cuda")
+        return board
+
     def loader(self, split: str):
         """(dataset, loader of batches already on the device, per-process batch size)."""
         from slowfast_dist.data import build_ava_dataset, build_loader, jpeg
@@ -412,19 +433,16 @@ def train(cfg, info=None) -> dict:
     nvtx.attach_optimizer(optimizer)
     timers = StepTimers(rank=run.rank, world_size=run.world, comm=comm, nvtx=nvtx)
 
-    writer = None
-    if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(cfg.TENSORBOARD.LOG_DIR or str(out / "tensorboard"))
-        writer.add_scalar("train/base_lr", base_lr, 0)
     flops, peak = run.flops_and_peak()
     stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
                       max_epoch=s.MAX_EPOCH, stream=logs.LineStream(run.logger),
-                      log_period=cfg.LOG_PERIOD, writer=writer, timers=timers,
+                      log_period=cfg.LOG_PERIOD, timers=timers,
                       train_flops_per_clip=flops, peak_tflops=peak, stop_requested=stop)
     meter.global_step = start_epoch * len(train_loader) + start_step
+    if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
+        meter.board = run.board(meter.global_step, global_batch, base_lr)
+        meter.watch_gradients(optimizer)
     test = {}
     last = {"mAP": None}
 
@@ -474,8 +492,8 @@ def train(cfg, info=None) -> dict:
             if run.rank == 0 and saved.exists() and not math.isnan(last["mAP"]):
                 if history.record_best(out, epoch + 1, last["mAP"], saved):
                     run.log(f"best so far: {saved.name} (mAP {last['mAP']:.4f})")
-            if writer is not None:
-                writer.add_scalar("eval/mAP", last["mAP"], epoch + 1)
+            if meter.board is not None:
+                meter.board.evaluated(meter.global_step, last["mAP"])
         if run.world > 1:
             dist.barrier()  # no rank starts the next epoch while rank 0 is still scoring
 
@@ -488,10 +506,10 @@ def train(cfg, info=None) -> dict:
             scaler=scaler, accum_steps=run.simulate * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS),
             meter=meter)
     meter.profiler = None
-    write_summary(timers, out / "profile_summary.json", writer, meter.global_step)
+    write_summary(timers, out / "profile_summary.json")
     history.keep(out / "profile_summary.json", run.attempt)
-    if writer is not None:
-        writer.close()
+    if meter.board is not None:
+        meter.board.close()
     run.finish()
     return run.summary(meter.last_loss, last["mAP"])
 
