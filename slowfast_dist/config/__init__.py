@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-import warnings
 from functools import lru_cache
 
 import yaml
@@ -258,11 +257,6 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
     for k, v in keep.items():
         _set(cfg, k, v, None)
         origin[k] = None
-    if ignored:
-        warnings.warn(
-            "PySlowFast config keys not used by slowfast-dist (ignored): " + ", ".join(sorted(set(ignored))),
-            stacklevel=2,
-        )
     values = dict(_flatten(cfg))
     for key, only in ONLY_DEFAULT.items():
         if values[key] != only:

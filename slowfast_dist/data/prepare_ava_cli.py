@@ -66,8 +66,11 @@ def run(args) -> int:
         short_side=args.short_side or None, gop=args.gop, quality=args.quality, window=window,
         decoder_threads=max(1, (os.cpu_count() or 1) // jobs))
     if window != P.WINDOW:
-        print(f"prepare-ava: window {window[0]:g}-{window[1]:g} s is not AVA's: frame 1 is not "
-              "second 900, so the annotations will not line up", file=sys.stderr)
+        from slowfast_dist.logs import get as get_logger
+
+        get_logger("prepare").warning(
+            f"warning: prepare-ava: window {window[0]:g}-{window[1]:g} s is not AVA's: frame 1 "
+            "is not second 900, so the annotations will not line up")
     results, failures = _run_jobs(videos, opts, jobs)
     check = P.check_and_list(out, ann)
     report = _report(results, failures, check, opts, ann)

@@ -31,15 +31,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 
 import numpy as np
 
+from slowfast_dist import logs
 from slowfast_dist.errors import UserError, where
 
 
 def _warn(msg):
-    print(f"warning: {msg}", file=sys.stderr)
+    # through the package's logging: in a training run the line gets its time and rank; the
+    # prefix is in the text for `ava-eval`, which sets up no logging (logging's last resort)
+    logs.get("eval").warning(f"warning: {msg}")
 
 
 def _open_text(path, what, newline=None):

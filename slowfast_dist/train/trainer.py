@@ -120,6 +120,7 @@ class Run:
     """Everything a training or test run needs, built once from the config."""
 
     def __init__(self, cfg, info=None):
+        from slowfast_dist.config import cfg_ignored_keys
         from slowfast_dist.dist.env import init_distributed
         from slowfast_dist.models import build_model
 
@@ -133,6 +134,10 @@ class Run:
                                              rendezvous_dir=cfg.OUTPUT_DIR)
         self.rank, self.world = self.info.rank, self.info.world_size
         self.logger = logs.setup(self.rank, cfg.OUTPUT_DIR)  # time and rank on every line
+        ignored = cfg_ignored_keys(cfg)
+        if ignored:
+            self.warn(f"PySlowFast config keys not used by slowfast-dist (ignored): "
+                      f"{', '.join(ignored)}")
         sim = cfg.DIST.SIMULATE_WORLD_SIZE
         if sim and (sim < self.world or sim % self.world):
             raise UserError(f"DIST.SIMULATE_WORLD_SIZE {sim}: must be a multiple of the "
