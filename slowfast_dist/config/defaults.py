@@ -174,6 +174,22 @@ _C.TENSORBOARD = CfgNode()
 _C.TENSORBOARD.ENABLE = False
 _C.TENSORBOARD.LOG_DIR = ""
 
+# Multigrid training (Wu et al., 2020), PySlowFast's keys and defaults; train/multigrid.py.
+_C.MULTIGRID = CfgNode()
+_C.MULTIGRID.EPOCH_FACTOR = 1.5
+_C.MULTIGRID.SHORT_CYCLE = False
+_C.MULTIGRID.SHORT_CYCLE_FACTORS = [0.5, 0.5 ** 0.5]
+_C.MULTIGRID.LONG_CYCLE = False
+_C.MULTIGRID.LONG_CYCLE_FACTORS = [[0.25, 0.5 ** 0.5], [0.5, 0.5 ** 0.5], [0.5, 1.0], [1.0, 1.0]]
+_C.MULTIGRID.BN_BASE_SIZE = 8
+_C.MULTIGRID.EVAL_FREQ = 3
+# Set by PySlowFast while it trains (its "global variables"); read from the schedule here, so a
+# value in a YAML file is accepted and not used.
+_C.MULTIGRID.LONG_CYCLE_SAMPLING_RATE = 0
+_C.MULTIGRID.DEFAULT_B = 0
+_C.MULTIGRID.DEFAULT_T = 0
+_C.MULTIGRID.DEFAULT_S = 0
+
 # ---- slowfast-dist extension keys (not in PySlowFast) ----
 # Keep sampler + workers for the whole run (the study's RepeatSampler); False = rebuild per epoch.
 _C.DATA_LOADER.PERSISTENT_WORKERS = True

@@ -175,8 +175,10 @@ def schedule_line(lr_at, *, policy: str, steps: Sequence[float], max_epoch: floa
     bounds = list(steps) + [max_epoch]
     for a, b in zip(bounds, bounds[1:]):
         b = min(b, max_epoch)
-        if a >= b:
+        if a >= max_epoch:
             unreached.append(f"{a:g}")
+            continue
+        if a >= b:  # a step repeated (multigrid's stages that round to no epoch): no segment
             continue
         # the LR after warm-up: a segment the warm-up covers wholly has none of its own
         at = max(float(a), float(warmup_epochs))

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from slowfast_dist import logs
 from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
-from slowfast_dist.train import history, optim
+from slowfast_dist.train import history, multigrid, optim
 from slowfast_dist.train.finetune import finetune_from, read_pretrained
 from slowfast_dist.train.infer import gather_to_rank0, predict, score
 from slowfast_dist.train.loop import fit
@@ -238,6 +238,23 @@ class Run:
         macs = mfu.forward_macs(ckpt.unwrap(self.model), xs, boxes)
         return mfu.clip_train_flops(macs), peak
 
+    def multigrid(self, spec, batch: int):
+        """Log the multigrid plan; the config with PySlowFast's re-derived solver keys."""
+        cfg, s, d = self.cfg, self.cfg.SOLVER, self.cfg.DATA
+        self.multigrid_plan = multigrid.plan(
+            spec, steps=list(s.STEPS), lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, gamma=s.GAMMA,
+            frames=d.NUM_FRAMES, crop=d.TRAIN_CROP_SIZE, sampling_rate=d.SAMPLING_RATE,
+            per_rank_batch=batch, ranks=self.ranks, eval_period=cfg.TRAIN.EVAL_PERIOD,
+            checkpoint_period=cfg.TRAIN.CHECKPOINT_PERIOD)
+        for line in multigrid.plan_lines(spec, self.multigrid_plan, s.MAX_EPOCH):
+            self.log(line)
+        derived = cfg.clone()
+        derived.defrost()
+        for key, value in self.multigrid_plan["solver"].items():
+            derived.SOLVER[key] = value
+        derived.freeze()
+        return derived
+
     def board(self, start_step: int, global_batch: int, base_lr: float):
         """Rank 0's TensorBoard run (`board.py`): the config, and the figures that define the
         run as hparams, so runs at different scales can be compared side by side."""
@@ -363,6 +380,8 @@ def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) 
                                                    "lamb_trust": bool(g.get("trust"))}
                            for k, g in enumerate(optimizer.param_groups)},
     }
+    if getattr(run, "multigrid_plan", None):
+        report["multigrid"] = run.multigrid_plan
     run.log("dry run: " + json.dumps(report))
     return report
 
@@ -372,6 +391,10 @@ def train(cfg, info=None) -> dict:
 
     run = Run(cfg, info)
     cfg, out = run.cfg, run.out
+    grid = multigrid.MultigridSpec.from_cfg(cfg)
+    if grid.enabled and not run.dry_run:
+        raise UserError("MULTIGRID.LONG_CYCLE / SHORT_CYCLE: the trainer does not run multigrid "
+                        "yet; DIST.DRY_RUN_WORLD_SIZE N prints the schedule it would follow")
     if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, str(out / "config.yaml"))
@@ -384,6 +407,8 @@ def train(cfg, info=None) -> dict:
         run.log(f"dry run: {cfg.AVA.FRAME_LIST_DIR} not found; data not checked")
     else:
         train_set, train_loader, batch = run.loader("train")
+    if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
+        cfg = run.cfg = run.multigrid(grid, batch)
     global_batch = batch * run.ranks * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS)  # samples per update
     lr, lr_at = resolve_lr(cfg, run.ranks, global_batch)
     base_lr = lr.base_lr

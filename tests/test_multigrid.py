@@ -1,0 +1,173 @@
+"""train/multigrid.py against PySlowFast's own multigrid code, value for value.
+
+The expected values come from running PySlowFast 287ec00's `slowfast/utils/multigrid.py`,
+`lr_policy.py`, `multigrid_helper.py`, `is_eval_epoch` and `is_checkpoint_epoch` on the same keys
+(`tests/data/make_multigrid_reference.py`, which wrote `tests/data/multigrid_reference.json`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slowfast_dist.config import load_config
+from slowfast_dist.errors import UserError
+from slowfast_dist.train import multigrid as M
+from slowfast_dist.train import schedule
+
+REF = json.loads((Path(__file__).parent / "data" / "multigrid_reference.json").read_text())
+CASES = {k: v for k, v in REF["cases"].items() if "error" not in v}
+
+
+def spec_of(keys):
+    return M.MultigridSpec(long_cycle=keys["LONG_CYCLE"], short_cycle=keys["SHORT_CYCLE"],
+                           long_cycle_factors=tuple(map(tuple, keys["LONG_CYCLE_FACTORS"])),
+                           short_cycle_factors=tuple(keys["SHORT_CYCLE_FACTORS"]),
+                           epoch_factor=keys["EPOCH_FACTOR"], bn_base_size=keys["BN_BASE_SIZE"],
+                           eval_freq=keys["EVAL_FREQ"])
+
+
+def plan(keys):
+    spec = spec_of(keys)
+    stages = (M.long_cycle_schedule(spec, steps=keys["STEPS"], max_epoch=keys["MAX_EPOCH"],
+                                    frames=keys["NUM_FRAMES"], crop=keys["CROP"])
+              if spec.long_cycle else None)
+    solver = M.derived_solver(spec, stages, steps=keys["STEPS"], lrs=keys["LRS"],
+                              max_epoch=keys["MAX_EPOCH"], gamma=keys["GAMMA"])
+    return spec, stages, solver
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_schedule_and_solver_equal_pyslowfast(name):
+    case = CASES[name]
+    _, stages, solver = plan(case["keys"])
+    if case["schedule"] is None:
+        assert stages is None
+    else:
+        assert [[s.lr_step, [s.batch_factor, s.frames, s.crop], s.end_epoch] for s in stages] \
+            == case["schedule"]
+    assert solver.steps == case["solver"]["STEPS"]
+    assert solver.lrs == pytest.approx(case["solver"]["LRS"], rel=1e-12)
+    assert solver.max_epoch == case["solver"]["MAX_EPOCH"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_epoch_equals_pyslowfast(name):
+    """Batch, clip shape, sampling rate, BN, evaluation and checkpoint epochs, short-cycle
+    batches and the LR at every quarter epoch, over the whole stretched run."""
+    case = CASES[name]
+    keys = case["keys"]
+    spec, stages, solver = plan(keys)
+    lr_at = dict(base_lr=keys["BASE_LR"], policy="steps_with_relative_lrs",
+                 steps=solver.steps, lrs=solver.lrs, max_epoch=solver.max_epoch,
+                 warmup_epochs=keys["WARMUP_EPOCHS"], warmup_start_lr=keys["WARMUP_START_LR"])
+    assert len(case["epochs"]) == solver.max_epoch
+    for want in case["epochs"]:
+        e = want["epoch"]
+        if stages:
+            got = M.stage_settings(spec, M.stage_at(stages, e), batch_size=keys["BATCH_SIZE"],
+                                   num_gpus=keys["NUM_GPUS"], frames=keys["NUM_FRAMES"],
+                                   sampling_rate=keys["SAMPLING_RATE"])
+            assert (got.batch_size, got.frames, got.crop, got.sampling_rate, got.norm_type) == (
+                want["batch_size"], want["frames"], want["crop"],
+                want["long_cycle_sampling_rate"], want["norm_type"]), e
+            if got.norm_type == "sub_batchnorm":  # the others leave it stale in PySlowFast
+                assert got.bn_splits == want["num_splits"], e
+            if got.norm_type == "sync_batchnorm":
+                assert got.bn_sync_devices == want["num_sync_devices"], e
+        else:
+            assert (want["batch_size"], want["frames"], want["crop"]) == (
+                keys["BATCH_SIZE"], keys["NUM_FRAMES"], keys["CROP"])
+        assert M.is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq,
+                                 keys["EVAL_PERIOD"]) == want["eval"], e
+        assert M.is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq,
+                                 keys["CHECKPOINT_PERIOD"]) == want["checkpoint"], e
+        if want["short_cycle"]:
+            cycle = M.short_cycle(spec, per_gpu_batch=want["batch_size"] // keys["NUM_GPUS"],
+                                  crop=want["crop"], default_crop=keys["CROP"])
+            assert [b for b, _ in cycle] == want["short_cycle"]["batch_sizes"], e
+        for q, lr in enumerate(want["lr"]):
+            assert schedule.lr_at(e + q / 4, **lr_at) == pytest.approx(lr, rel=1e-12), (e, q)
+
+
+def test_short_cycle_crops_follow_pyslowfast_s_data_set_rule():
+    # kinetics.py: crop = int(round(SHORT_CYCLE_FACTORS[i] * DEFAULT_S)), then the stage's own
+    cycle = M.short_cycle(M.MultigridSpec(short_cycle=True), per_gpu_batch=8, crop=224,
+                          default_crop=224)
+    assert cycle == [(32, 112), (16, 158), (8, 224)]
+
+
+def test_long_cycles_without_short_cycles_run_where_pyslowfast_fails():
+    assert REF["cases"]["long_cycle_only"]["error"].startswith("IndexError")
+    keys = REF["cases"]["long_cycle_only"]["keys"]
+    _, stages, solver = plan(keys)
+    # every LR step runs through the 4 cycles, then the fine-tuning phase at the full shape
+    assert [s.lr_step for s in stages] == [0] * 4 + [1] * 4 + [2] * 4 + [3]
+    assert (stages[-1].frames, stages[-1].crop, stages[-1].batch_factor) == (32, 224, 1)
+    assert solver.max_epoch == stages[-1].end_epoch == round(20 * 1.5)
+    ends = [s.end_epoch for s in stages]
+    assert ends == sorted(ends)
+
+
+def test_multigrid_keys_are_read_and_checked(tmp_path):
+    cfg = load_config("configs/demo.yaml", ["MULTIGRID.LONG_CYCLE", "True",
+                                            "MULTIGRID.SHORT_CYCLE", "True",
+                                            "SOLVER.LR_POLICY", "steps_with_relative_lrs"])
+    spec = M.MultigridSpec.from_cfg(cfg)
+    assert spec.long_cycle and spec.short_cycle and spec.long_cycle_factors[0] == (
+        0.25, pytest.approx(0.5 ** 0.5))
+    cosine = load_config("configs/demo.yaml", ["MULTIGRID.LONG_CYCLE", "True",
+                                               "SOLVER.LR_POLICY", "cosine"])
+    with pytest.raises(UserError, match="SOLVER.LR_POLICY: must be steps_with_relative_lrs"):
+        M.MultigridSpec.from_cfg(cosine)
+    bad = load_config("configs/demo.yaml", ["MULTIGRID.SHORT_CYCLE", "True",
+                                            "MULTIGRID.SHORT_CYCLE_FACTORS", "[0.5]"])
+    with pytest.raises(UserError, match="MULTIGRID.SHORT_CYCLE_FACTORS"):
+        M.MultigridSpec.from_cfg(bad)
+
+
+def _train(cfg):
+    import torch.distributed as dist
+
+    from slowfast_dist.train import trainer
+
+    try:
+        return trainer.train(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_dry_run_prints_the_multigrid_schedule_of_512_ranks(tmp_path, capsys):
+    cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml",
+                      ["DIST.DRY_RUN_WORLD_SIZE", "512", "OUTPUT_DIR", str(tmp_path),
+                       "AVA.FRAME_LIST_DIR", str(tmp_path / "absent"),
+                       "MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True"])
+    report = _train(cfg)
+    want = REF["cases"]["ava_short"]  # the same SOLVER keys and shape, in PySlowFast
+    grid = report["multigrid"]
+    assert grid["solver"]["STEPS"] == want["solver"]["STEPS"]
+    assert grid["solver"]["MAX_EPOCH"] == want["solver"]["MAX_EPOCH"] == 30
+    assert [[r["frames"], r["crop"], r["epochs"][1]] for r in grid["stages"]] == [
+        [t, s, end] for _, (_, t, s), end in want["schedule"]]
+    first = grid["stages"][0]  # 8 frames x 158: 8x the clips per rank, 8x the global batch
+    assert (first["batch_per_rank"], first["global_batch"]) == (64, 64 * 512)
+    assert first["short_cycle"] == [{"batch_per_rank": 128, "crop": 112},
+                                    {"batch_per_rank": 64, "crop": 158},
+                                    {"batch_per_rank": 64, "crop": 158}]
+    assert first["bn"] == "sub_batchnorm, 8 splits"  # BN over 8 clips, as the paper
+    # the run's LR follows the re-derived steps: relative LRs carry the stage's batch factor
+    assert report["lr_at_epoch"]["7"] == pytest.approx(4 * report["lr_at_epoch"]["13"])
+    # the fine-tuning phase's second half rounds to nothing on a 20-epoch schedule, in
+    # PySlowFast too: the plan says so rather than hide it
+    assert report["lr_schedule"].endswith("steps at epoch 30, 30 not reached (MAX_EPOCH 30)")
+    err = capsys.readouterr().err
+    assert "multigrid (long cycle + short cycle): 20 epochs stretched to 30" in err
+    assert "epochs 1-7: LR step 0, 8 frames x 158 px at rate 8, global batch 32768" in err
+
+
+def test_training_with_multigrid_is_refused_in_one_line_until_it_is_built(tmp_path):
+    cfg = load_config("configs/demo.yaml", ["OUTPUT_DIR", str(tmp_path),
+                                            "MULTIGRID.SHORT_CYCLE", "True"])
+    with pytest.raises(UserError, match="the trainer does not run multigrid yet"):
+        _train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
