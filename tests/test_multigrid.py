@@ -171,3 +171,30 @@ def test_training_with_multigrid_is_refused_in_one_line_until_it_is_built(tmp_pa
     with pytest.raises(UserError, match="the trainer does not run multigrid yet"):
         _train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_detector_runs_at_every_stage_shape():
+    """Long-cycle stages change T, the short cycle and the stages change S: the model (RoIAlign,
+    the temporal pooling of the head, the Slow/Fast fusion) takes every (T, S) of a plan."""
+    import torch
+
+    from slowfast_dist.models import build_model
+
+    cfg = load_config("configs/demo.yaml", [])
+    spec = M.MultigridSpec(long_cycle=True, short_cycle=True,
+                           long_cycle_factors=((0.5, 0.5 ** 0.5), (1.0, 1.0)))
+    p = M.plan(spec, steps=[0, 10, 14], lrs=[1, 0.1, 0.01], max_epoch=16, gamma=0.1, frames=8,
+               crop=64, sampling_rate=2, per_rank_batch=2, ranks=1, eval_period=1,
+               checkpoint_period=1)
+    shapes = {(r["frames"], c["crop"]) for r in p["stages"] for c in r["short_cycle"]}
+    assert shapes == {(4, 32), (4, 45), (8, 32), (8, 45), (8, 64)}
+    model = build_model(cfg).train()
+    for t, s in sorted(shapes):
+        xs = [torch.randn(2, 3, t // cfg.SLOWFAST.ALPHA, s, s), torch.randn(2, 3, t, s, s)]
+        boxes = torch.tensor([[0, 0.0, 0.0, s - 1.0, s - 1.0], [1, s / 4, s / 4, s / 2, s / 2]])
+        out = model(xs, boxes)
+        assert out.shape == (2, cfg.MODEL.NUM_CLASSES) and torch.isfinite(out).all(), (t, s)
+        out.sum().backward()
+    with pytest.raises(UserError, match="a stage of 2 frames does not divide by SLOWFAST.ALPHA 4"):
+        M.check_frames(M.long_cycle_schedule(M.MultigridSpec(long_cycle=True), steps=[0, 10],
+                                             max_epoch=12, frames=8, crop=64), 4)
