@@ -84,6 +84,23 @@ def setup(rank: int, out_dir=None, all_ranks: bool = False) -> logging.Logger:
     return logger
 
 
+def _before_setup() -> None:
+    """Until `setup` runs (the CLIs other than train and test, library use, a worker started
+    before it), warnings go to stderr as bare lines, as logging's last resort would print them,
+    and not to whatever handlers the root logger has: the same lines in every process, forked
+    loader workers included, whoever configured logging around us."""
+    logger = get()
+    if not logger.handlers:
+        console = _Stderr()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+        logger.propagate = False
+
+
+_before_setup()
+
+
 def format_duration(seconds: float) -> str:
     """'45s', '12m05s', '3h07m'; '?' for an unknown (infinite) time."""
     if seconds == float("inf"):
