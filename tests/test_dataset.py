@@ -21,7 +21,8 @@ def _ds(root, source, **kw):
                       [str(root / "annotations/ava_val_predicted_boxes.csv")],
                       str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=False,
                       clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=48,
-                                    output=kw.pop("output", "float")),
+                                    output=kw.pop("output", "float"),
+                                    decoder=kw.pop("decoder", "auto")),
                       detect_thresh=0.8, pixel_source=source, video_dir=str(root / "videos"),
                       **kw)
 
@@ -207,3 +208,51 @@ def test_training_draws_keep_their_order_scale_crop_flip(tree):
         x0 = r.randrange(nw - 32) if nw > 32 else 0
         want = ((nh, nw), (y0, x0), (32, 32), r.random() < 0.5)
         assert ds._draw(480, 640) == want
+
+
+def _resave(path, **save):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.convert("L" if save.pop("grey", False) else "RGB").save(path, format="JPEG", **save)
+
+
+def test_yuv420_on_frames_that_are_not_4_2_0_fails_at_build_naming_the_fix(tree, tmp_path):
+    """DATA.DECODER yuv420 reads the first frame's header when the data set is built: frames
+    of another subsampling are one UserError (exit 2) naming the file, the subsampling found
+    and the fix, before any worker starts."""
+    import shutil
+
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    ds = _ds(root, "frames", output="uint8", decoder="yuv420")
+    first = ds.frames[0][0]  # the frame list's first frame
+    for save, found in (({"subsampling": 0}, "4:4:4"), ({"grey": True}, "grey")):
+        _resave(first, **save)
+        with pytest.raises(UserError, match=f"^{first}: JPEG chroma subsampling {found}, but "
+                                            "DATA.DECODER yuv420 needs 4:2:0 frames; use "
+                                            "DATA.DECODER auto$"):
+            _ds(root, "frames", output="uint8", decoder="yuv420")
+    with pytest.raises(UserError, match="DATA.DECODER yuv420 .* AVA.PIXEL_SOURCE video"):
+        _ds(tree, "video", output="uint8", decoder="yuv420")
+
+
+def test_yuv420_skips_a_sample_with_a_bad_frame_naming_it(tree, tmp_path, capfd):
+    """As under the other decoders: a frame that does not decode, or (past the first frame's
+    check) is not 4:2:0, skips its sample with one warning naming the file."""
+    import shutil
+
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    ds = _ds(root, "frames", output="uint8", decoder="yuv420")
+    vidx, sec, _ = ds.keys[0]
+    bad = ds.frame_path(vidx, sec, 2)
+    _resave(bad, subsampling=1)  # 4:2:2
+    sample = ds[0]
+    assert sample["skipped"] == 1 and ds.skipped == 1 and sample["luma"].dtype == torch.uint8
+    assert f"{bad}: chroma subsampling 4:2:2" in capfd.readouterr().err
+    cut = ds.frame_path(vidx, sec, 1)  # read before the 4:2:2 one
+    data = open(cut, "rb").read()
+    open(cut, "wb").write(data[: len(data) // 2])
+    assert ds[0]["skipped"] == 1
+    assert f"{cut}: truncated JPEG" in capfd.readouterr().err

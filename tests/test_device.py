@@ -1,5 +1,6 @@
 """data/device.py: the uint8 path (worker windows + batched resample on the device) equals the
-float reference path; the prefetcher yields the same batches in the same order."""
+float reference path, and so does the yuv420 path (planes converted on the device) within
+ffmpeg's IDCT difference; the prefetcher yields the same batches in the same order."""
 import random
 import time
 
@@ -23,13 +24,14 @@ def textured(tmp_path_factory):
     return root
 
 
-def dataset(root, output, *, train=True, source="frames", center_crop=False, flip=True):
+def dataset(root, output, *, train=True, source="frames", center_crop=False, flip=True,
+            decoder="pil"):
     return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
                       [str(root / "annotations/ava_train_v2.2.csv")],
                       str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=train,
                       clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=40,
                                     jitter_scales=(40, 72), random_flip=flip,
-                                    center_crop=center_crop, mean=MEAN, std=STD, decoder="pil",
+                                    center_crop=center_crop, mean=MEAN, std=STD, decoder=decoder,
                                     output=output),
                       pixel_source=source, video_dir=str(root / "videos"))
 
@@ -382,3 +384,93 @@ def test_a_prefetch_thread_that_dies_is_an_error_not_a_hang(textured, monkeypatc
     with pytest.raises(RuntimeError, match="prefetch thread .* ended without"):
         list(DeviceLoader(_loader(ds, 0), "cpu", tf, thread=True))
     assert time.perf_counter() - t0 < 10
+
+
+# ---- DATA.DECODER yuv420: planes shipped, converted to RGB on the device ----------------------
+
+# libavcodec's IDCT is not libjpeg's: the converted frames are 0.37 grey levels from PIL's on
+# average, up to ~4 (tests/test_jpeg.py); resampled to the crop, measured here mean 0.33 and
+# max 3.0 grey levels. A chroma window off by one pixel or a wrong matrix is far more.
+YUV_MEAN, YUV_MAX = 0.6 * GREY, 5 * GREY
+
+
+def assert_close_yuv420(ref, sample, tf):
+    batch = collate_detection([sample])
+    inputs = tf.from_yuv420(batch["luma"], batch["chroma"], batch["geometry"])
+    for x, y in zip(ref["inputs"], inputs):
+        assert x.shape == y.shape[1:]
+        diff = (x - y[0]).abs()
+        assert diff.mean() < YUV_MEAN and diff.max() < YUV_MAX, float(diff.max() / GREY)
+    for key in ("boxes", "labels", "ori_boxes", "metadata"):
+        assert torch.equal(ref[key], sample[key]), key
+
+
+def test_yuv420_path_equals_float_reference_in_training_with_pinned_draws(textured):
+    ref, planes = dataset(textured, "float"), dataset(textured, "uint8", decoder="yuv420")
+    tf, flips = transform(), set()
+    for i in range(len(ref)):
+        random.seed(100 + i)
+        a = ref[i]
+        random.seed(100 + i)
+        b = planes[i]
+        assert "clip" not in b and b["luma"].dtype == b["chroma"].dtype == torch.uint8
+        flips.add(bool(b["geometry"][8]))
+        assert_close_yuv420(a, b, tf)
+    assert flips == {True, False}
+
+
+@pytest.mark.parametrize("center_crop", [False, True])
+def test_yuv420_path_equals_float_reference_in_test_and_val_mode(textured, center_crop):
+    ref = dataset(textured, "float", train=False, center_crop=center_crop)
+    planes = dataset(textured, "uint8", train=False, center_crop=center_crop, decoder="yuv420")
+    tf = transform()
+    for i in range(0, len(ref), 3):
+        assert_close_yuv420(ref[i], planes[i], tf)
+
+
+def test_yuv420_ships_about_half_the_bytes_of_the_rgb_window(textured):
+    rgb, planes = dataset(textured, "uint8"), dataset(textured, "uint8", decoder="yuv420")
+    for i in range(4):
+        random.seed(i)
+        a = rgb[i]
+        random.seed(i)
+        b = planes[i]
+        # 1.5 bytes a pixel against 3, plus the chroma margin (relatively large at this toy
+        # size: 0.55; at 360p 0.51, tests/test_transforms.py)
+        assert (b["luma"].numel() + b["chroma"].numel()) < 0.58 * a["clip"].numel()
+
+
+def test_yuv420_batches_in_workers_after_collation_and_through_the_device_loader(textured):
+    """The loader's two places for the transform (the device; the workers on CPU-only runs)
+    give the same batches, and they agree with the RGB decoder's batches (same draws)."""
+    planes, rgb, tf = dataset(textured, "uint8", decoder="yuv420"), dataset(textured, "uint8"), \
+        transform()
+    after = DeviceLoader(_loader(planes, 2), "cpu", tf)
+    inside = DeviceLoader(build_loader(planes, 3, shuffle=True, drop_last=True, num_workers=2,
+                                       pin_memory=False, persistent=True, rank=0, world_size=1,
+                                       seed=5, batch_transform=tf), "cpu", tf)
+    ref = DeviceLoader(_loader(rgb, 2), "cpu", tf)
+    n = 0
+    for a, b, r in zip(after, inside, ref, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
+        for x, y in zip(a["inputs"], r["inputs"]):
+            assert (x - y).abs().mean() < YUV_MEAN and (x - y).abs().max() < YUV_MAX
+        assert torch.equal(a["boxes"], r["boxes"]) and torch.equal(a["labels"], r["labels"])
+        n += 1
+    assert n == len(after) > 1
+
+
+@pytest.mark.cuda
+def test_cuda_yuv420_conversion_equals_the_cpu_one(textured):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (make gpu-check)")
+    ds, tf = dataset(textured, "uint8", decoder="yuv420"), transform()
+    cpu = DeviceLoader(_loader(ds, 2), "cpu", tf)
+    gpu = DeviceLoader(_loader(ds, 2), "cuda", tf)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b["inputs"][0].is_cuda
+        for x, y in zip(a["inputs"], b["inputs"]):
+            # rounding to grey levels can flip by one where CPU and GPU float math differ
+            assert (x - y.cpu()).abs().mean() < 0.05 * GREY
+            assert (x - y.cpu()).abs().max() < 1.05 * GREY
+        assert torch.equal(a["boxes"], b["boxes"].cpu())

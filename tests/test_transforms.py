@@ -1,4 +1,5 @@
 """Boxes must follow resize, crop and flip exactly; slow pathway uses linspace indices."""
+import numpy as np
 import torch
 
 from slowfast_dist.data import transforms as T
@@ -46,3 +47,77 @@ def test_collate_keeps_batch_index():
     b = collate_detection([s(1), s(2)])
     assert b["inputs"][0].shape == (2, 3, 2, 4, 4)
     assert b["boxes"][:, 0].tolist() == [0.0, 1.0, 1.0] and b["boxes"].shape == (3, 5)
+
+
+def _planes(rng, h, w, frames=1):
+    """Random 4:2:0 planes (noise: every chroma sample matters) as numpy uint8."""
+    ys = [rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(frames)]
+    cbs = [rng.integers(0, 256, ((h + 1) // 2, (w + 1) // 2), dtype=np.uint8)
+           for _ in range(frames)]
+    crs = [rng.integers(0, 256, ((h + 1) // 2, (w + 1) // 2), dtype=np.uint8)
+           for _ in range(frames)]
+    return ys, cbs, crs
+
+
+def _whole_frame_rgb(y, cb, cr):
+    """The reference: the whole chroma planes upsampled, then converted (what a decoder's full
+    frame would be), [3, H, W]."""
+    import torch.nn.functional as F
+
+    h, w = y.shape
+    uv = torch.stack([torch.from_numpy(cb), torch.from_numpy(cr)]).float()[None]
+    uv = F.interpolate(uv, scale_factor=2, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    cb, cr, y = uv[0] - 128, uv[1] - 128, torch.from_numpy(y).float()
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb])
+    return rgb.round().clamp(0, 255)
+
+
+def test_yuv420_window_converted_equals_the_whole_frame_converted_then_cropped():
+    """The worker ships windows of the planes (luma widened to even, chroma with a margin taken
+    from the edge at the borders); converted on the device they are exactly the crop of the
+    whole frame's conversion: odd and even origins and sizes, corners, 1-pixel windows, odd
+    frame sizes, and windows of different sizes padded into one batch."""
+    from slowfast_dist.data.device import yuv420_to_rgb
+
+    rng = np.random.default_rng(0)
+    for h, w in ((36, 64), (37, 51)):
+        ys, cbs, crs = _planes(rng, h, w, frames=2)
+        whole = [_whole_frame_rgb(*p) for p in zip(ys, cbs, crs)]
+        windows = [(0, h, 0, w), (0, 1, 0, 1), (h - 1, h, w - 1, w), (1, h, 1, w),
+                   (0, h - 1, 0, w - 1)]
+        windows += [tuple(int(v) for v in sorted(rng.choice(h + 1, 2, replace=False))) +
+                    tuple(int(v) for v in sorted(rng.choice(w + 1, 2, replace=False)))
+                    for _ in range(40)]
+        shipped = [T.yuv420_windows(ys, cbs, crs, win) for win in windows]
+        batch = collate_detection([
+            {"luma": torch.from_numpy(lu), "chroma": torch.from_numpy(ch),
+             "geometry": torch.zeros(11), "boxes": torch.zeros(0, 4),
+             "ori_boxes": torch.zeros(0, 4), "labels": torch.zeros(0, 1),
+             "metadata": torch.zeros(0, 2, dtype=torch.long)} for lu, ch, _, _ in shipped])
+        rgb = yuv420_to_rgb(batch["luma"], batch["chroma"])  # [B, 3, T, H, W]
+        for k, ((top, bottom, left, right), (lu, _, t0, l0)) in enumerate(zip(windows, shipped)):
+            assert t0 == top - top % 2 and l0 == left - left % 2
+            hh, ww = bottom - t0, right - l0
+            assert lu.shape == (2, hh, ww)
+            for f in range(2):
+                assert torch.equal(rgb[k, :, f, :hh, :ww], whole[f][:, t0:bottom, l0:right])
+
+
+def test_yuv420_windows_ship_half_the_rgb_window_at_360p():
+    """Issue #14: at most 5 MB per clip. A 640x360 clip, 32 frames, jitter [256, 320], crop
+    224: the RGB window is 4.8-9.5 MB; the planes' windows are about half of it."""
+    import random
+
+    rng, draws = np.random.default_rng(1), random.Random(0)
+    ys, cbs, crs = _planes(rng, 360, 640)
+    ratios, sizes = [], []
+    for _ in range(20):
+        short = draws.randint(256, 320)
+        nh, nw = T.resized_size(360, 640, short)
+        offset = (draws.randrange(nh - 224 + 1), draws.randrange(nw - 224 + 1))
+        _, win = T.ClipGeometry.plan((360, 640), (nh, nw), offset, (224, 224), False)
+        luma, chroma, _, _ = T.yuv420_windows(ys, cbs, crs, win)
+        rgb_bytes = 3 * (win[1] - win[0]) * (win[3] - win[2])
+        ratios.append((luma.nbytes + chroma.nbytes) / rgb_bytes)
+        sizes.append(32 * (luma.nbytes + chroma.nbytes))
+    assert max(ratios) < 0.52 and max(sizes) < 5e6, (max(ratios), max(sizes))

@@ -198,8 +198,10 @@ _C.DATA_LOADER.TIMEOUT_S = 600.0
 # Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
 _C.AVA.PIXEL_SOURCE = "frames"
 # JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv
-# (in the loader workers), or nvjpeg, dali (the batch decoded on the training device; workers
-# only read bytes; dali also runs on CPU through its CPU backend).
+# (in the loader workers); yuv420 (4:2:0 JPEGs only: the workers ship the Y, Cb, Cr planes,
+# half the bytes of RGB, converted to RGB on the training device); or nvjpeg, dali (the batch
+# decoded on the training device; workers only read bytes; dali also runs on CPU through its
+# CPU backend).
 _C.DATA.DECODER = "auto"
 # Directory of AVA videos when PIXEL_SOURCE is "video".
 _C.AVA.VIDEO_DIR = ""

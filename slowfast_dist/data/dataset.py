@@ -9,8 +9,10 @@ the next readable one, with one warning naming the file; the count travels with 
 A sample leaves the worker in uint8 (`output="uint8"`, what training and testing use): the
 scale, crop and flip are drawn and applied to the boxes here, but of the pixels only the source
 window that the crop needs is shipped, with its `ClipGeometry`; `data/device.py` resamples and
-normalises the batch on the training device. `output="float"` is the float reference: the whole
-clip resized, cropped, flipped and normalised here, as PySlowFast does (the tests compare both).
+normalises the batch on the training device (with `DATA.DECODER yuv420`, the windows of the
+JPEG's Y, Cb, Cr planes instead: half the bytes, converted to RGB there). `output="float"` is
+the float reference: the whole clip resized, cropped, flipped and normalised here, as PySlowFast
+does (the tests compare both).
 """
 import math
 import os
@@ -70,6 +72,11 @@ class AvaDataset(torch.utils.data.Dataset):
                                                   or clip.output != "uint8"):
             raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames after collation; "
                             f"AVA.PIXEL_SOURCE {pixel_source} needs a CPU decoder (auto)")
+        if self.decoder in jpeg.PLANE_DECODERS and (pixel_source != "frames"
+                                                  or clip.output != "uint8"):
+            raise UserError(f"DATA.DECODER {clip.decoder} ships JPEG frames' planes to the "
+                            f"device; AVA.PIXEL_SOURCE {pixel_source} (or the float reference "
+                            "output) needs DATA.DECODER auto")
         if pixel_source not in ("frames", "video"):
             raise UserError(f"AVA.PIXEL_SOURCE must be 'frames' or 'video', got {pixel_source!r}")
         if pixel_source == "video" and not video_dir:
@@ -79,6 +86,8 @@ class AvaDataset(torch.utils.data.Dataset):
         if pixel_source == "frames" or lists_given:
             self.video_names, self.frames = af.read_frame_lists(frame_lists, frame_dir)
             self.frame_counts = [len(f) for f in self.frames]
+            if self.decoder == "yuv420":
+                _check_yuv420(self.frames)
         self.class_ids = af.read_label_map(label_map)[1]
         # PySlowFast: label id k is output column k-1 of MODEL.NUM_CLASSES columns
         self.num_classes = num_classes or max(self.class_ids)
@@ -206,6 +215,8 @@ class AvaDataset(torch.utils.data.Dataset):
         vidx, sec, boxes = self.keys[idx]
         if self.decoder in jpeg.BATCH_DECODERS:
             return self._load_undecoded(vidx, sec, boxes)
+        if self.decoder in jpeg.PLANE_DECODERS:
+            return self._load_planes(vidx, sec, boxes)
         draws = {}
 
         def need_short(full_hw):
@@ -245,6 +256,29 @@ class AvaDataset(torch.utils.data.Dataset):
                 "jpeg_sizes": torch.tensor([len(d) for d in data]),
                 "geometry": torch.from_numpy(replace(geo, top=0, left=0).as_array()),
                 **self._targets(vidx, sec, boxes, full, (resized, offset, out_hw, flip))}
+
+    def _load_planes(self, vidx, sec, boxes):
+        """DATA.DECODER yuv420: the frames decoded to their Y, Cb, Cr planes (reduced through
+        the DCT under the same rule as RGB), the same draws and boxes as the RGB path; the
+        windows of the planes are shipped (`transforms.yuv420_windows`) and converted to RGB on
+        the device."""
+        paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
+        try:
+            data = [jpeg.read_bytes(p) for p in paths]
+            full = jpeg.header_size(data[0], paths[0])
+            plan = self._draw(*full)
+            planes = [jpeg.decode_yuv420(d, p, min(plan[0])) for d, p in zip(data, paths)]
+        except jpeg.DecodeError as e:
+            raise _Skip(str(e)) from None
+        if any(y.shape != planes[0][0].shape or hw != full for y, _, _, hw in planes):
+            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
+        resized, offset, out_hw, flip = plan
+        geo, window = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
+        luma, chroma, top, left = T.yuv420_windows(*zip(*(p[:3] for p in planes)), window)
+        sample = self._targets(vidx, sec, boxes, full, plan)
+        sample["luma"], sample["chroma"] = torch.from_numpy(luma), torch.from_numpy(chroma)
+        sample["geometry"] = torch.from_numpy(replace(geo, top=top, left=left).as_array())
+        return sample
 
     def _targets(self, vidx, sec, boxes, full_hw, plan):
         """The fields every sample has besides its pixels: boxes moved by the drawn `plan`,
@@ -297,6 +331,22 @@ class AvaDataset(torch.utils.data.Dataset):
 
 class _Skip(Exception):
     pass
+
+
+def _check_yuv420(frames):
+    """DATA.DECODER yuv420 on frames that are not 4:2:0 would skip every sample: say so at
+    start-up, from the first frame's header, before the workers start."""
+    path = next((f[0] for f in frames if f), None)
+    if path is None:
+        return
+    try:
+        data = jpeg.read_bytes(path)
+        found = jpeg.subsampling(data, path)
+    except jpeg.DecodeError:
+        return  # a missing or bad first frame: its samples are skipped and named as usual
+    if found != "4:2:0":
+        raise UserError(f"{path}: JPEG chroma subsampling {found}, but DATA.DECODER yuv420 "
+                        "needs 4:2:0 frames; use DATA.DECODER auto")
 
 
 def _warn(msg, every_rank=False):

@@ -7,12 +7,24 @@ Batch decoders run after collation, on the training device, on the whole frames 
 `nvjpeg` (torchvision.io.decode_jpeg on the GPU) and `dali` (NVIDIA DALI's image decoder: its
 "mixed" backend on a GPU, which uses the hardware JPEG engines of an A100/H100, and its CPU
 backend, libjpeg-turbo, elsewhere). Workers then only read the bytes and draw the geometry.
+Plane decoder: `yuv420` (libavcodec's mjpeg decoder through PyAV, already a dependency) gives
+the frame's stored planes, full-range Y at full size and Cb, Cr at half size (JPEG 4:2:0, what
+PIL, ffmpeg and cameras write by default), without upsampling or colour conversion: a worker
+then ships 1.5 bytes per pixel instead of 3, and `data/device.py` upsamples the chroma and
+converts to RGB batched on the training device. It costs the worker about what simplejpeg RGB
+costs (benchmarks/loader_throughput.py). The pixels are not libjpeg's: ffmpeg's IDCT differs
+from libjpeg's by 1 on about 2 % of the samples, so after the conversion (rounded to grey levels)
+the RGB is on average 0.2-0.35 grey levels from PIL's, 99th percentile 1, at most 4, with 0.7 %
+of the values more than 1 apart (textured 360p and 1080p frames; tests/test_jpeg.py). Frames
+that are not 4:2:0 (4:4:4, 4:2:2, grey) are refused by name; use `auto` for them.
 
 Reduced-size decode: when a frame's short side is at least twice the largest short side a
 sample can be resized to, libjpeg scales each 8x8 DCT block while decoding (1/8 steps with
 simplejpeg, 1/2, 1/4, 1/8 with PIL) to the smallest size whose short side is still at least that
 large. That is several times cheaper at 1080p and changes the pixels only as a slightly different
 anti-aliasing of the same downscale; below the 2x threshold every decoder decodes in full.
+`yuv420` reduces by 1/2, 1/4, 1/8 through libavcodec's `lowres` (its scaled IDCT), under the same
+rule.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ import numpy as np
 
 CPU_DECODERS = ("simplejpeg", "pil", "opencv")
 BATCH_DECODERS = ("nvjpeg", "dali")
+PLANE_DECODERS = ("yuv420",)
+ALL_DECODERS = CPU_DECODERS + PLANE_DECODERS + BATCH_DECODERS
 DALI_INSTALL = "pip install 'slowfast-dist[dali]'"  # from PyPI
 
 
@@ -34,11 +48,11 @@ def resolve_decoder(name: str) -> str:
 
     if name == "auto":
         return "simplejpeg" if installed("simplejpeg") else "pil"
-    if name not in CPU_DECODERS + BATCH_DECODERS:
-        raise UserError(f"DATA.DECODER: {name!r} is not one of auto, "
-                        f"{', '.join(CPU_DECODERS + BATCH_DECODERS)}")
+    if name not in ALL_DECODERS:
+        raise UserError(f"DATA.DECODER: {name!r} is not one of auto, {', '.join(ALL_DECODERS)}")
     if not installed(name):
         pkg = {"simplejpeg": "simplejpeg", "pil": "pillow", "opencv": "opencv-python-headless",
+               "yuv420": "av",
                "nvjpeg": "torchvision (pip install 'slowfast-dist[gpu]')",
                "dali": f"NVIDIA DALI ({DALI_INSTALL})"}[name]
         raise UserError(f"DATA.DECODER {name}: {_MODULES[name]} does not import; install {pkg}")
@@ -51,7 +65,7 @@ def resolve_decoder(name: str) -> str:
     return name
 
 
-_MODULES = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2",
+_MODULES = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2", "yuv420": "av",
             "nvjpeg": "torchvision.io", "dali": "nvidia.dali.fn"}
 
 
@@ -76,7 +90,30 @@ def read_bytes(path: str) -> bytes:
 
 def header_size(data: bytes, path: str) -> tuple[int, int]:
     """(height, width) from the JPEG header, without decoding."""
-    # Start-of-frame markers carry the size; scan the segments (a few dozen bytes usually).
+    i = _frame_header(data, path)
+    return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+
+
+_SUBSAMPLING = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4", (1, 2): "4:4:0",
+                (4, 1): "4:1:1"}
+
+
+def subsampling(data: bytes, path: str) -> str:
+    """The chroma subsampling the header declares: '4:2:0', '4:2:2', '4:4:4', ..., 'grey'."""
+    i = _frame_header(data, path)
+    count = data[i + 9] if i + 9 < len(data) else 0
+    factors = [(data[i + 11 + 3 * k] >> 4, data[i + 11 + 3 * k] & 15) for k in range(count)
+               if i + 11 + 3 * k < len(data)]
+    if count == 1:
+        return "grey"
+    if count == 3 and len(factors) == 3 and factors[1] == factors[2] == (1, 1):
+        return _SUBSAMPLING.get(factors[0], "{}x{}".format(*factors[0]))
+    return f"{count} components, sampling factors {factors}"
+
+
+def _frame_header(data: bytes, path: str) -> int:
+    """Offset of the start-of-frame marker, which carries the size and the components."""
+    # scan the segments (a few dozen bytes usually)
     i, n = 2, len(data)
     if data[:2] != b"\xff\xd8":
         raise DecodeError(f"{path}: not a JPEG file")
@@ -89,8 +126,7 @@ def header_size(data: bytes, path: str) -> tuple[int, int]:
             continue
         length = int.from_bytes(data[i + 2:i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return (int.from_bytes(data[i + 5:i + 7], "big"),
-                    int.from_bytes(data[i + 7:i + 9], "big"))
+            return i
         i += 2 + length
     raise DecodeError(f"{path}: no frame header in the JPEG")
 
@@ -245,3 +281,70 @@ def _decode_opencv(data, size, target):
                                                    cv2.IMREAD_COLOR)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_yuv420(data: bytes, path: str, need_short: int | None = None):
+    """(Y uint8 [h, w], Cb, Cr uint8 [ceil(h/2), ceil(w/2)], the frame's full (height, width)):
+    the stored planes of a 4:2:0 JPEG, as read-only views into the decoded frame."""
+    size = header_size(data, path)
+    found = subsampling(data, path)
+    if found != "4:2:0":
+        raise DecodeError(f"{path}: chroma subsampling {found}; DATA.DECODER yuv420 needs 4:2:0 "
+                          "JPEGs (use DATA.DECODER auto)")
+    # libavcodec decodes a truncated file without an error (grey rows): catch it as the batch
+    # decoders' workers do
+    check_complete(data, path)
+    target = reduced_target(*size, need_short)
+    lowres = 0
+    if target:  # the largest 1/2^k whose size still reaches the target
+        mh, mw = target
+
+        def reaches(k):  # libavcodec's size at lowres k: ceil(size / 2^k)
+            return -(-size[0] >> k) >= mh and -(-size[1] >> k) >= mw
+
+        while lowres < 3 and reaches(lowres + 1):
+            lowres += 1
+    import av
+
+    try:
+        frames = _mjpeg_context(lowres).decode(av.Packet(data))
+    except (av.error.FFmpegError, ValueError) as e:
+        why = getattr(e, "strerror", None) or " ".join(str(e).split())[:160]
+        raise DecodeError(f"{path}: libavcodec: {why}") from None
+    if not frames:
+        raise DecodeError(f"{path}: the JPEG decoded to no picture")
+    frame = frames[0]
+    # full range (JPEG) is colour_range 2; a limited-range frame would need another conversion.
+    # ffmpeg is deprecating the yuvj* names for yuv* with the range set, so accept both.
+    if frame.format.name not in ("yuvj420p", "yuv420p") or frame.color_range != 2:
+        raise DecodeError(f"{path}: decoded as {frame.format.name} (colour range "
+                          f"{frame.color_range}), not full-range 4:2:0")
+    y, cb, cr = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                 for p in frame.planes)
+    if cb.shape != ((y.shape[0] + 1) // 2, (y.shape[1] + 1) // 2) or cr.shape != cb.shape:
+        raise DecodeError(f"{path}: chroma planes {cb.shape} do not halve the luma {y.shape}")
+    return y, cb, cr, size
+
+
+_CONTEXTS: dict = {}
+
+
+def _mjpeg_context(lowres: int):
+    """One libavcodec mjpeg decoder per process and reduction, made on first use: a context is
+    neither picklable nor to be shared across a fork, and reusing one gives the same pixels as
+    a fresh one at 15 % less CPU per frame."""
+    import os
+
+    key = (os.getpid(), lowres)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        import av
+
+        ctx = av.CodecContext.create("mjpeg", "r")
+        ctx.thread_count, ctx.thread_type = 1, "NONE"  # one loader worker = one core
+        if lowres:
+            ctx.options = {"lowres": str(lowres)}
+        for stale in [k for k in _CONTEXTS if k[0] != key[0]]:  # the parent's, after a fork
+            del _CONTEXTS[stale]
+        _CONTEXTS[key] = ctx
+    return ctx

@@ -7,10 +7,15 @@ import torch
 
 def collate_detection(samples):
     """uint8 windows -> `clips` [B, T, H, W, 3] zero-padded to the largest, `geometry` [B, 11]
-    (float samples: `inputs` stacked per pathway); boxes -> [sum N, 5] with the batch index in
+    (DATA.DECODER yuv420: `luma` [B, T, H, W] and `chroma` [B, T, 2, Hc, Wc], padded alike;
+    float samples: `inputs` stacked per pathway); boxes -> [sum N, 5] with the batch index in
     column 0."""
     if "clip" in samples[0]:
         out = {"clips": _pad_stack([s["clip"] for s in samples]),
+               "geometry": torch.stack([s["geometry"] for s in samples])}
+    elif "luma" in samples[0]:
+        out = {"luma": _pad_stack([s["luma"] for s in samples]),
+               "chroma": _pad_stack([s["chroma"] for s in samples], height_dim=2),
                "geometry": torch.stack([s["geometry"] for s in samples])}
     elif "jpegs" in samples[0]:  # decoded on the GPU: the bytes of every frame, back to back
         out = {"jpegs": torch.cat([s["jpegs"] for s in samples]),
@@ -29,23 +34,27 @@ def collate_detection(samples):
     return out
 
 
-def _pad_stack(clips):
-    """[B, T, H, W, C] with each clip at the top left; in a worker, built straight in shared
-    memory (as torch's default collate does) so the hand-over to the main process copies
-    nothing more."""
-    t, _, _, c = clips[0].shape
-    h = max(x.shape[1] for x in clips)
-    w = max(x.shape[2] for x in clips)
-    shape = (len(clips), t, h, w, c)
+def _pad_stack(clips, height_dim=1):
+    """[B, ...] with each clip at the top left of its height and width (dims `height_dim` and
+    the next one of a sample: [T, H, W, C] windows, [T, H, W] luma, [T, 2, H, W] chroma); in a
+    worker, built straight in shared memory (as torch's default collate does) so the hand-over
+    to the main process copies nothing more."""
+    shape = list(clips[0].shape)
+    for d in (height_dim, height_dim + 1):
+        shape[d] = max(x.shape[d] for x in clips)
+    shape = (len(clips), *shape)
     if torch.utils.data.get_worker_info() is not None:
         numel = int(np.prod(shape))
         out = clips[0].new(clips[0]._typed_storage()._new_shared(numel)).view(shape)
     else:
         out = torch.empty(shape, dtype=clips[0].dtype)
+    lead = (slice(None),) * height_dim
     for i, x in enumerate(clips):
-        out[i, :, :x.shape[1], :x.shape[2]] = x
-        out[i, :, x.shape[1]:] = 0  # padding is never sampled; zeroed to keep batches exact
-        out[i, :, :x.shape[1], x.shape[2]:] = 0
+        h, w = x.shape[height_dim], x.shape[height_dim + 1]
+        out[i][lead + (slice(0, h), slice(0, w))] = x
+        # padding is never sampled; zeroed to keep batches exact
+        out[i][lead + (slice(h, None),)] = 0
+        out[i][lead + (slice(0, h), slice(w, None))] = 0
     return out
 
 
@@ -231,9 +240,12 @@ def collate_detection_or_default(samples, batch_transform=None):
     if not (isinstance(samples[0], dict) and "boxes" in samples[0]):
         return torch.utils.data.default_collate(samples)
     batch = collate_detection(samples)
+    # training on CPUs: the workers, not the main process, resample their own batches
     if batch_transform is not None and "clips" in batch:
-        # training on CPUs: the workers, not the main process, resample their own batches
         batch["inputs"] = batch_transform(batch.pop("clips"), batch["geometry"])
+    elif batch_transform is not None and "luma" in batch:
+        batch["inputs"] = batch_transform.from_yuv420(batch.pop("luma"), batch.pop("chroma"),
+                                                      batch["geometry"])
     return batch
 
 

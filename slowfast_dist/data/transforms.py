@@ -7,7 +7,9 @@ Float reference path: clips are float tensors [T, H, W, C]; `resize_short_side`,
 
 uint8 path: `ClipGeometry` says which output pixel comes from which source pixel; the worker
 ships the uint8 source window that covers the output, and `data/device.py` resamples, converts
-and normalises the whole batch on the training device.
+and normalises the whole batch on the training device. With `DATA.DECODER yuv420` the window is
+the JPEG's planes instead (`yuv420_windows`): luma, and chroma at half size with the margin the
+upsampling on the device needs.
 """
 import math
 from dataclasses import dataclass
@@ -134,3 +136,31 @@ class ClipGeometry:
 def source_coords(offset, count, scale, max_index):
     """Source coordinates of `count` output pixels from `offset` (numpy float64, ascending)."""
     return np.clip((offset + np.arange(count) + 0.5) * scale - 0.5, 0.0, max_index)
+
+
+def yuv420_windows(lumas, cbs, crs, window):
+    """The shipped windows of a 4:2:0 clip for the luma window (top, bottom, left, right):
+    (luma uint8 [T, h, w], chroma uint8 [T, 2, hc, wc] (Cb, Cr), top, left).
+
+    The luma window is widened to an even top and left, so chroma sample k sits under luma
+    pixels 2k, 2k+1 of the window. The chroma window starts one sample before the luma window's
+    first one and ends one after its last one, taken from the edge where the frame has no such
+    sample (what a bilinear upsampling of the whole plane does at the border): then the 2x
+    upsampled chroma, offset by 2 pixels, equals the whole plane's upsampling cropped to the
+    luma window, and every sample uses the same offset, so the device converts a padded batch
+    in one go (`data/device.py`, `yuv420_to_rgb`)."""
+    top, bottom, left, right = window
+    top, left = top - top % 2, left - left % 2
+    ch, cw = cbs[0].shape
+    rows = np.clip(np.arange(top // 2 - 1, (bottom + 1) // 2 + 1), 0, ch - 1)
+    cols = np.clip(np.arange(left // 2 - 1, (right + 1) // 2 + 1), 0, cw - 1)
+    luma = np.stack([y[top:bottom, left:right] for y in lumas])
+    chroma = np.empty((len(cbs), 2, len(rows), len(cols)), np.uint8)
+    inner = slice(1, -1)  # the rows and columns inside the frame: a slice, not a gather
+    for k, (cb, cr) in enumerate(zip(cbs, crs)):
+        for c, plane in enumerate((cb, cr)):
+            out = chroma[k, c]
+            out[inner, inner] = plane[rows[1]:rows[-2] + 1, cols[1]:cols[-2] + 1]
+            out[[0, -1]] = plane[rows[[0, -1], None], cols]
+            out[:, [0, -1]] = plane[rows[:, None], cols[[0, -1]]]
+    return luma, chroma, top, left
