@@ -34,6 +34,6 @@ def test_keyframes_once_and_columns_by_label_id(capsys):
     # label id 3 is column 2 (score 0.2), id 5 column 4 (0.4)
     assert {(r[6], round(r[7], 6)) for r in got[(0, 903)]} == {(1, 0.0), (3, 0.2), (5, 0.4)}
     assert got[(1, 902)][0][:2] == ("b", 902)
-    assert "1 unreadable sample(s) skipped" in capsys.readouterr().out
+    assert "1 unreadable sample(s) skipped" in capsys.readouterr().err  # a logged warning
     rows = gather_to_rank0(got, world_size=1, rank=0)
     assert len(rows) == 12
