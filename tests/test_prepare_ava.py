@@ -259,6 +259,22 @@ def test_changed_options_prepare_again_and_formats_add_up(tmp_path):
     assert "1 of 1 movies already prepared" in r.stderr  # both formats are there
 
 
+def test_chroma_420_frames_are_what_the_yuv420_decoder_reads(tmp_path):
+    from slowfast_dist.data import jpeg
+
+    raw, out = _short_movies(tmp_path, ["m0.mp4"])
+    args = ["--window", "0", "2", "--jobs", "1", "--short-side", "36"]
+    assert prepare(raw, out, *args).returncode == 0
+    first = sorted((out / "frames" / "m0").glob("*.jpg"))[0]
+    assert jpeg.subsampling(first.read_bytes(), str(first)) == "4:4:4"  # the default
+    r = prepare(raw, out, *args, "--chroma", "420")  # other pixels: prepared again
+    assert r.returncode == 0 and "1 prepared, 0 already done" in r.stdout, r.stdout
+    data = first.read_bytes()
+    assert jpeg.subsampling(data, str(first)) == "4:2:0"
+    y, cb, _, _ = jpeg.decode_yuv420(data, str(first))
+    assert y.shape == (36, 64) and cb.shape == (18, 32)
+
+
 def test_two_files_of_one_video_id_are_refused(tmp_path):
     raw, out = _short_movies(tmp_path, ["m0.mp4", "m0.mkv"])
     r = prepare(raw, out, "--window", "0", "4")

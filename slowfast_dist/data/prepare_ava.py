@@ -41,6 +41,7 @@ class PrepareOptions:
     short_side: int | None = 360  # None: keep the source size
     gop: int = 32
     quality: int = 95
+    chroma: str = "444"  # JPEG chroma subsampling: "444", or "420" for DATA.DECODER yuv420
     crf: int = 18
     window: tuple = WINDOW
     decoder_threads: int = 1
@@ -73,7 +74,9 @@ def read_manifest(out_dir, vid) -> dict | None:
 def options_of(opts: PrepareOptions) -> dict:
     """What decides the pixels a movie was prepared with (a change means preparing it again)."""
     return {"short_side": opts.short_side, "quality": opts.quality, "gop": opts.gop,
-            "crf": opts.crf, "window": list(opts.window)}
+            "crf": opts.crf, "window": list(opts.window),
+            # only when not the default, so trees prepared before the option stay finished
+            **({"chroma": opts.chroma} if opts.chroma != "444" else {})}
 
 
 def finished(out_dir, vid, opts: PrepareOptions) -> dict | None:
@@ -276,7 +279,8 @@ class _Writer:
                         rgb = to_rgb.reformat(frame, w, h, "rgb24", interpolation="AREA")
                         c2 = clock()
                         data = simplejpeg.encode_jpeg(rgb.to_ndarray(), quality=opts.quality,
-                                                      colorspace="RGB")
+                                                      colorspace="RGB",
+                                                      colorsubsampling=opts.chroma)
                     (vid_dir / f"{name}_{k + 1:06d}.jpg").write_bytes(data)
                     c3 = clock()
                     self.stage_s["resize"] += c2 - c1

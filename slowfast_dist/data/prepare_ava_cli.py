@@ -24,6 +24,10 @@ def add_arguments(parser):
     parser.add_argument("--annotations", metavar="DIR",
                         help="the AVA annotation CSVs (default: OUT_DIR/annotations)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    parser.add_argument("--chroma", choices=("444", "420"), default="444",
+                        help="JPEG chroma subsampling: 444 keeps every colour sample; 420 (as "
+                             "PySlowFast's ffmpeg extraction writes) is what DATA.DECODER "
+                             "yuv420 reads, and smaller")
     parser.add_argument("--window", type=float, nargs=2, metavar=("START", "END"),
                         help="seconds to keep (default 900 1801, PySlowFast's cut; another "
                              "window breaks AVA's keyframe numbering: for benchmarks only)")
@@ -64,6 +68,7 @@ def run(args) -> int:
     opts = P.PrepareOptions(
         out_dir=str(out), formats=("frames", "video") if args.format == "both" else (args.format,),
         short_side=args.short_side or None, gop=args.gop, quality=args.quality, window=window,
+        chroma=args.chroma,
         decoder_threads=max(1, (os.cpu_count() or 1) // jobs))
     if window != P.WINDOW:
         from slowfast_dist.logs import get as get_logger
