@@ -3,7 +3,7 @@ fixes for large batches (a warm-up that grows with the batch, LARS, LAMB). The s
 Table 5 (mAP by node count) on a synthetic set, on CPU.
 
 Usage: .venv/bin/python benchmarks/large_batch.py [--multipliers 1 2 4 8 16 32] [--epochs 8]
-       [--recipes linear warmup lars lamb] [--jobs 2]
+       [--recipes linear warmup lars lamb] [--seeds 0 1 2] [--jobs 2]
 Writes benchmarks/results/large_batch.json and .png.
 
 Each run is `slowfast-dist train` of configs/demo.yaml's tiny SlowFast on one process with
@@ -18,7 +18,9 @@ first quarter, LR x0.1 at one half and three quarters. The LR follows the linear
 - lars: PySlowFast's LARS over SGD (SOLVER.LARS_ON; its LR is --lars-lr-factor x the linear one);
 - lamb: LAMB (SOLVER.OPTIMIZING_METHOD lamb) at --lamb-lr, scaled by sqrt(M) (its paper's rule).
 The mAP is the exact AVA frame-mAP on the validation videos after the last epoch, and at the
-half-way epoch to show whether the base run still improves. One seed per run.
+half-way epoch to show whether the base run still improves. Each cell runs once per --seeds
+value (RNG_SEED: the initial weights and the data order); the table gives the median and the
+range, so an effect can be told from the noise between seeds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -62,8 +65,8 @@ def recipe_opts(recipe: str, m: int, a) -> list:
     raise SystemExit(f"unknown recipe {recipe!r}")
 
 
-def run_one(recipe: str, m: int, a, data: Path) -> dict:
-    out = Path(a.work) / f"{recipe}_x{m}"
+def run_one(recipe: str, m: int, seed: int, a, data: Path) -> dict:
+    out = Path(a.work) / (f"{recipe}_x{m}" + (f"_s{seed}" if seed else ""))
     if (out / "result.json").exists() and not a.rerun:
         return json.loads((out / "result.json").read_text())
     opts = ["AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
@@ -72,7 +75,7 @@ def run_one(recipe: str, m: int, a, data: Path) -> dict:
             "DIST.SIMULATE_WORLD_SIZE", str(m), "TRAIN.EVAL_PERIOD", str(a.epochs // 2),
             "TRAIN.CHECKPOINT_PERIOD", str(a.epochs), "TRAIN.AUTO_RESUME", "False",
             "TENSORBOARD.ENABLE", "False", "DATA_LOADER.NUM_WORKERS", "0", "LOG_PERIOD", "100000",
-            "RNG_SEED", str(a.seed), *recipe_opts(recipe, m, a)]
+            "RNG_SEED", str(seed), *recipe_opts(recipe, m, a)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     t0, c0 = time.time(), os.times()
     p = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "train", "--cfg",
@@ -83,7 +86,7 @@ def run_one(recipe: str, m: int, a, data: Path) -> dict:
     maps = {str(int(e)): float(v)  # str keys: as they read back from the JSON
             for e, v in re.findall(r"epoch (\d+)/\d+: mAP ([0-9.]+)", p.stderr)}
     c1 = os.times()
-    result = {"recipe": recipe, "multiplier": m, "global_batch": m * a.base_batch,
+    result = {"recipe": recipe, "multiplier": m, "seed": seed, "global_batch": m * a.base_batch,
               "mAP": maps[max(maps, key=int)], "mAP_by_epoch": maps,
               "updates_per_epoch": _micro_steps(p.stderr) // m,
               "wall_s": round(time.time() - t0, 1),
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lamb-lr", type=float, default=0.004)
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--seconds", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--rerun", action="store_true", help="ignore finished runs in --work")
     ap.add_argument("--work", default="/tmp/slowfast_large_batch")
@@ -124,29 +127,57 @@ def main(argv=None) -> int:
     data = Path(a.work) / f"data_v{a.videos}_s{a.seconds}"
     if not (data / "annotations").is_dir():
         make_synthetic(str(data), videos=a.videos, seconds=a.seconds, seed=3)
-    jobs = [(r, m) for m in a.multipliers for r in a.recipes]
+    jobs = [(r, m, s) for s in a.seeds for m in a.multipliers for r in a.recipes]
     with ThreadPoolExecutor(a.jobs) as pool:
-        results = list(pool.map(lambda rm: run_one(rm[0], rm[1], a, data), jobs))
+        results = list(pool.map(lambda job: run_one(*job, a, data), jobs))
     for r in results:
-        print(f"{r['recipe']:7s} x{r['multiplier']:<3d} batch {r['global_batch']:4d}  "
-              f"mAP {r['mAP']:.3f}  (half-way "
+        print(f"{r['recipe']:7s} x{r['multiplier']:<3d} seed {r.get('seed', 0)}  batch "
+              f"{r['global_batch']:4d}  mAP {r['mAP']:.3f}  (half-way "
               f"{r['mAP_by_epoch'].get(str(a.epochs // 2), float('nan')):.3f})"
               f"  {r['wall_s']:.0f} s", flush=True)
-    base = {r["recipe"]: r["mAP"] for r in results if r["multiplier"] == min(a.multipliers)}
-    table = {rec: {r["multiplier"]: r["mAP"] for r in results if r["recipe"] == rec}
-             for rec in a.recipes}
+    cells = {rec: {m: spread([r["mAP"] for r in results
+                              if r["recipe"] == rec and r["multiplier"] == m])
+                   for m in a.multipliers} for rec in a.recipes}
+    table = {rec: {m: c["median"] for m, c in row.items()} for rec, row in cells.items()}
+    base = {rec: row[min(a.multipliers)] for rec, row in table.items()}
     report = {"command": "python benchmarks/large_batch.py " + " ".join(argv or sys.argv[1:]),
               "environment": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
               "method": __doc__.split("\n\n", 2)[2].strip(),
               "settings": {k: v for k, v in vars(a).items() if k not in ("work", "out")},
-              "runs": results, "mAP_table": table,
+              "runs": results, "mAP_table": table, "mAP_cells": cells,
+              # how far apart two seeds of one cell land: the noise an effect must exceed
+              "seed_range_median": statistics.median(c["max"] - c["min"] for row in cells.values()
+                                                     for c in row.values()),
               "drop_at_largest_vs_linear_base": {
                   rec: base["linear"] - table[rec][max(a.multipliers)] for rec in a.recipes
-                  if "linear" in base}}
+                  if "linear" in base},
+              # the same, seed by seed (one seed: the same initial weights and data order in
+              # both runs), so the seed's own luck cancels out
+              "paired_drop_by_seed": paired_drops(results, a)}
     Path(a.out).write_text(json.dumps(report, indent=1))
     _plot(report, Path(a.out).with_suffix(".png"), a)
     return 0
+
+
+def paired_drops(results: list, a) -> dict:
+    """Per recipe: linear at the smallest batch minus the recipe at the largest, per seed."""
+    def of(rec, m, seed):
+        return next((r["mAP"] for r in results if r["recipe"] == rec and r["multiplier"] == m
+                     and r.get("seed", 0) == seed), None)
+    lo, hi = min(a.multipliers), max(a.multipliers)
+    out = {}
+    for rec in a.recipes:
+        drops = [of("linear", lo, s) - of(rec, hi, s) for s in a.seeds
+                 if of("linear", lo, s) is not None and of(rec, hi, s) is not None]
+        if drops:
+            out[rec] = {"by_seed": [round(d, 4) for d in drops], **spread(drops)}
+    return out
+
+
+def spread(values: list) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
 
 
 def _plot(report, path, a):
@@ -156,13 +187,18 @@ def _plot(report, path, a):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for rec, row in report["mAP_table"].items():
+    for rec, row in report["mAP_cells"].items():
         ms = sorted(row)
-        ax.plot([m * a.base_batch for m in ms], [row[m] for m in ms], marker="o", label=rec)
+        mid = [row[m]["median"] for m in ms]
+        err = [[mid[i] - row[m]["min"] for i, m in enumerate(ms)],
+               [row[m]["max"] - mid[i] for i, m in enumerate(ms)]]
+        ax.errorbar([m * a.base_batch for m in ms], mid, yerr=err, marker="o", capsize=3,
+                    label=rec)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("global batch (clips)")
     ax.set_ylabel("frame-mAP after the last epoch")
-    ax.set_title(f"tiny SlowFast, synthetic AVA, {a.epochs} epochs, one seed")
+    ax.set_title(f"tiny SlowFast, synthetic AVA, {a.epochs} epochs; median and range over "
+                 f"{len(a.seeds)} seed(s)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
