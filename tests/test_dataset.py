@@ -256,3 +256,80 @@ def test_yuv420_skips_a_sample_with_a_bad_frame_naming_it(tree, tmp_path, capfd)
     open(cut, "wb").write(data[: len(data) // 2])
     assert ds[0]["skipped"] == 1
     assert f"{cut}: truncated JPEG" in capfd.readouterr().err
+
+
+def test_multigrid_shape_scales_both_jitter_bounds_with_the_crop():
+    from slowfast_dist.data import ClipShape, multigrid_shape
+
+    clip = ClipSpec(num_frames=32, sampling_rate=2, crop_size=224, jitter_scales=(256, 320))
+    # 256 x 158/224 = 180.6, 320 x 158/224 = 225.7: the crop keeps its share of the frame
+    assert multigrid_shape(clip, num_frames=8, sampling_rate=8, crop_size=158) == \
+        ClipShape(8, 8, 158, (181, 226))
+    assert multigrid_shape(clip, num_frames=32, sampling_rate=2, crop_size=224).jitter_scales \
+        == (256, 320)
+
+
+def test_a_key_with_a_clip_shape_sets_the_frames_rate_crop_and_jitter(tree):
+    from slowfast_dist.data import ClipShape
+
+    ds = _train_ds(tree, jitter_scales=[32, 40])  # 4 frames at rate 2, crop 32
+    read = []
+    real_read = ds._read
+    ds._read = lambda vidx, indices, need_short: read.append(indices) or real_read(
+        vidx, indices, need_short)
+    shape = ClipShape(num_frames=2, sampling_rate=6, crop_size=16, jitter_scales=(16, 20))
+    for seed in range(8):
+        s = ds[(1, 0, seed, shape)]
+        geo = s["geometry"]
+        assert s["clip"].shape[0] == 2 and tuple(geo[9:11].tolist()) == (16, 16)
+        assert read[-1][1] - read[-1][0] == 6  # the key's rate
+        short = (float(geo[4]) + 1) / float(geo[0])  # the drawn short side (frames are 64 x 48)
+        assert 16 <= round(short) <= 20
+    s = ds[(1, 0, 0)]  # a key without a shape: the dataset's own again
+    assert s["clip"].shape[0] == 4 and tuple(s["geometry"][9:11].tolist()) == (32, 32)
+    assert read[-1][1] - read[-1][0] == 2
+    with pytest.raises(ValueError, match="bad clip shape"):
+        ds[(1, 0, 0, ClipShape(2, 6, 24, (16, 20)))]  # the crop is larger than the scales
+    with pytest.raises(ValueError, match="for training"):
+        _ds(tree, "frames", output="uint8")[(0, 0, 0, shape)]
+
+
+@pytest.mark.parametrize("crop", [16, 24])
+def test_boxes_and_pixels_at_a_multigrid_crop_equal_the_float_reference(tree, crop, monkeypatch):
+    """uint8 windows (RGB and yuv420 planes) at a smaller crop, through the device transform,
+    equal the float reference path for the same key; the boxes exactly."""
+    from dataclasses import replace
+
+    from slowfast_dist.data import jpeg, multigrid_shape
+    from slowfast_dist.data.device import ClipBatchTransform
+    from slowfast_dist.data.loader import collate_detection
+
+    def train_ds(output, decoder="auto"):
+        return AvaDataset([str(tree / "frame_lists/train.csv")], str(tree / "frames"),
+                          [str(tree / "annotations/ava_train_v2.2.csv")],
+                          str(tree / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
+                          clip=replace(clip, output=output, decoder=decoder))
+
+    clip = ClipSpec(num_frames=8, sampling_rate=2, crop_size=32, jitter_scales=(32, 40))
+    shape = multigrid_shape(clip, num_frames=4, sampling_rate=4, crop_size=crop)
+    # whole frames, as the float path decodes them: at these small scales the uint8 paths would
+    # decode them reduced (the DCT's own downscale), which differs from a resize in pixels
+    monkeypatch.setattr(jpeg, "reduced_target", lambda *size_and_need: None)
+    ref, rgb, yuv = train_ds("float"), train_ds("uint8"), train_ds("uint8", "yuv420")
+    tf = ClipBatchTransform(clip.mean, clip.std, alpha=4, slowfast=True)
+    grey = 1 / 255 / 0.225
+    for i in range(0, len(ref), 2):
+        key = (i, 3, 7, shape)
+        want, a, b = ref[key], rgb[key], yuv[key]
+        assert want["inputs"][1].shape == (3, 4, crop, crop)
+        for sample in (a, b):
+            for name in ("boxes", "labels", "ori_boxes", "metadata"):
+                assert torch.equal(want[name], sample[name]), name
+        batch = collate_detection([a])
+        for x, y in zip(want["inputs"], tf(batch["clips"], batch["geometry"])):
+            diff = (x - y[0]).abs()
+            assert diff.max() < 0.05 * grey, float(diff.max() / grey)
+        batch = collate_detection([b])  # planes: within the IDCT's few grey levels
+        fast = tf.from_yuv420(batch["luma"], batch["chroma"], batch["geometry"])[1][0]
+        assert fast.shape == want["inputs"][1].shape
+        assert (fast - want["inputs"][1]).abs().mean() < 3 * grey

@@ -176,3 +176,150 @@ def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent):
             got.append(batch)
     # batches 0-2 arrive; batch 3 (indices 12-15, worker 1 of 2) never does
     assert len(got) == 3 and time.time() - t0 < 15
+
+
+# --- multigrid: a per-epoch plan of batch sizes and clip shapes ---
+
+def test_cut_batches_and_batch_count_agree_for_every_length():
+    from slowfast_dist.data.loader import batch_count, cut_batches
+
+    for sizes in ([4, 2, 1], [3], [1, 5], [2, 2, 7]):
+        for n in range(30):
+            for drop_last in (True, False):
+                batches = cut_batches(list(range(n)), sizes, drop_last)
+                assert batch_count(n, sizes, drop_last) == len(batches)
+                for k, batch in enumerate(batches):  # sizes round and round; a short last one
+                    full = sizes[k % len(sizes)]
+                    assert len(batch) == full or (not drop_last and k == len(batches) - 1
+                                                  and len(batch) < full)
+                assert sum(batches, []) == list(range(n))[:sum(map(len, batches))]
+
+
+class _KeyedShape(_Idx):
+    keyed_draws = True
+
+    def __len__(self):
+        return 21  # two shards of 11 after DistributedSampler's padding
+
+    def __getitem__(self, key):
+        import random
+        torch.set_num_threads(1)
+        idx, epoch, seed, shape = key  # the plan's shapes are opaque to the loader: ints here
+        return torch.tensor([idx, shape, random.Random(f"{seed}/{epoch}/{idx}").randint(0, 10**9)])
+
+
+def _two_stage_plan(epoch):
+    """A short cycle in epoch 0, one larger shape from epoch 1 on."""
+    return [(4, 16), (2, 24), (1, 32)] if epoch == 0 else [(3, 24)]
+
+
+def _plan_run(persistent, workers, rank=0, start=None):
+    """Per epoch 0 and 1 (or from epoch 0 step `start` on): (len, batches as rows)."""
+    ld = build_loader(_KeyedShape(), 99, shuffle=True, drop_last=True, num_workers=workers,
+                      pin_memory=False, persistent=persistent, rank=rank, world_size=2, seed=7,
+                      cycle=_two_stage_plan)
+    out = []
+    for e in (0, 1):
+        ld.set_epoch(e, start if (start is not None and e == 0) else 0)
+        out.append((len(ld), [[tuple(r.tolist()) for r in b] for b in ld]))
+    return out
+
+
+def test_a_plan_cuts_each_epoch_by_its_batch_sizes_alike_on_every_rank_and_resumes_exactly():
+    torch.set_num_threads(1)
+    base = _plan_run(True, 2)
+    # shard of 11: 4, 2, 1, 4 (then 0 left) in epoch 0; 3, 3, 3 (2 left, dropped) in epoch 1
+    assert [len(b) for b in base[0][1]] == [4, 2, 1, 4] and base[0][0] == 4
+    assert [{r[1] for r in b} for b in base[0][1]] == [{16}, {24}, {32}, {16}]
+    assert [len(b) for b in base[1][1]] == [3, 3, 3] and base[1][0] == 3
+    assert {r[1] for b in base[1][1] for r in b} == {24}  # prefetched into epoch 1: its plan
+    # the same batches whatever builds them; rank 1 counts the same steps (DDP needs it)
+    assert _plan_run(False, 0) == base
+    other = _plan_run(True, 0, rank=1)
+    assert [n for n, _ in other] == [4, 3] and [len(b) for b in other[0][1]] == [4, 2, 1, 4]
+    mine, theirs = ({r[0] for b in run[0][1] for r in b} for run in (base, other))
+    assert mine | theirs == set(range(21)) and len(mine & theirs) <= 1  # one padded index
+    for persistent, workers in ((True, 2), (False, 2), (True, 0)):
+        resumed = _plan_run(persistent, workers, start=2)  # a resume at epoch 0 step 2
+        assert resumed == [(4, base[0][1][2:]), base[1]], (persistent, workers)
+
+
+def test_a_plan_is_refused_with_simulated_ranks_or_a_dataset_without_keyed_draws():
+    from slowfast_dist.errors import UserError
+
+    kw = dict(shuffle=True, drop_last=True, num_workers=0, pin_memory=False, persistent=True,
+              rank=0, world_size=1, seed=7, cycle=_two_stage_plan)
+    with pytest.raises(UserError, match="DIST.SIMULATE_WORLD_SIZE > 1"):
+        build_loader(_KeyedShape(), 2, simulate=2, **kw)
+    with pytest.raises(ValueError, match="keyed_draws"):
+        build_loader(_Idx(), 2, **kw)
+
+
+def _pid_ava(root):
+    """The training set of the session's synthetic tree; each sample's metadata carries the pid
+    of the process that built it (a third column)."""
+    import os
+
+    from slowfast_dist.data import AvaDataset, ClipSpec
+
+    class PidAva(AvaDataset):
+        def __getitem__(self, key):
+            torch.set_num_threads(1)
+            sample = super().__getitem__(key)
+            pid = torch.full((len(sample["metadata"]), 1), os.getpid(), dtype=torch.long)
+            sample["metadata"] = torch.cat([sample["metadata"], pid], 1)
+            return sample
+
+    clip = ClipSpec(num_frames=8, sampling_rate=2, crop_size=32, jitter_scales=(32, 40))
+    return PidAva([str(root / "frame_lists/train.csv")], str(root / "frames"),
+                  [str(root / "annotations/ava_train_v2.2.csv")],
+                  str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
+                  clip=clip), clip
+
+
+def test_multigrid_shapes_reach_the_samples_through_the_same_persistent_workers(data):
+    """Batch sizes, frames, rate and crop change per iteration and per epoch, the persistent
+    workers stay the same processes, and each batch equals its keys built one by one here."""
+    import os
+
+    from slowfast_dist.data import multigrid_shape
+    from slowfast_dist.data.device import ClipBatchTransform
+    from slowfast_dist.data.loader import batch_count
+
+    torch.set_num_threads(1)
+    ds, clip = _pid_ava(data)
+
+    def shape(frames, rate, crop):
+        return multigrid_shape(clip, num_frames=frames, sampling_rate=rate, crop_size=crop)
+
+    plans = {0: [(4, shape(8, 2, 16)), (2, shape(8, 2, 24)), (1, shape(8, 2, 32))],
+             1: [(3, shape(4, 4, 24))]}
+    ld = build_loader(ds, 2, shuffle=True, drop_last=True, num_workers=2, pin_memory=False,
+                      persistent=True, rank=0, world_size=1, seed=7,
+                      cycle=lambda epoch: plans[min(epoch, 1)])  # prefetch asks for epoch 2
+    tf = ClipBatchTransform(clip.mean, clip.std, alpha=4, slowfast=True)
+    index_of = {(v, s): i for i, (v, s, _) in enumerate(ds.keys)}
+    pids = []
+    for epoch, plan in plans.items():
+        ld.set_epoch(epoch)
+        assert len(ld) == batch_count(len(ds), [b for b, _ in plan], True) == 4
+        batches = list(ld)
+        assert len(batches) == len(ld)
+        pids.append({int(p) for b in batches for p in b["metadata"][:, 2]})
+        for step, batch in enumerate(batches):
+            size, want = plan[step % len(plan)]
+            assert len(batch["geometry"]) == size and batch["clips"].shape[1] == want.num_frames
+            assert {tuple(g[9:11].tolist()) for g in batch["geometry"]} == {(want.crop_size,) * 2}
+            # the device transform follows the geometry whatever the previous batch's crop
+            slow, fast = tf(batch["clips"], batch["geometry"])
+            assert fast.shape == (size, 3, want.num_frames, want.crop_size, want.crop_size)
+            assert slow.shape[2] == want.num_frames // 4
+            # the keys, rebuilt from (video, second): the same samples, one by one, here
+            firsts = [int((batch["boxes"][:, 0] == j).nonzero()[0]) for j in range(size)]
+            keys = [(index_of[tuple(batch["metadata"][r, :2].tolist())], epoch, 7, want)
+                    for r in firsts]
+            alone = collate_detection([ds[k] for k in keys])
+            for name in ("clips", "geometry", "boxes", "labels", "ori_boxes"):
+                assert torch.equal(alone[name], batch[name]), name
+            assert torch.equal(alone["metadata"][:, :2], batch["metadata"][:, :2])
+    assert pids[0] == pids[1] and len(pids[0]) == 2 and os.getpid() not in pids[0]

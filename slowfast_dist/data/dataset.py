@@ -48,6 +48,29 @@ class ClipSpec:
     output: str = "uint8"
 
 
+@dataclass(frozen=True)
+class ClipShape:
+    """The clip of one training iteration when it differs from the dataset's own (multigrid):
+    frames, sampling rate, crop and scale jitter. It travels in the loader's key (index, epoch,
+    seed, shape), so the workers follow a new shape without being rebuilt."""
+
+    num_frames: int
+    sampling_rate: int
+    crop_size: int
+    jitter_scales: tuple
+
+
+def multigrid_shape(clip: ClipSpec, *, num_frames: int, sampling_rate: int,
+                    crop_size: int) -> ClipShape:
+    """The shape of a multigrid iteration at `crop_size`, its jitter bounds scaled from the
+    default ones by crop / default crop, rounded. PySlowFast's Kinetics loader scales only the
+    lower bound (MULTIGRID.DEFAULT_S); for detection both are scaled, so the crop covers the same
+    share of the frame at every size and the boxes keep their scale distribution."""
+    factor = crop_size / clip.crop_size
+    return ClipShape(num_frames, sampling_rate, crop_size,
+                     tuple(int(round(s * factor)) for s in clip.jitter_scales))
+
+
 def jitter_short_side(rng, min_size, max_size) -> int:
     """The training short side, drawn as PySlowFast's AVA draws it (the cv2 backend, its default:
     cv2_transform.random_short_side_scale_jitter_list): the inverse of the size is uniform, so
@@ -123,14 +146,21 @@ class AvaDataset(torch.utils.data.Dataset):
                             f"DATA.TRAIN_CROP_SIZE {self.crop_size} <= min <= max")
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
         self._rng = None  # the draws' RNG, set per sample by __getitem__ (None: `random`)
+        self._shape = None  # the key's ClipShape, set per sample (None: the attributes above)
 
     def __len__(self):
         return len(self.keys)
 
+    def _clip_shape(self) -> ClipShape:
+        """The shape of the sample being built: the key's (multigrid) or the dataset's own."""
+        return self._shape or ClipShape(self.num_frames, self.rate, self.crop_size,
+                                        tuple(self.jitter))
+
     def frame_indices(self, vidx, sec):
+        shape = self._clip_shape()
         center = af.keyframe_index(sec, self.fps)
-        return af.get_sequence(center, self.num_frames * self.rate // 2, self.rate,
-                               self.frame_counts[vidx])
+        return af.get_sequence(center, shape.num_frames * shape.sampling_rate // 2,
+                               shape.sampling_rate, self.frame_counts[vidx])
 
     def frame_path(self, vidx, sec, k):
         """The file of frame k of the clip at (video index, second): for messages about frames
@@ -185,9 +215,10 @@ class AvaDataset(torch.utils.data.Dataset):
     def _draw(self, h, w):
         """(resized (nh, nw), crop offset (y, x), output (h, w), flip): the random draws in
         PySlowFast's order (scale, y, x, flip) in training; the deterministic ones otherwise."""
-        crop, rng = self.crop_size, self._rng or random
+        shape, rng = self._clip_shape(), self._rng or random
+        crop = shape.crop_size
         if self.train:
-            nh, nw = T.resized_size(h, w, jitter_short_side(rng, *self.jitter))
+            nh, nw = T.resized_size(h, w, jitter_short_side(rng, *shape.jitter_scales))
             # PySlowFast's random_crop_list: randint(0, h - size) excludes its upper end
             y0 = rng.randrange(nh - crop) if nh > crop else 0
             x0 = rng.randrange(nw - crop) if nw > crop else 0
@@ -310,10 +341,15 @@ class AvaDataset(torch.utils.data.Dataset):
         """`key`: an index, drawing from Python's global `random`; or (index, epoch, seed), as
         the loader asks, drawing from an RNG seeded by exactly that. Then a sample's draws do not
         depend on which worker builds it or what that worker built before, so a run resumed at
-        any step (persistent workers included) draws what the uninterrupted run drew."""
+        any step (persistent workers included) draws what the uninterrupted run drew.
+        (index, epoch, seed, shape): the same, at the frames, rate, crop and jitter of `shape`
+        (a ClipShape: a multigrid iteration) instead of the dataset's own; training only."""
+        self._shape = None
         if isinstance(key, tuple):
-            idx, epoch, seed = key
+            idx, epoch, seed, *shape = key
             self._rng = random.Random(f"{seed}/{epoch}/{idx}")
+            if shape:
+                self._shape = self._checked(shape[0])
         else:
             idx, self._rng = key, None  # a module would not pickle (spawned loader workers)
         # a bad sample is replaced by the next readable one so batches stay full
@@ -327,6 +363,16 @@ class AvaDataset(torch.utils.data.Dataset):
                 vidx, sec, _ = self.keys[(idx + k) % len(self)]
                 _warn(f"skipping sample {self.video_names[vidx]} sec {sec}: {e}")
         raise UserError("no readable sample in the data set (every clip failed to load)")
+
+    def _checked(self, shape: ClipShape) -> ClipShape:
+        if not self.train:
+            raise ValueError("a ClipShape in the key is for training; this is a test/val set")
+        scales = tuple(shape.jitter_scales)
+        if not (len(scales) == 2 and 0 < shape.crop_size <= scales[0] <= scales[1]
+                and shape.num_frames >= 1 and shape.sampling_rate >= 1):
+            raise ValueError(f"bad clip shape {shape}: need frames, rate >= 1 and "
+                             "0 < crop <= min jitter <= max jitter")
+        return shape
 
 
 class _Skip(Exception):

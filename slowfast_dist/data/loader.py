@@ -4,6 +4,8 @@ from functools import partial
 import numpy as np
 import torch
 
+from slowfast_dist.errors import UserError
+
 
 def collate_detection(samples):
     """uint8 windows -> `clips` [B, T, H, W, 3] zero-padded to the largest, `geometry` [B, 11]
@@ -58,25 +60,63 @@ def _pad_stack(clips, height_dim=1):
     return out
 
 
-from torch.utils.data import BatchSampler, DataLoader  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 
-class _EpochBatches:
-    """The batches of one epoch from `start` on. With `seed` (a dataset with `keyed_draws`),
-    each index goes out as the key (index, epoch, seed), of which the sample's random draws are
-    a function."""
+def cut_batches(indices, sizes, drop_last):
+    """`indices` cut into batches of sizes[0], sizes[1], ... and round again (PySlowFast's
+    ShortCycleBatchSampler; one size: BatchSampler's batches); drop_last drops a partial last
+    batch."""
+    batches, start = [], 0
+    while start < len(indices):
+        size = sizes[len(batches) % len(sizes)]
+        if drop_last and start + size > len(indices):
+            break
+        batches.append(indices[start:start + size])
+        start += size
+    return batches
 
-    def __init__(self, batches, epoch, seed, start):
-        self.batches, self.epoch, self.seed, self.start = batches, epoch, seed, start
+
+def batch_count(n, sizes, drop_last) -> int:
+    """len(cut_batches(n indices, sizes, drop_last)), from the numbers alone: it depends only on
+    the shard length and the sizes, and DistributedSampler pads every shard to one length, so
+    every rank counts the same steps (as DDP needs). PySlowFast's sampler reports
+    n / mean(sizes), which can differ from what it iterates; this is what is iterated."""
+    per_round = sum(sizes)
+    count, rest = n // per_round * len(sizes), n % per_round
+    for size in sizes:
+        if rest == 0:
+            break
+        if rest < size:
+            return count + (0 if drop_last else 1)
+        count, rest = count + 1, rest - size
+    return count
+
+
+class _EpochBatches:
+    """The batches of one epoch from `start` on: the sampler's indices (its epoch already set)
+    cut as `plan` [(batch size, ClipShape or None)] says, round and round. With `seed` (a dataset
+    with `keyed_draws`), each index goes out as the key (index, epoch, seed), of which the
+    sample's random draws are a function, plus the batch's ClipShape when the plan gives one."""
+
+    def __init__(self, sampler, plan, drop_last, epoch, seed, start):
+        self.batches = cut_batches(list(sampler), [size for size, _ in plan], drop_last)
+        self.shapes = [shape for _, shape in plan]
+        self.epoch, self.seed, self.start = epoch, seed, start
 
     def __len__(self):
         return len(self.batches) - self.start
 
     def __iter__(self):
-        for k, batch in enumerate(self.batches):
-            if k >= self.start:
-                yield batch if self.seed is None else [(i, self.epoch, self.seed) for i in batch]
+        for k in range(self.start, len(self.batches)):
+            batch, shape = self.batches[k], self.shapes[k % len(self.shapes)]
+            if self.seed is None:
+                yield batch
+            elif shape is None:
+                yield [(i, self.epoch, self.seed) for i in batch]
+            else:
+                yield [(i, self.epoch, self.seed, shape) for i in batch]
 
 
 class _RepeatBatchSampler:
@@ -84,18 +124,20 @@ class _RepeatBatchSampler:
     RepeatSampler).
 
     Indices are drawn in the main process, so the epoch counter lives here: epoch k uses the
-    same permutation as DistributedSampler.set_epoch(k), whatever the prefetch depth.
+    same permutation as DistributedSampler.set_epoch(k), whatever the prefetch depth. For the
+    same reason `plan_at(k)` is asked here when the prefetch reaches epoch k, and its shapes
+    travel in the keys: a new multigrid stage needs no new workers.
     """
 
-    def __init__(self, sampler, batch_size, drop_last, seed, start_epoch=0, start_step=0):
-        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+    def __init__(self, sampler, plan_at, drop_last, seed, start_epoch=0, start_step=0):
+        self.sampler, self.plan_at, self.drop_last = sampler, plan_at, drop_last
         self.seed, self.epoch, self.start = seed, start_epoch, start_step
 
     def __iter__(self):
         while True:
             self.sampler.set_epoch(self.epoch)
-            batches = BatchSampler(self.sampler, self.batch_size, self.drop_last)
-            yield from _EpochBatches(batches, self.epoch, self.seed, self.start)
+            yield from _EpochBatches(self.sampler, self.plan_at(self.epoch), self.drop_last,
+                                     self.epoch, self.seed, self.start)
             self.epoch, self.start = self.epoch + 1, 0
 
 
@@ -151,13 +193,26 @@ def _next_batch(it, timeout_s):
 
 class EpochLoader:
     """Iterable over one epoch of batches; call set_epoch(e) (or set_epoch(e, k) to start at
-    step k, as a resumed run does) before iterating epoch e."""
+    step k, as a resumed run does) before iterating epoch e.
+
+    `cycle(epoch)` (multigrid), when given, is the epoch's plan: [(batch size, ClipShape)], the
+    1 or 3 iterations that repeat through it; its sizes replace `batch_size`. It must be a pure
+    function of the epoch: persistent workers prefetch into the next epoch, asking its plan
+    before this one ends."""
 
     def __init__(self, dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
                  persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0,
-                 simulate=1):
+                 simulate=1, cycle=None):
         self.dataset, self.persistent, self.epoch, self.start = dataset, persistent, 0, 0
         self.timeout_s = timeout_s if num_workers else 0.0  # 0: wait as long as it takes
+        if cycle is not None and simulate > 1:
+            # each simulated rank's batches interleave at one fixed size (SimulatedShards)
+            raise UserError("MULTIGRID short or long cycles with DIST.SIMULATE_WORLD_SIZE > 1 "
+                            "are not supported; set one of them off")
+        if cycle is not None and not getattr(dataset, "keyed_draws", False):
+            raise ValueError("a multigrid plan needs a dataset with keyed_draws: the clip shape "
+                             "travels in the key")
+        self._cycle = cycle
         if simulate > 1:  # this process stands for ranks rank*k .. rank*k + k-1 of world*k
             if not drop_last:
                 raise ValueError("simulated ranks need drop_last (whole batches per rank)")
@@ -167,7 +222,6 @@ class EpochLoader:
         else:
             self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                               shuffle=shuffle, seed=seed, drop_last=False)
-        self._batches = BatchSampler(self.sampler, batch_size, drop_last)
         self._kw = dict(num_workers=num_workers, pin_memory=pin_memory,
                         collate_fn=partial(collate_detection_or_default,
                                            batch_transform=batch_transform),
@@ -183,14 +237,28 @@ class EpochLoader:
         self.epoch, self.start = epoch, start_step
 
     def __len__(self):
-        """Batches in a whole epoch (a resumed epoch yields len - start_step of them)."""
-        return len(self._batches)
+        """Batches in the whole of the epoch set by set_epoch (a resumed epoch yields
+        len - start_step of them); under a multigrid plan it changes with the epoch."""
+        sizes = [size for size, _ in self._plan(self.epoch)]
+        return batch_count(len(self.sampler), sizes, self._drop_last)
+
+    def _plan(self, epoch):
+        """[(batch size, ClipShape or None)] of `epoch`: the cycle's, or one size at the
+        dataset's own shape."""
+        if self._cycle is None:
+            return [(self._batch_size, None)]
+        plan = list(self._cycle(epoch))
+        if not plan or any(not isinstance(size, int) or size < 1 for size, _ in plan):
+            raise ValueError(f"multigrid plan of epoch {epoch}: need [(batch size >= 1, "
+                             f"ClipShape)], got {plan}")
+        return plan
 
     def __iter__(self):
         if not self.persistent:
             self.sampler.set_epoch(self.epoch)
             # a fresh DataLoader (and fresh workers) per epoch: the study's baseline
-            batches = _EpochBatches(self._batches, self.epoch, self._key_seed, self.start)
+            batches = _EpochBatches(self.sampler, self._plan(self.epoch), self._drop_last,
+                                    self.epoch, self._key_seed, self.start)
             it = iter(DataLoader(self.dataset, batch_sampler=batches,
                                  generator=self._worker_seeds(), **self._kw))
             for _ in range(len(batches)):
@@ -198,7 +266,7 @@ class EpochLoader:
             return
         if self._it is None or self._next != (self.epoch, self.start):
             # first epoch, or a jump (resume): start the one persistent iterator here
-            rs = _RepeatBatchSampler(self.sampler, self._batch_size, self._drop_last,
+            rs = _RepeatBatchSampler(self.sampler, self._plan, self._drop_last,
                                      self._key_seed, self.epoch, self.start)
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
@@ -251,12 +319,14 @@ def collate_detection_or_default(samples, batch_transform=None):
 
 def build_loader(dataset, batch_size, *, shuffle, drop_last, num_workers, pin_memory,
                  persistent, rank, world_size, seed, batch_transform=None, timeout_s=0.0,
-                 simulate=1):
+                 simulate=1, cycle=None):
     """See DEVELOPERS.md: an iterable with set_epoch(epoch) and len(). `batch_transform`
     (data/device.py), when given, runs in the workers: the choice for CPU training, where there
     is no GPU to do it. `simulate` k > 1: this process yields the batches of k simulated ranks
-    in turn (SimulatedShards)."""
+    in turn (SimulatedShards). `cycle(epoch)` -> [(batch size, ClipShape)]: multigrid's batch
+    sizes and clip shapes of each epoch (EpochLoader)."""
     return EpochLoader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last,
                        num_workers=num_workers, pin_memory=pin_memory, persistent=persistent,
                        rank=rank, world_size=world_size, seed=seed,
-                       batch_transform=batch_transform, timeout_s=timeout_s, simulate=simulate)
+                       batch_transform=batch_transform, timeout_s=timeout_s, simulate=simulate,
+                       cycle=cycle)
