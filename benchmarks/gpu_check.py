@@ -7,8 +7,9 @@ Stages, each bounded in time, each result written to OUT/gpu_check.json as soon 
    fp32 eager, bf16, bf16 + channels_last_3d, bf16 + torch.compile, fp16; clips/s and MFU.
 3. loader_fed: the same model trained by the real loop, fed by the real loader (uint8 workers,
    device-side resample, prefetch to the GPU) from photo-like 640x360 JPEG frames, against the
-   same loop on one batch already in GPU memory; for the CPU decoder (simplejpeg) and nvJPEG on
-   the GPU (DATA.DECODER nvjpeg), at most 12 loader processes.
+   same loop on one batch already in GPU memory; for the CPU decoder (simplejpeg), the 4:2:0
+   planes (DATA.DECODER yuv420) and nvJPEG on the GPU (DATA.DECODER nvjpeg), at most 12 loader
+   processes.
 4. train_nccl: `torchrun --nproc_per_node 1` training end to end with the nccl backend on a
    synthetic set: finite loss, a checkpoint, mAP, a profiler trace with the step phases.
 
@@ -301,7 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=7.5, help="time budget for all stages")
     ap.add_argument("--decoders", dest="decoders_arg",
                     help="loader_fed runs as DECODER:WORKERS,... (default: simplejpeg:12,"
-                         "simplejpeg:8,nvjpeg:4,nvjpeg:8, and dali:4,dali:12 where installed)")
+                         "simplejpeg:8,yuv420:8,nvjpeg:4,nvjpeg:8, and dali:4,dali:12 where "
+                         "installed)")
     ap.add_argument("--prefetch-thread", choices=("on", "off"),
                     help="loader_fed: the device prefetcher's thread (default: on with CUDA)")
     args = ap.parse_args(argv)
@@ -323,8 +325,10 @@ def main(argv=None) -> int:
     args.deadline = time.time() + args.minutes * 60
     args.budget = lambda cap: max(10.0, min(cap, args.deadline - time.time()))
     # (decoder, loader processes); nvjpeg workers only read bytes, so fewer of them suffice
-    args.decoders = ([("simplejpeg", 2), ("pil", 2)] if args.quick else
-                     [("simplejpeg", 12), ("simplejpeg", 8), ("nvjpeg", 4), ("nvjpeg", 8)])
+    # yuv420: the workers ship 4:2:0 planes (half the bytes), converted on the GPU
+    args.decoders = ([("simplejpeg", 2), ("yuv420", 2)] if args.quick else
+                     [("simplejpeg", 12), ("simplejpeg", 8), ("yuv420", 8), ("nvjpeg", 4),
+                      ("nvjpeg", 8)])
     from slowfast_dist.data import jpeg
 
     if not args.quick and jpeg.installed("dali"):  # where DALI is installed (1 GB)

@@ -34,7 +34,7 @@ def test_quick_stages_run_end_to_end_and_write_the_json(tmp_path):
     assert {"fp32", "bf16", "bf16_cl"} <= set(variants)
     assert all(v["clips_per_s"] > 0 for v in variants.values() if not v.get("error"))
     runs = stages["loader_fed"]["runs"]
-    assert [r["decoder"] for r in runs] == ["simplejpeg", "pil"]
+    assert [r["decoder"] for r in runs] == ["simplejpeg", "yuv420"]
     assert all(r["fed_clips_per_s"] > 0 and r["resident_clips_per_s"] > 0 for r in runs)
     nccl = stages["train_nccl"]
     assert nccl["passed"], nccl  # finite loss, a checkpoint, an mAP, the phases in the trace
