@@ -196,5 +196,5 @@ def test_the_detector_runs_at_every_stage_shape():
         assert out.shape == (2, cfg.MODEL.NUM_CLASSES) and torch.isfinite(out).all(), (t, s)
         out.sum().backward()
     with pytest.raises(UserError, match="a stage of 2 frames does not divide by SLOWFAST.ALPHA 4"):
-        M.check_frames(M.long_cycle_schedule(M.MultigridSpec(long_cycle=True), steps=[0, 10],
-                                             max_epoch=12, frames=8, crop=64), 4)
+        M.check_frames([s.frames for s in M.long_cycle_schedule(
+            M.MultigridSpec(long_cycle=True), steps=[0, 10], max_epoch=12, frames=8, crop=64)], 4)

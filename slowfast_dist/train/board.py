@@ -98,8 +98,11 @@ class Board:
         if eta_s is not None:
             self.scalar("time/eta_min", eta_s / 60.0, step)
         for figure in RANK_FIGURES:
-            if figure != "epoch_boundary_s" or epoch_start:
-                self.spread(figure, [r.get(figure) for r in rows], step)
+            # comm_wait_s is timed by this window's collective: the meter writes it one window
+            # late, at the step it belongs to; the boundary stall only at an epoch's start
+            if figure == "comm_wait_s" or (figure == "epoch_boundary_s" and not epoch_start):
+                continue
+            self.spread(figure, [r[figure] for r in rows], step)
         shares = [r["shares"] for r in rows]
         for s in SHARES:
             self.scalar(f"profile/{s}", sum(x[s] for x in shares) / len(shares), step)

@@ -201,11 +201,12 @@ def is_period_epoch(epoch: int, max_epoch: int, schedule: list[Stage] | None, ev
     return (epoch + 1) % period == 0
 
 
-def check_frames(stages: list[Stage] | None, alpha: int) -> None:
-    """Every stage's clip must give the Slow pathway whole frames (T a multiple of ALPHA)."""
-    for s in stages or []:
-        if s.frames < alpha or s.frames % alpha:
-            raise UserError(f"MULTIGRID.LONG_CYCLE_FACTORS: a stage of {s.frames} frames does not "
+def check_frames(frames, alpha: int) -> None:
+    """Every stage's clip (its `frames`) must give the Slow pathway whole frames (T a multiple
+    of ALPHA)."""
+    for t in frames:
+        if t < alpha or t % alpha:
+            raise UserError(f"MULTIGRID.LONG_CYCLE_FACTORS: a stage of {t} frames does not "
                             f"divide by SLOWFAST.ALPHA {alpha} (DATA.NUM_FRAMES x the T factor)")
 
 

@@ -247,8 +247,8 @@ class Run:
             per_rank_batch=batch, ranks=self.ranks, eval_period=cfg.TRAIN.EVAL_PERIOD,
             checkpoint_period=cfg.TRAIN.CHECKPOINT_PERIOD)
         if cfg.MODEL.ARCH == "slowfast":
-            multigrid.check_frames([multigrid.Stage(0, 1, r["frames"], r["crop"], 0)
-                                    for r in self.multigrid_plan["stages"]], cfg.SLOWFAST.ALPHA)
+            multigrid.check_frames([r["frames"] for r in self.multigrid_plan["stages"]],
+                                   cfg.SLOWFAST.ALPHA)
         for line in multigrid.plan_lines(spec, self.multigrid_plan, s.MAX_EPOCH):
             self.log(line)
         derived = cfg.clone()
