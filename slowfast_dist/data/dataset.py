@@ -14,6 +14,7 @@ JPEG's Y, Cb, Cr planes instead: half the bytes, converted to RGB there). `outpu
 the float reference: the whole clip resized, cropped, flipped and normalised here, as PySlowFast
 does (the tests compare both).
 """
+import functools
 import math
 import os
 import random
@@ -200,17 +201,24 @@ class AvaDataset(torch.utils.data.Dataset):
             except video.VideoError as e:
                 raise _Skip(str(e)) from None
             return clip, full.get("hw", clip.shape[1:3])
+        imgs, full = self._read_jpegs(vidx, indices, need_short,
+                                      functools.partial(jpeg.decode, decoder=self.decoder))
+        return np.stack([im for im, _ in imgs]), full
+
+    def _read_jpegs(self, vidx, indices, need_short, decode):
+        """(per-frame `decode(data, path, need_short=)` results, full (H, W)), RGB and yuv420
+        alike: each result's first item is the image (one shape per clip), its last full (H, W)."""
         paths = [self.frames[vidx][i] for i in indices]
         try:
             data = [jpeg.read_bytes(p) for p in paths]
             full = jpeg.header_size(data[0], paths[0])
             need = need_short(full)
-            imgs = [jpeg.decode(d, p, self.decoder, need) for d, p in zip(data, paths)]
+            frames = [decode(d, p, need_short=need) for d, p in zip(data, paths)]
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
-        if any(im.shape != imgs[0][0].shape or hw != full for im, hw in imgs):
+        if any(f[0].shape != frames[0][0].shape or f[-1] != full for f in frames):
             raise _Skip(f"{paths[0]}: frames of one clip differ in size")
-        return np.stack([im for im, _ in imgs]), full
+        return frames, full
 
     def _draw(self, h, w):
         """(resized (nh, nw), crop offset (y, x), output (h, w), flip): the random draws in
@@ -293,17 +301,15 @@ class AvaDataset(torch.utils.data.Dataset):
         the DCT under the same rule as RGB), the same draws and boxes as the RGB path; the
         windows of the planes are shipped (`transforms.yuv420_windows`) and converted to RGB on
         the device."""
-        paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
-        try:
-            data = [jpeg.read_bytes(p) for p in paths]
-            full = jpeg.header_size(data[0], paths[0])
-            plan = self._draw(*full)
-            planes = [jpeg.decode_yuv420(d, p, min(plan[0])) for d, p in zip(data, paths)]
-        except jpeg.DecodeError as e:
-            raise _Skip(str(e)) from None
-        if any(y.shape != planes[0][0].shape or hw != full for y, _, _, hw in planes):
-            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
-        resized, offset, out_hw, flip = plan
+        draws = {}
+
+        def need_short(full_hw):  # as in _load: the drawn scale decides the reduced decode
+            draws["plan"] = self._draw(*full_hw)
+            return min(draws["plan"][0])
+
+        planes, full = self._read_jpegs(vidx, self.frame_indices(vidx, sec), need_short,
+                                        jpeg.decode_yuv420)
+        resized, offset, out_hw, flip = plan = draws["plan"]
         geo, window = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
         luma, chroma, top, left = T.yuv420_windows(*zip(*(p[:3] for p in planes)), window)
         sample = self._targets(vidx, sec, boxes, full, plan)
