@@ -1,5 +1,9 @@
 """Helpers shared by tests (imported as `support`; pytest puts tests/ on sys.path)."""
+import os
+import re
 import socket
+import subprocess
+import time
 
 from slowfast_dist.config import load_config
 
@@ -19,6 +23,41 @@ def opts_for(data, out, *extra) -> list:
     """Overrides that point configs/demo.yaml at the synthetic tree `data` and OUTPUT_DIR `out`."""
     return ["AVA.FRAME_DIR", str(data / "frames"), "AVA.FRAME_LIST_DIR", str(data / "frame_lists"),
             "AVA.ANNOTATION_DIR", str(data / "annotations"), "OUTPUT_DIR", str(out), *TINY, *extra]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".venv", "bin")
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def torchrun(data, out, *extra):
+    """2 ranks of configs/demo.yaml under torchrun, in a session of their own (a scheduler
+    signals the whole job); stdout and stderr together."""
+    cmd = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
+           "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
+           *opts_for(data, out, *extra)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def run_until(proc, pattern, act):
+    """Read the output; call `act()` once at the first line matching `pattern`. Returns the
+    output and the seconds from `act` to the end of the process."""
+    lines, t_act = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if t_act is None and re.search(pattern, line):
+            t_act = time.time()
+            act()
+    proc.wait(timeout=300)
+    assert t_act is not None, "".join(lines)[-3000:]
+    return "".join(lines), time.time() - t_act
+
+
+def finish(proc):
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
 
 
 def cfg_for(data, out, *extra):

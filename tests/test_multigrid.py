@@ -5,9 +5,11 @@ The expected values come from running PySlowFast 287ec00's `slowfast/utils/multi
 (`tests/data/make_multigrid_reference.py`, which wrote `tests/data/multigrid_reference.json`)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from slowfast_dist.config import load_config
 from slowfast_dist.errors import UserError
@@ -165,10 +167,76 @@ def test_dry_run_prints_the_multigrid_schedule_of_512_ranks(tmp_path, capsys):
     assert "epochs 1-7: LR step 0, 8 frames x 158 px at rate 8, global batch 32768" in err
 
 
-def test_training_with_multigrid_is_refused_in_one_line_until_it_is_built(tmp_path):
-    cfg = load_config("configs/demo.yaml", ["OUTPUT_DIR", str(tmp_path),
-                                            "MULTIGRID.SHORT_CYCLE", "True"])
-    with pytest.raises(UserError, match="the trainer does not run multigrid yet"):
+# 2 LR steps x 2 long-cycle shapes + fine-tuning, stretched to 4 epochs: epochs 1-2 at 4 frames x
+# 34 px with the short cycle 8@24, 4@34, 4@34 per rank and BN over 4 splits of 1 clip, then epochs
+# 3 and 4 at the full 8 x 48 (4@24, 2@34, 1@48) with plain BN; 36 keyframes per rank: 6 then 15
+# steps
+GRID = ["MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True",
+        "MULTIGRID.LONG_CYCLE_FACTORS", "[[0.5, 0.7071], [1.0, 1.0]]", "MULTIGRID.BN_BASE_SIZE",
+        "1", "SOLVER.STEPS", "[0, 2]", "SOLVER.LRS", "[1, 0.1]", "SOLVER.MAX_EPOCH", "3",
+        "SOLVER.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE", "1", "DATA.TRAIN_CROP_SIZE", "48",
+        "DATA.TEST_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]",
+        "DATA_LOADER.NUM_WORKERS", "1", "DATA_LOADER.PERSISTENT_WORKERS", "True",
+        "MODEL.DROPOUT_RATE", "0.5", "TRAIN.EVAL_PERIOD", "1", "LOG_PERIOD", "2"]
+
+
+@pytest.fixture(scope="module")
+def grid_data(tmp_path_factory):
+    from slowfast_dist.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("grid")
+    make_synthetic(str(root), videos=8, seconds=12, seed=1, width=64, height=48)
+    return root
+
+
+def test_ddp_multigrid_run_stopped_mid_cycle_resumes_bit_identical(grid_data, tmp_path):
+    """2 gloo ranks with persistent workers: the stages' batches, clip shapes and BN splits, the
+    evaluation at the default shape, and a SIGTERM inside a short cycle of the sub-batch-BN
+    stage: the relaunch ends with the uninterrupted run's weights and BN statistics, bit for
+    bit (the split statistics travel in the checkpoint)."""
+    import os
+    import signal
+
+    import support
+    from slowfast_dist.train import checkpoint as ckpt
+
+    whole = support.finish(support.torchrun(grid_data, tmp_path / "whole", *GRID))
+    assert "20 epochs stretched" not in whole and "3 epochs stretched to 4" in whole
+    assert "multigrid stage of epochs 1-2: 4 frames at rate 8, per rank (batch@crop) 8@24, " \
+           "4@34, 4@34, BN sub_batchnorm, 4 splits; switched in" in whole
+    for epochs in ("3-3", "4-4"):  # LR step 1's full shape, then fine-tuning
+        assert f"multigrid stage of epochs {epochs}: 8 frames at rate 4, per rank (batch@crop) " \
+               "4@24, 2@34, 1@48, BN batchnorm" in whole
+    assert "epoch 2 [####################] 6/6 " in whole and "] 15/15 " in whole
+    assert "epoch 4/4: mAP" in whole and "epoch 1/4: mAP" in whole  # plan's eval epochs
+    assert "nothing rebuilt" in whole and whole.count("Traceback") == 0
+
+    out = tmp_path / "cut"
+    proc = support.torchrun(grid_data, out, *GRID)
+    text, _ = support.run_until(proc, r"\] epoch 2 \[.*\] 2/6 ",
+                                lambda: os.killpg(proc.pid, signal.SIGTERM))
+    m = re.search(r"stopped on SIGTERM in epoch 2 after step (\d) of 6", text)
+    assert m, text[-3000:]
+    step = int(m.group(1))
+    assert step % 3, f"stopped after step {step}: at the end of a short cycle, not inside one"
+    mid = ckpt.read_checkpoint(ckpt.checkpoint_path(out, 1, step))
+    splits = mid["bn_split_states"]
+    assert splits and {v["num_splits"] for v in splits.values()} == {4}
+    again = support.finish(support.torchrun(grid_data, out, *GRID))
+    assert f"(starting epoch 2, step {step + 1})" in again
+    a = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "whole", 3))["model_state"]
+    b = ckpt.read_checkpoint(ckpt.checkpoint_path(out, 3))["model_state"]
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_a_plan_whose_batches_do_not_fit_an_epoch_is_refused_before_training(data, tmp_path):
+    from support import cfg_for
+
+    # 12 keyframes: one batch of 6 fits, the short cycle's 24 and 12 do not
+    cfg = cfg_for(data, tmp_path, "MULTIGRID.SHORT_CYCLE", "True", "TRAIN.BATCH_SIZE", "6")
+    with pytest.raises(UserError, match="multigrid: epoch 1's batches do not fit once in an "
+                                        "epoch of 12 keyframes over 1 ranks"):
         _train(cfg)
     assert not (tmp_path / "checkpoints").exists()
 

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,9 +17,7 @@ from slowfast_dist.train.preempt import EXIT_CODE, StopSignals
 
 import support
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, ".venv", "bin")
-ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+ROOT, BIN, ENV = support.ROOT, support.BIN, support.ENV
 STEPS = 7  # steps per epoch of the set below with 2 ranks x 2 clips
 RUN = ["SOLVER.MAX_EPOCH", "3", "TRAIN.EVAL_PERIOD", "0", "TRAIN.BATCH_SIZE", "2",
        "DATA.TRAIN_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]",
@@ -36,32 +33,10 @@ def data(tmp_path_factory):
 
 
 def torchrun(data, out, *extra):
-    """2 ranks under torchrun in a session of their own (a scheduler signals the whole job)."""
-    cmd = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
-           "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
-           *support.opts_for(data, out, *RUN, *extra)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return support.torchrun(data, out, *RUN, *extra)
 
 
-def run_until(proc, pattern, act):
-    """Read the output; call `act()` once at the first line matching `pattern`. Returns the
-    output and the seconds from `act` to the end of the process."""
-    lines, t_act = [], None
-    for line in proc.stdout:
-        lines.append(line)
-        if t_act is None and re.search(pattern, line):
-            t_act = time.time()
-            act()
-    proc.wait(timeout=300)
-    assert t_act is not None, "".join(lines)[-3000:]
-    return "".join(lines), time.time() - t_act
-
-
-def finish(proc):
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+run_until, finish = support.run_until, support.finish
 
 
 def final_weights(out):

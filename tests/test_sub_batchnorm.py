@@ -92,3 +92,38 @@ def test_a_model_switches_splits_between_stages_keeping_its_tensors():
     model.eval()
     assert all(torch.isfinite(m.running_var).all() for m in model.modules()
                if isinstance(m, SubBatchNorm3d))
+
+
+def test_room_for_more_splits_changes_nothing_and_the_buffers_stay_the_same_tensors():
+    """DDP holds a module's buffers from the start: a later stage's splits must live in them."""
+    roomy, exact = SubBatchNorm3d(3, num_splits=2, capacity=4).train(), \
+        SubBatchNorm3d(3, num_splits=2).train()
+    buffers = [roomy.split_mean.data_ptr(), roomy.split_var.data_ptr()]
+    for step in range(3):
+        assert torch.equal(roomy(_x(seed=step)), exact(_x(seed=step)))
+    roomy.set_splits(4)
+    roomy(_x())
+    assert [roomy.split_mean.data_ptr(), roomy.split_var.data_ptr()] == buffers
+    with pytest.raises(ValueError, match="5 splits"):
+        roomy.set_splits(5)
+
+
+def test_split_statistics_round_trip_and_the_same_k_keeps_them():
+    from slowfast_dist.models.sub_batchnorm import load_split_states, split_states
+
+    model = nn.Sequential(nn.BatchNorm3d(3))
+    set_bn_splits(model, 2, capacity=4)
+    model.train()
+    model(_x())
+    saved = split_states(model)
+    state = model.state_dict()  # aggregated: loses the spread between the splits
+    other = nn.Sequential(nn.BatchNorm3d(3))
+    set_bn_splits(other, 1, capacity=4)
+    other.load_state_dict(state)
+    load_split_states(other, saved)
+    set_bn_splits(other, 2)  # the stage of the checkpoint: kept, not restarted
+    a, b = model[0], other[0]
+    assert torch.equal(a.split_var[:6], b.split_var[:6]) and a.num_splits == b.num_splits
+    model(_x(seed=3)), other(_x(seed=3))
+    model.eval(), other.eval()
+    assert torch.equal(model[0].running_var, other[0].running_var)

@@ -144,6 +144,9 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def steps(self, epoch: int) -> int:
+        return self.loader.steps(epoch)
+
     def __iter__(self):
         if not self.thread:
             for batch in self.loader:

@@ -239,7 +239,11 @@ class EpochLoader:
     def __len__(self):
         """Batches in the whole of the epoch set by set_epoch (a resumed epoch yields
         len - start_step of them); under a multigrid plan it changes with the epoch."""
-        sizes = [size for size, _ in self._plan(self.epoch)]
+        return self.steps(self.epoch)
+
+    def steps(self, epoch: int) -> int:
+        """Batches in the whole of `epoch` (the same on every rank)."""
+        sizes = [size for size, _ in self._plan(epoch)]
         return batch_count(len(self.sampler), sizes, self._drop_last)
 
     def _plan(self, epoch):

@@ -22,46 +22,88 @@ from torch import nn
 
 
 class SubBatchNorm3d(nn.BatchNorm3d):
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs):
+    """`capacity`: the most splits this module will be set to. The split buffers are sized for
+    it once, because DDP keeps references to a module's buffers (it broadcasts them every
+    step): a later stage changes only how much of them is used."""
+
+    def __init__(self, num_features: int, num_splits: int = 1, capacity: int = 1, **kwargs):
         super().__init__(num_features, **kwargs)
-        self.register_buffer("split_mean", torch.zeros(0), persistent=False)
-        self.register_buffer("split_var", torch.zeros(0), persistent=False)
-        self.num_splits = 1
+        size = max(num_splits, capacity) * num_features
+        self.register_buffer("split_mean", torch.zeros(size), persistent=False)
+        self.register_buffer("split_var", torch.ones(size), persistent=False)
+        self.num_splits = num_splits
         self._stale = False  # split statistics moved since the last aggregation
-        self.set_splits(num_splits)
+        self._restart()
 
     @classmethod
-    def from_bn(cls, bn: nn.BatchNorm3d, num_splits: int) -> SubBatchNorm3d:
+    def from_bn(cls, bn: nn.BatchNorm3d, num_splits: int, capacity: int = 1) -> SubBatchNorm3d:
         """The same parameters (the optimizer's tensors) and statistics, split `num_splits`."""
-        new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+        new = cls(bn.num_features, num_splits, capacity=capacity, eps=bn.eps,
+                  momentum=bn.momentum, affine=bn.affine,
                   track_running_stats=bn.track_running_stats)
         new.weight, new.bias = bn.weight, bn.bias
         new.running_mean, new.running_var = bn.running_mean, bn.running_var
         new.num_batches_tracked = bn.num_batches_tracked
         new.train(bn.training)
-        return new.to(bn.running_mean.device).set_splits(num_splits)
+        new = new.to(bn.running_mean.device)
+        new._restart()
+        return new
+
+    @property
+    def capacity(self) -> int:
+        return self.split_mean.numel() // self.num_features
+
+    def _splits(self):
+        """(mean, var) of the splits in use: views of the buffers, updated in place."""
+        n = self.num_splits * self.num_features
+        return self.split_mean[:n], self.split_var[:n]
 
     def set_splits(self, k: int) -> SubBatchNorm3d:
-        """Statistics over batch / k clips from now on; the splits start from the aggregate."""
-        if k < 1:
-            raise ValueError(f"SubBatchNorm3d: {k} splits")
-        self.aggregate()
-        self.num_splits = k
-        self.split_mean = self.running_mean.detach().repeat(k)
-        self.split_var = self.running_var.detach().repeat(k)
+        """Statistics over batch / k clips from now on; new splits start from the aggregate.
+        The same k keeps the splits' statistics (PySlowFast, which rebuilds the model at every
+        stage, restarts them from the aggregate even then; keeping them lets a run resumed
+        from a checkpoint taken inside a stage go on exactly as the first)."""
+        if not 1 <= k <= self.capacity:
+            raise ValueError(f"SubBatchNorm3d: {k} splits (room for 1-{self.capacity}: "
+                             "set_bn_splits(capacity=) before DDP wraps the model)")
+        if k != self.num_splits:
+            self.aggregate()
+            self.num_splits = k
+            self._restart()
         return self
+
+    def _restart(self) -> None:
+        """Every split from the running statistics."""
+        mean, var = self._splits()
+        with torch.no_grad():
+            mean.copy_(self.running_mean.repeat(self.num_splits))
+            var.copy_(self.running_var.repeat(self.num_splits))
 
     def aggregate(self) -> None:
         """running_mean/var from the split statistics (PySlowFast's aggregate_stats)."""
         if not self._stale:
             return
         k = self.num_splits
-        means, variances = self.split_mean.view(k, -1), self.split_var.view(k, -1)
+        means, variances = (t.view(k, -1) for t in self._splits())
         mean = means.mean(0)
         with torch.no_grad():
             self.running_mean.copy_(mean)
             self.running_var.copy_(variances.mean(0) + ((means - mean) ** 2).mean(0))
         self._stale = False
+
+    def split_state(self) -> dict:
+        """The split statistics, which a plain BN's state dict does not hold: a checkpoint
+        taken inside a stage keeps them, so a resumed run goes on exactly as the first."""
+        mean, var = self._splits()
+        return {"num_splits": self.num_splits, "mean": mean.clone(), "var": var.clone()}
+
+    def load_split_state(self, state: dict) -> None:
+        """After the state dict (whose running statistics are these splits' aggregate)."""
+        self.num_splits = int(state["num_splits"])
+        mean, var = self._splits()
+        with torch.no_grad():
+            mean.copy_(state["mean"])
+            var.copy_(state["var"])
 
     def forward(self, x):
         k = self.num_splits
@@ -72,8 +114,9 @@ class SubBatchNorm3d(nn.BatchNorm3d):
             raise ValueError(f"sub_batchnorm: a batch of {n} clips does not split into {k} "
                              f"(MULTIGRID.BN_BASE_SIZE)")
         self.num_batches_tracked.add_(1)
-        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), self.split_mean, self.split_var,
-                         None, None, True, self.momentum, self.eps).view_as(x)
+        mean, var = self._splits()
+        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, None, None, True,
+                         self.momentum, self.eps).view_as(x)
         self._stale = True
         if self.affine:
             shape = (1, c) + (1,) * (x.dim() - 2)
@@ -92,21 +135,38 @@ class SubBatchNorm3d(nn.BatchNorm3d):
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._stale = False
-        self.set_splits(self.num_splits)  # the splits restart from the loaded statistics
+        self._restart()  # from the loaded statistics
 
 
-def set_bn_splits(model: nn.Module, k: int) -> int:
+def set_bn_splits(model: nn.Module, k: int, capacity: int = 1) -> int:
     """Every BatchNorm3d of `model` computes its training statistics over batch / k clips
     (k = 1: plain BN). Plain BatchNorm3d modules are replaced in place by SubBatchNorm3d holding
-    the same tensors. Call before DDP wraps the model. Returns the number of BN layers."""
+    the same tensors, with room for `capacity` splits: do that before DDP wraps the model, with
+    the most splits any stage will use. Returns the number of BN layers."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SubBatchNorm3d):
                 child.set_splits(k)
             elif type(child) is nn.BatchNorm3d:
-                setattr(parent, name, SubBatchNorm3d.from_bn(child, k))
+                setattr(parent, name, SubBatchNorm3d.from_bn(child, k, capacity))
             else:
                 continue
             count += 1
     return count
+
+
+def split_states(model: nn.Module) -> dict:
+    """{module name: split statistics} of every SubBatchNorm3d (for a checkpoint)."""
+    return {name: m.split_state() for name, m in model.named_modules()
+            if isinstance(m, SubBatchNorm3d)}
+
+
+def load_split_states(model: nn.Module, states: dict) -> None:
+    """Back into the SubBatchNorm3d modules of the same names. Those missing, or with too
+    little room (a run with other multigrid keys), keep the splits their state dict gave."""
+    modules = dict(model.named_modules())
+    for name, state in states.items():
+        m = modules.get(name)
+        if isinstance(m, SubBatchNorm3d) and int(state["num_splits"]) <= m.capacity:
+            m.load_split_state(state)

@@ -28,6 +28,7 @@ import torch
 
 from slowfast_dist.errors import UserError
 from slowfast_dist import logs
+from slowfast_dist.models.sub_batchnorm import load_split_states, split_states
 from slowfast_dist.files import atomic_write
 
 _NAME = re.compile(r"^checkpoint_epoch_(\d{5})(?:_step_(\d{6}))?\.pyth$")
@@ -112,6 +113,9 @@ def save_checkpoint(path, *, model, optimizer, epoch: int, cfg_dump: str, scaler
         "epoch_step": epoch_step,
         "layout": layout,
     }
+    splits = split_states(unwrap(model))
+    if splits:  # multigrid's sub-batch BN: what the plain BN keys above do not hold
+        state["bn_split_states"] = splits
     for stale in path.parent.glob(_PARTIAL + "*"):  # left by a run killed while writing
         stale.unlink(missing_ok=True)
     atomic_write(path, lambda f: torch.save(state, f),
@@ -190,6 +194,7 @@ def restore(state: dict, *, model, optimizer=None, scaler=None, rank: int = 0,
     Each rank takes its own RNG states back when the world size is the one saved. A checkpoint
     of another model is a UserError naming `path` and the first key that does not fit."""
     load_weights(model, state["model_state"], path)
+    load_split_states(unwrap(model), state.get("bn_split_states") or {})
     if optimizer is not None and state.get("optimizer_state") is not None:
         # the config's settings (LR policy aside, set every step) win over the saved ones: a
         # resumed run that turns on LARS or changes the decay gets what it asked for
@@ -220,12 +225,17 @@ def resume_step(state: dict, layout: dict, path=None) -> int:
     """The step of this run's epoch to resume at, from a checkpoint saved inside an epoch.
 
     `layout` is {"ranks": simulated world, "simulate": simulated ranks per process, "batch":
-    clips per rank}. A process runs its simulated ranks' batches in turn, so a saved epoch_step
+    clips per rank, and under multigrid "multigrid": a digest of the plan}. A process runs its simulated ranks' batches in turn, so a saved epoch_step
     covers epoch_step / simulate batches of each rank: the same count in another split of the
     same ranks. Other ranks or batches shard the epoch differently: refused."""
     step, saved = int(state.get("epoch_step", 0)), state.get("layout")
     if not step or not saved:
         return step
+    if saved.get("multigrid") != layout.get("multigrid"):
+        raise UserError(f"{path}: saved inside an epoch under another multigrid plan (MULTIGRID "
+                        "or SOLVER keys changed), which cuts the epoch otherwise: resume with the "
+                        "same keys, or move this file away to resume from the last end-of-epoch "
+                        "checkpoint")
     if (saved["ranks"], saved["batch"]) != (layout["ranks"], layout["batch"]):
         raise UserError(f"{path}: saved inside an epoch by a run of {saved['ranks']} ranks x "
                         f"{saved['batch']} clips; this one is {layout['ranks']} x "

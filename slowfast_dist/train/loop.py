@@ -51,10 +51,13 @@ def train_one_epoch(model, loader, optimizer, *, epoch, lr_at, loss_fn, device, 
 
 
 def fit(model, train_loader, optimizer, *, start_epoch, max_epoch, on_epoch_end, start_step=0,
-        **step_args):
-    """Epochs from `start_epoch` (its step `start_step`); `on_epoch_end(epoch, stats)`
-    checkpoints, evaluates, and ends the run early when asked to."""
+        on_epoch_start=None, **step_args):
+    """Epochs from `start_epoch` (its step `start_step`); `on_epoch_start(epoch)` sets what
+    changes per epoch (a multigrid stage); `on_epoch_end(epoch, stats)` checkpoints, evaluates,
+    and ends the run early when asked to."""
     for epoch in range(start_epoch, max_epoch):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, epoch=epoch,
                                 start_step=start_step if epoch == start_epoch else 0, **step_args)
         on_epoch_end(epoch, stats)

@@ -33,9 +33,13 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and the last good checkpoint is kept."""
 
 
-def eta_s(epoch: int, step: int, steps: int, max_epoch: int, step_s: float) -> float:
-    """Seconds left after `step` (0-based) of `steps` in `epoch` (0-based) of `max_epoch`."""
-    return ((steps - step - 1) + (max_epoch - epoch - 1) * steps) * step_s
+def eta_s(epoch: int, step: int, steps: int, max_epoch: int, step_s: float,
+          epoch_steps=None) -> float:
+    """Seconds left after `step` (0-based) of `steps` in `epoch` (0-based) of `max_epoch`.
+    `epoch_steps(e)`: the steps of epoch e, where they differ by epoch (multigrid)."""
+    later = (sum(epoch_steps(e) for e in range(epoch + 1, max_epoch)) if epoch_steps
+             else (max_epoch - epoch - 1) * steps)
+    return ((steps - step - 1) + later) * step_s
 
 
 class StepMeter:
@@ -51,6 +55,7 @@ class StepMeter:
         self.board, self.profiler, self.stream = board, profiler, stream  # board: rank 0's
         self.flops_per_clip, self.peak_tflops = train_flops_per_clip, peak_tflops
         self.max_epoch = max_epoch  # for the ETA on the progress line
+        self.epoch_steps = None  # epoch -> its steps, where they differ by epoch (multigrid)
         self.global_step = 0
         self.last_loss = math.nan
         self._steps = 0
@@ -200,7 +205,8 @@ class StepMeter:
 
     def _eta_s(self, epoch, step, step_s):
         # at the last window's pace; evaluation time not included
-        return eta_s(epoch, step, self._steps, self.max_epoch, step_s) if self.max_epoch else None
+        return (eta_s(epoch, step, self._steps, self.max_epoch, step_s, self.epoch_steps)
+                if self.max_epoch else None)
 
     def _log(self, epoch, step, lr, window, samples):
         rate = self.throughput(samples, window["wall_s"])

@@ -232,9 +232,12 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
                      "frames": st.frames, "crop": st.crop, "sampling_rate": st.sampling_rate,
                      "batch_per_rank": st.batch_size, "global_batch": st.batch_size * ranks,
                      "short_cycle": [{"batch_per_rank": b, "crop": c} for b, c in cycle],
-                     "bn": {"sub_batchnorm": f"sub_batchnorm, {st.bn_splits} splits",
-                            "sync_batchnorm": f"sync_batchnorm over {st.bn_sync_devices}"
-                            }.get(st.norm_type, "batchnorm")})
+                     # PySlowFast sets BN per stage of a long cycle only; a short cycle alone
+                     # trains with BN.NORM_TYPE as configured
+                     "bn": ({"sub_batchnorm": f"sub_batchnorm, {st.bn_splits} splits",
+                             "sync_batchnorm": f"sync_batchnorm over {st.bn_sync_devices}"
+                             }.get(st.norm_type, "batchnorm") if stages else "as configured"),
+                     "bn_splits": st.bn_splits if stages else 1})
         start = stage.end_epoch
     evals = [e for e in range(solver.max_epoch)
              if is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, eval_period)]
@@ -244,6 +247,24 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
                        "MAX_EPOCH": solver.max_epoch},
             "stages": rows, "eval_epochs": [e + 1 for e in evals],
             "checkpoint_epochs": [e + 1 for e in ckpts]}
+
+
+def digest(p: dict) -> str:
+    """A short fingerprint of a plan: a checkpoint saved inside an epoch resumes only under the
+    same plan (the same cut of the epoch into batches)."""
+    import hashlib
+    import json
+
+    cut = {"solver": p["solver"], "stages": p["stages"]}
+    return hashlib.sha1(json.dumps(cut, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def row_at(p: dict, epoch: int) -> dict:
+    """The plan's stage row that trains `epoch` (0-based); the last one past the end."""
+    for row in p["stages"]:
+        if epoch < row["epochs"][1]:
+            return row
+    return p["stages"][-1]
 
 
 def plan_lines(spec: MultigridSpec, p: dict, max_epoch: int) -> list[str]:

@@ -152,7 +152,8 @@ class Run:
                                        self.world, cfg.DIST.TIMEOUT_S).start()
         self.device = torch.device(self.info.device)
         if self.device.type == "cuda":
-            # the clip shapes are fixed within a run: let cuDNN pick the fastest 3D convolutions
+            # the clip shapes are fixed within a run (a few per multigrid stage): let cuDNN pick
+            # the fastest 3D convolutions for each
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.RNG_SEED, self.rank)
         self.out = Path(cfg.OUTPUT_DIR)
@@ -161,6 +162,7 @@ class Run:
             freeze_batchnorm(self.model)
         self.autocast = make_autocast(self.device, cfg.TRAIN.MIXED_PRECISION, cfg.TRAIN.AMP_DTYPE)
         self.hosts = self._gather_hosts()
+        self.multigrid_plan = None  # set by multigrid()
 
     def _gather_hosts(self) -> list[str]:
         hosts = [socket.gethostname()] * self.world
@@ -180,7 +182,11 @@ class Run:
         if self.world == 1:
             return self.model
         if self.cfg.BN.NORM_TYPE == "sync_batchnorm" and not self.cfg.BN.FREEZE:
-            if self.device.type == "cuda":
+            if self.cfg.MULTIGRID.LONG_CYCLE:
+                # PySlowFast sets BN per long-cycle stage, whatever BN.NORM_TYPE says
+                self.warn("BN.NORM_TYPE sync_batchnorm: not used under MULTIGRID.LONG_CYCLE, "
+                          "whose stages set BN (see the plan)")
+            elif self.device.type == "cuda":
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             else:
                 # torch's SyncBatchNorm runs on GPUs only. A CPU run of a cluster config is a
@@ -239,7 +245,9 @@ class Run:
         return mfu.clip_train_flops(macs), peak
 
     def multigrid(self, spec, batch: int):
-        """Log the multigrid plan; the config with PySlowFast's re-derived solver keys."""
+        """Log the multigrid plan; the config with PySlowFast's re-derived solver keys.
+        Under a long cycle, BN layers become SubBatchNorm3d with room for the most splits a
+        stage uses (before DDP, which keeps the buffers); each epoch sets its stage's."""
         cfg, s, d = self.cfg, self.cfg.SOLVER, self.cfg.DATA
         self.multigrid_plan = multigrid.plan(
             spec, steps=list(s.STEPS), lrs=list(s.LRS), max_epoch=s.MAX_EPOCH, gamma=s.GAMMA,
@@ -251,6 +259,16 @@ class Run:
                                    cfg.SLOWFAST.ALPHA)
         for line in multigrid.plan_lines(spec, self.multigrid_plan, s.MAX_EPOCH):
             self.log(line)
+        most = max(r["bn_splits"] for r in self.multigrid_plan["stages"])
+        if most > 1 and not cfg.BN.FREEZE:
+            from slowfast_dist.models.sub_batchnorm import set_bn_splits
+
+            set_bn_splits(self.model, 1, capacity=most)
+        if any("sync" in r["bn"] for r in self.multigrid_plan["stages"]):
+            # a synchronised BN per stage would need its own process groups
+            self.warn(f"multigrid: stages whose per-rank batch is below MULTIGRID.BN_BASE_SIZE "
+                      f"{spec.bn_base_size} normalise over their own batch (batchnorm), not "
+                      "PySlowFast's sync_batchnorm over NUM_SYNC_DEVICES")
         derived = cfg.clone()
         derived.defrost()
         for key, value in self.multigrid_plan["solver"].items():
@@ -279,8 +297,26 @@ class Run:
             cuda=self.device.type == "cuda")
         return board
 
-    def loader(self, split: str):
-        """(dataset, loader of batches already on the device, per-process batch size)."""
+    def multigrid_cycle(self):
+        """For the loader: epoch -> [(batch per rank, ClipShape)] of the plan's stage, the short
+        cycle's iterations in order (one without a short cycle)."""
+        from slowfast_dist.data.dataset import ClipSpec, multigrid_shape
+
+        d = self.cfg.DATA
+        default = ClipSpec(d.NUM_FRAMES, d.SAMPLING_RATE, d.TRAIN_CROP_SIZE,
+                           tuple(d.TRAIN_JITTER_SCALES))
+
+        def cycle(epoch):
+            row = multigrid.row_at(self.multigrid_plan, epoch)
+            return [(c["batch_per_rank"], multigrid_shape(default, num_frames=row["frames"],
+                                                          sampling_rate=row["sampling_rate"],
+                                                          crop_size=c["crop"]))
+                    for c in row["short_cycle"]]
+        return cycle
+
+    def loader(self, split: str, cycle=None):
+        """(dataset, loader of batches already on the device, per-process batch size).
+        `cycle`: the multigrid plan for training (`multigrid_cycle`)."""
         from slowfast_dist.data import build_ava_dataset, build_loader, jpeg
         from slowfast_dist.data.device import DeviceLoader, build_device_transform
 
@@ -300,7 +336,8 @@ class Run:
             persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
             batch_transform=None if cuda else transform,  # no GPU: the workers resample
-            timeout_s=cfg.DATA_LOADER.TIMEOUT_S, simulate=self.simulate if train else 1)
+            timeout_s=cfg.DATA_LOADER.TIMEOUT_S, simulate=self.simulate if train else 1,
+            cycle=cycle)
         decode = (jpeg.batch_decoder(dataset.decoder)
                   if dataset.decoder in jpeg.BATCH_DECODERS else None)
         return dataset, DeviceLoader(loader, self.device, transform, decode), batch
@@ -363,6 +400,40 @@ def lr_schedule_line(cfg, lr_at) -> str:
                                   warmup_epochs=lr_at.keywords["warmup_epochs"])
 
 
+def check_every_epoch_steps(loader, max_epoch: int, keyframes: int, ranks: int) -> None:
+    """A multigrid stage's batches are up to 8x (long cycle) x 4x (short cycle) the configured
+    one: refuse a plan with an epoch too small for one of its iterations, before training."""
+    for epoch in range(max_epoch):
+        if loader.steps(epoch) == 0:
+            raise UserError(f"multigrid: epoch {epoch + 1}'s batches do not fit once in an epoch "
+                            f"of {keyframes} keyframes over {ranks} ranks; use more data or a "
+                            "smaller TRAIN.BATCH_SIZE (the plan above gives the batches)")
+
+
+class StageSwitch:
+    """Multigrid: at the start of each epoch, its stage's BN splits (the clip shapes and batches
+    travel with the loader's keys). Nothing is rebuilt; the switch is timed and logged."""
+
+    def __init__(self, run, model):
+        self.run, self.model, self.row = run, model, None
+
+    def __call__(self, epoch: int) -> None:
+        from slowfast_dist.models.sub_batchnorm import SubBatchNorm3d, set_bn_splits
+
+        row = multigrid.row_at(self.run.multigrid_plan, epoch)
+        if row is self.row:
+            return
+        t0 = time.perf_counter()
+        if any(isinstance(m, SubBatchNorm3d) for m in self.model.modules()):
+            set_bn_splits(self.model, row["bn_splits"])
+        cycle = ", ".join(f"{c['batch_per_rank']}@{c['crop']}" for c in row["short_cycle"])
+        self.row = row
+        self.run.log(f"multigrid stage of epochs {row['epochs'][0] + 1}-{row['epochs'][1]}: "
+                     f"{row['frames']} frames at rate {row['sampling_rate']}, per rank "
+                     f"(batch@crop) {cycle}, BN {row['bn']}; switched in "
+                     f"{(time.perf_counter() - t0) * 1e3:.1f} ms, nothing rebuilt")
+
+
 def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) -> dict:
     """What a run of this size would do, built on a fake process group; nothing is trained."""
     s = run.cfg.SOLVER
@@ -395,23 +466,23 @@ def train(cfg, info=None) -> dict:
     run = Run(cfg, info)
     cfg, out = run.cfg, run.out
     grid = multigrid.MultigridSpec.from_cfg(cfg)
-    if grid.enabled and not run.dry_run:
-        raise UserError("MULTIGRID.LONG_CYCLE / SHORT_CYCLE: the trainer does not run multigrid "
-                        "yet; DIST.DRY_RUN_WORLD_SIZE N prints the schedule it would follow")
     if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, str(out / "config.yaml"))
         run.attempt = history.new_attempt(out)  # this run's own copies of its files
         history.keep(out / "config.yaml", run.attempt)
+    batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
+    if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
+        cfg = run.cfg = run.multigrid(grid, batch)
     if run.dry_run and not os.path.isdir(cfg.AVA.FRAME_LIST_DIR):
         # Checking a 512-GPU config on a laptop: the data set is usually not there.
         train_set, train_loader = None, []
-        batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
         run.log(f"dry run: {cfg.AVA.FRAME_LIST_DIR} not found; data not checked")
     else:
-        train_set, train_loader, batch = run.loader("train")
-    if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
-        cfg = run.cfg = run.multigrid(grid, batch)
+        train_set, train_loader, batch = run.loader(
+            "train", run.multigrid_cycle() if grid.enabled else None)
+        if grid.enabled:
+            check_every_epoch_steps(train_loader, cfg.SOLVER.MAX_EPOCH, len(train_set), run.ranks)
     global_batch = batch * run.ranks * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS)  # samples per update
     lr, lr_at = resolve_lr(cfg, run.ranks, global_batch)
     base_lr = lr.base_lr
@@ -432,6 +503,8 @@ def train(cfg, info=None) -> dict:
 
     start_epoch, start_step = 0, 0
     layout = {"ranks": run.ranks, "simulate": run.simulate, "batch": batch}  # what a step is
+    if grid.enabled:
+        layout["multigrid"] = multigrid.digest(run.multigrid_plan)
     found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if not found and run.rank == 0:
         history.forget_best(out)
@@ -467,12 +540,17 @@ def train(cfg, info=None) -> dict:
     timers = StepTimers(rank=run.rank, world_size=run.world, comm=comm, nvtx=nvtx)
 
     flops, peak = run.flops_and_peak()
+    if grid.enabled and flops:
+        flops = None
+        run.log("MFU is not reported under multigrid (the clip shape changes every iteration)")
     stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
                       max_epoch=s.MAX_EPOCH, stream=logs.LineStream(run.logger),
                       log_period=cfg.LOG_PERIOD, timers=timers,
                       train_flops_per_clip=flops, peak_tflops=peak, stop_requested=stop)
-    meter.global_step = start_epoch * len(train_loader) + start_step
+    meter.global_step = sum(train_loader.steps(e) for e in range(start_epoch)) + start_step
+    if grid.enabled:
+        meter.epoch_steps = train_loader.steps
     if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
         meter.board = run.board(meter.global_step, global_batch, base_lr)
         meter.watch_gradients(optimizer)
@@ -501,6 +579,12 @@ def train(cfg, info=None) -> dict:
         return Preempted(f"stopped on {stop.requested or 'a signal to another rank'} {where}; "
                          "checkpoint saved, run the same command to resume")
 
+    def period_epoch(epoch, period, planned):
+        """PySlowFast's rule: every `period` epochs and the last; under multigrid, the plan's."""
+        if run.multigrid_plan:
+            return epoch + 1 in run.multigrid_plan[planned]
+        return (epoch + 1) % period == 0 or epoch + 1 == s.MAX_EPOCH
+
     def on_epoch_end(epoch, stats):
         final = epoch + 1 == s.MAX_EPOCH
         if stats["stopped_at"]:
@@ -508,15 +592,17 @@ def train(cfg, info=None) -> dict:
             raise preempted(f"in epoch {epoch + 1} after step {stats['stopped_at']} of "
                             f"{len(train_loader)}")
         mfu = f" (MFU {stats['mfu']:.1%})" if stats["mfu"] is not None else ""
-        run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f}, "
+        run.log(f"epoch {epoch + 1}/{s.MAX_EPOCH}: loss {stats['loss']:.4f} in "
+                f"{stats['time_s']:.1f} s, "
                 f"{stats['samples_per_s']:.1f} clips/s, {stats['samples_per_s_per_gpu']:.1f} "
                 f"clips/s per GPU{mfu}, boundary {stats['epoch_boundary_s']:.3f} s, "
                 f"skipped samples {stats['skipped_samples']}")
-        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or final or meter.stop_agreed:
+        if period_epoch(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, "checkpoint_epochs") or \
+                meter.stop_agreed:
             save(epoch)
         if meter.stop_agreed and not final:
             raise preempted(f"at the end of epoch {epoch + 1}")
-        if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or final):
+        if cfg.TRAIN.EVAL_PERIOD > 0 and period_epoch(epoch, cfg.TRAIN.EVAL_PERIOD, "eval_epochs"):
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
             last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}",
@@ -535,6 +621,7 @@ def train(cfg, info=None) -> dict:
         meter.profiler = prof
         fit(model, train_loader, optimizer, start_epoch=start_epoch, start_step=start_step,
             max_epoch=s.MAX_EPOCH, on_epoch_end=on_epoch_end, lr_at=lr_at,
+            on_epoch_start=StageSwitch(run, model) if grid.enabled else None,
             loss_fn=make_loss(cfg.MODEL.LOSS_FUNC), device=run.device, autocast=run.autocast,
             scaler=scaler, accum_steps=run.simulate * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS),
             meter=meter)
