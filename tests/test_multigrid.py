@@ -241,6 +241,25 @@ def test_a_plan_whose_batches_do_not_fit_an_epoch_is_refused_before_training(dat
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_short_cycles_train_with_gradient_accumulation_and_bf16(data, tmp_path, capfd):
+    """Micro-batches of 4, 2 and 1 clips (short cycle) accumulate into updates under autocast;
+    each epoch runs the steps the plan cuts: 12 keyframes -> 4+2+1, 4 (the 2 does not fit)."""
+    from support import cfg_for
+
+    cfg = cfg_for(data, tmp_path, "MULTIGRID.SHORT_CYCLE", "True", "TRAIN.BATCH_SIZE", "1",
+                  "TRAIN.GRAD_ACCUM_STEPS", "2", "TRAIN.MIXED_PRECISION", "True",
+                  "TRAIN.AMP_DTYPE", "bf16", "SOLVER.MAX_EPOCH", "2", "TRAIN.EVAL_PERIOD", "0",
+                  "DATA.TRAIN_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]")
+    summary = _train(cfg)
+    err = capfd.readouterr().err
+    assert "multigrid (short cycle): 2 epochs stretched to 3" in err
+    assert "per rank (batch@crop) 4@24, 2@34, 1@48" in err
+    assert "global batch 2 (1/rank)" in err  # an update is 2 micro-steps
+    for epoch in (1, 2, 3):
+        assert f"epoch {epoch} [####################] 4/4 " in err, err[-2000:]
+    assert summary["last_loss"] is not None and summary["last_loss"] > 0
+
+
 def test_the_detector_runs_at_every_stage_shape():
     """Long-cycle stages change T, the short cycle and the stages change S: the model (RoIAlign,
     the temporal pooling of the head, the Slow/Fast fusion) takes every (T, S) of a plan."""

@@ -198,7 +198,7 @@ def is_period_epoch(epoch: int, max_epoch: int, schedule: list[Stage] | None, ev
                 every = max((s.end_epoch - start) // eval_freq + 1, 1)
                 return (s.end_epoch - 1 - epoch) % every == 0
             start = s.end_epoch
-    return (epoch + 1) % period == 0
+    return period > 0 and (epoch + 1) % period == 0
 
 
 def check_frames(frames, alpha: int) -> None:
@@ -239,8 +239,9 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
                              }.get(st.norm_type, "batchnorm") if stages else "as configured"),
                      "bn_splits": st.bn_splits if stages else 1})
         start = stage.end_epoch
-    evals = [e for e in range(solver.max_epoch)
-             if is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, eval_period)]
+    evals = [e for e in range(solver.max_epoch)  # TRAIN.EVAL_PERIOD 0: no evaluation
+             if eval_period > 0
+             and is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, eval_period)]
     ckpts = [e for e in range(solver.max_epoch)
              if is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, checkpoint_period)]
     return {"solver": {"STEPS": solver.steps, "LRS": [float(f"{x:.6g}") for x in solver.lrs],
@@ -284,5 +285,6 @@ def plan_lines(spec: MultigridSpec, p: dict, max_epoch: int) -> list[str]:
                      f"{r['frames']} frames x {r['crop']} px at rate {r['sampling_rate']}, "
                      f"global batch {r['global_batch']}; per rank (batch@crop) {cycle}; "
                      f"BN {r['bn']}")
-    lines.append(f"  evaluation after epochs {p['eval_epochs']}")
+    lines.append(f"  evaluation after epochs {p['eval_epochs']}" if p["eval_epochs"]
+                 else "  no evaluation while training (TRAIN.EVAL_PERIOD 0)")
     return lines
