@@ -15,7 +15,10 @@ The multigrid run has the same keys plus PySlowFast's multigrid with its default
 BN_BASE_SIZE = --batch (BN over as many clips as the baseline's): epochs stretched by
 EPOCH_FACTOR 1.5, as PySlowFast does, so both runs are "the same number of epochs" in
 PySlowFast's sense. Neither evaluates while training; after it, `slowfast-dist test` scores the
-last checkpoint on the validation videos (the same command for both).
+last checkpoint on the validation videos (the same command for both). Both runs recompute BN's
+statistics at the default shape before each checkpoint (BN.USE_PRECISE_STATS, as PySlowFast's
+multigrid configs do) over --precise-bn batches; with --precise-bn 0 the multigrid run is
+scored with statistics gathered over the short cycle's mixed crops.
 
 Timing: `train_s` is the sum of the epochs' own times from the training log (no start-up,
 checkpoints or scoring), `wall_s` and `cpu_s` the whole training process (its worker included).
@@ -59,6 +62,8 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
             "False", "TENSORBOARD.ENABLE", "False", "DATA_LOADER.NUM_WORKERS", "1",
             "DATA_LOADER.PERSISTENT_WORKERS", "True",
             "LOG_PERIOD", "1000000", "RNG_SEED", str(seed)]
+    if a.precise_bn:
+        opts += ["BN.USE_PRECISE_STATS", "True", "BN.NUM_BATCHES_PRECISE", str(a.precise_bn)]
     if variant == "multigrid":
         opts += ["MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True",
                  "MULTIGRID.BN_BASE_SIZE", str(a.batch)]
@@ -123,7 +128,8 @@ def settings_tag(a) -> str:
     import hashlib
 
     keys = ("epochs", "frames", "rate", "crop", "batch", "base_lr", "videos", "seconds")
-    return hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
+    tag = hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
+    return tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
 
 
 def spread(values: list) -> dict:
@@ -141,7 +147,10 @@ def main(argv=None) -> int:
     ap.add_argument("--base-lr", type=float, default=0.025)
     ap.add_argument("--videos", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=16)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--precise-bn", type=int, default=50, metavar="BATCHES",
+                    help="BN.USE_PRECISE_STATS with this BN.NUM_BATCHES_PRECISE, both runs "
+                         "(0: off)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--rerun", action="store_true", help="ignore finished runs in --work")
     ap.add_argument("--work", default="/tmp/slowfast_multigrid")

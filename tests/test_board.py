@@ -149,7 +149,7 @@ def test_config_hparams_and_layout(board):
     assert "TRAIN_CROP_SIZE: 32" in text and "MAX_EPOCH" in text
     exp = board.get("/data/plugin/hparams/experiment", {"experimentName": ""})
     names = {h["name"] for h in exp["hparamInfos"]}
-    assert {"ranks", "global_batch", "base_lr", "optimizer"} <= names
+    assert {"ranks", "global_batch", "base_lr", "optimizer", "multigrid"} <= names
     metrics = {m["name"]["tag"] for m in exp["metricInfos"]}
     assert {"eval/mAP", "train/loss"} <= metrics
     layout = board.get("/data/plugin/custom_scalars/layout")

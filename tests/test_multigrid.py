@@ -285,3 +285,21 @@ def test_the_detector_runs_at_every_stage_shape():
     with pytest.raises(UserError, match="a stage of 2 frames does not divide by SLOWFAST.ALPHA 4"):
         M.check_frames([s.frames for s in M.long_cycle_schedule(
             M.MultigridSpec(long_cycle=True), steps=[0, 10], max_epoch=12, frames=8, crop=64)], 4)
+
+
+def test_bn_splits_divide_every_stage_batch_and_a_zero_batch_is_refused():
+    # 7 clips per rank: stages of 28 and 14 clips; BN_BASE_SIZE 8 asks 3 splits of 28 (PySlowFast
+    # fails at the stage's first step), so 2 splits of 14
+    spec = M.MultigridSpec(long_cycle=True, bn_base_size=8)
+    p = M.plan(spec, steps=[0, 10, 15], lrs=[1, 0.1, 0.01], max_epoch=20, gamma=0.1, frames=32,
+               crop=224, sampling_rate=2, per_rank_batch=7, ranks=1, eval_period=1,
+               checkpoint_period=1)
+    for row in p["stages"]:
+        assert row["batch_per_rank"] % row["bn_splits"] == 0, row
+    assert {(r["batch_per_rank"], r["bn_splits"]) for r in p["stages"]} >= {(28, 2), (14, 1)}
+    bad = M.MultigridSpec(long_cycle=True, short_cycle=True, short_cycle_factors=(0.5, 0.9),
+                          long_cycle_factors=((0.5, 0.5), (1.0, 1.0)))
+    with pytest.raises(UserError, match="a short-cycle crop larger than the 112 px of a stage"):
+        M.plan(bad, steps=[0, 10, 15], lrs=[1, 0.1, 0.01], max_epoch=20, gamma=0.1, frames=32,
+               crop=224, sampling_rate=2, per_rank_batch=8, ranks=1, eval_period=1,
+               checkpoint_period=1)

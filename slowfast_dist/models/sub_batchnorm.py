@@ -120,7 +120,8 @@ class SubBatchNorm3d(nn.BatchNorm3d):
         self._stale = True
         if self.affine:
             shape = (1, c) + (1,) * (x.dim() - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            # in the activations' dtype: fp32 parameters would promote a bf16 batch
+            y = y * self.weight.view(shape).to(y.dtype) + self.bias.view(shape).to(y.dtype)
         return y
 
     def train(self, mode: bool = True):

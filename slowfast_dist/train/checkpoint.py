@@ -225,23 +225,24 @@ def resume_step(state: dict, layout: dict, path=None) -> int:
     """The step of this run's epoch to resume at, from a checkpoint saved inside an epoch.
 
     `layout` is {"ranks": simulated world, "simulate": simulated ranks per process, "batch":
-    clips per rank, and under multigrid "multigrid": a digest of the plan}. A process runs its simulated ranks' batches in turn, so a saved epoch_step
-    covers epoch_step / simulate batches of each rank: the same count in another split of the
-    same ranks. Other ranks or batches shard the epoch differently: refused."""
+    clips per rank, and under multigrid "multigrid": a digest of the plan}. A process runs its
+    simulated ranks' batches in turn, so a saved epoch_step covers epoch_step / simulate batches
+    of each rank: the same count in another split of the same ranks. Other ranks, batches or
+    plans shard the epoch differently: refused."""
     step, saved = int(state.get("epoch_step", 0)), state.get("layout")
     if not step or not saved:
         return step
-    if saved.get("multigrid") != layout.get("multigrid"):
-        raise UserError(f"{path}: saved inside an epoch under another multigrid plan (MULTIGRID "
-                        "or SOLVER keys changed), which cuts the epoch otherwise: resume with the "
-                        "same keys, or move this file away to resume from the last end-of-epoch "
-                        "checkpoint")
     if (saved["ranks"], saved["batch"]) != (layout["ranks"], layout["batch"]):
         raise UserError(f"{path}: saved inside an epoch by a run of {saved['ranks']} ranks x "
                         f"{saved['batch']} clips; this one is {layout['ranks']} x "
                         f"{layout['batch']}, which splits the epoch otherwise: resume with the "
                         "same ranks (or DIST.SIMULATE_WORLD_SIZE) and TRAIN.BATCH_SIZE, or move "
                         "this file away to resume from the last end-of-epoch checkpoint")
+    if saved.get("multigrid") != layout.get("multigrid"):
+        raise UserError(f"{path}: saved inside an epoch under another multigrid plan (MULTIGRID "
+                        "or SOLVER keys changed), which cuts the epoch otherwise: resume with the "
+                        "same keys, or move this file away to resume from the last end-of-epoch "
+                        "checkpoint")
     return step // saved["simulate"] * layout["simulate"]
 
 

@@ -20,6 +20,8 @@ fails, this module does what it evidently meant:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from dataclasses import dataclass
 
@@ -228,16 +230,24 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
                             sampling_rate=sampling_rate)
         cycle = (short_cycle(spec, per_gpu_batch=st.batch_size, crop=st.crop, default_crop=crop)
                  if spec.short_cycle else [(st.batch_size, st.crop)])
+        if any(b < 1 for b, _ in cycle):
+            raise UserError(f"MULTIGRID.SHORT_CYCLE_FACTORS: a short-cycle crop larger than the "
+                            f"{st.crop} px of a stage (LONG_CYCLE_FACTORS) gets a batch of 0")
+        # BN_BASE_SIZE need not divide the stage's batch (PySlowFast then fails at its first
+        # step): the most splits that divide it, so each holds about BN_BASE_SIZE clips
+        splits = st.bn_splits
+        while st.batch_size % splits:
+            splits -= 1
         rows.append({"epochs": [start, stage.end_epoch], "lr_step": stage.lr_step,
                      "frames": st.frames, "crop": st.crop, "sampling_rate": st.sampling_rate,
                      "batch_per_rank": st.batch_size, "global_batch": st.batch_size * ranks,
                      "short_cycle": [{"batch_per_rank": b, "crop": c} for b, c in cycle],
                      # PySlowFast sets BN per stage of a long cycle only; a short cycle alone
                      # trains with BN.NORM_TYPE as configured
-                     "bn": ({"sub_batchnorm": f"sub_batchnorm, {st.bn_splits} splits",
+                     "bn": ({"sub_batchnorm": f"sub_batchnorm, {splits} splits",
                              "sync_batchnorm": f"sync_batchnorm over {st.bn_sync_devices}"
                              }.get(st.norm_type, "batchnorm") if stages else "as configured"),
-                     "bn_splits": st.bn_splits if stages else 1})
+                     "bn_splits": splits if stages else 1})
         start = stage.end_epoch
     evals = [e for e in range(solver.max_epoch)  # TRAIN.EVAL_PERIOD 0: no evaluation
              if eval_period > 0
@@ -253,9 +263,6 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
 def digest(p: dict) -> str:
     """A short fingerprint of a plan: a checkpoint saved inside an epoch resumes only under the
     same plan (the same cut of the epoch into batches)."""
-    import hashlib
-    import json
-
     cut = {"solver": p["solver"], "stages": p["stages"]}
     return hashlib.sha1(json.dumps(cut, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -291,6 +291,9 @@ class Run:
             "warmup_epochs": float(s.WARMUP_EPOCHS), "arch": cfg.MODEL.ARCH,
             "frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE,
             "crop": d.TRAIN_CROP_SIZE, "decoder": d.DECODER,
+            "multigrid": "+".join(k for k, on in (("long", cfg.MULTIGRID.LONG_CYCLE),
+                                                  ("short", cfg.MULTIGRID.SHORT_CYCLE)) if on)
+            or "off",
             "precision": cfg.TRAIN.AMP_DTYPE if cfg.TRAIN.MIXED_PRECISION else "fp32",
             "seed": cfg.RNG_SEED}, start_step,
             comm_probe=bool(cfg.PROFILE.COMM_PROBE) and self.world > 1,
@@ -314,9 +317,10 @@ class Run:
                     for c in row["short_cycle"]]
         return cycle
 
-    def loader(self, split: str, cycle=None):
+    def loader(self, split: str, cycle=None, persistent: bool | None = None):
         """(dataset, loader of batches already on the device, per-process batch size).
-        `cycle`: the multigrid plan for training (`multigrid_cycle`)."""
+        `cycle`: the multigrid plan for training (`multigrid_cycle`). `persistent`: the workers
+        outlive an epoch (default: DATA_LOADER.PERSISTENT_WORKERS for training)."""
         from slowfast_dist.data import build_ava_dataset, build_loader, jpeg
         from slowfast_dist.data.device import DeviceLoader, build_device_transform
 
@@ -333,7 +337,8 @@ class Run:
             dataset, batch, shuffle=train, drop_last=train,
             num_workers=cfg.DATA_LOADER.NUM_WORKERS,
             pin_memory=cfg.DATA_LOADER.PIN_MEMORY and cuda,
-            persistent=train and cfg.DATA_LOADER.PERSISTENT_WORKERS,
+            persistent=(train and cfg.DATA_LOADER.PERSISTENT_WORKERS if persistent is None
+                        else persistent),
             rank=self.rank, world_size=self.world, seed=cfg.RNG_SEED,
             batch_transform=None if cuda else transform,  # no GPU: the workers resample
             timeout_s=cfg.DATA_LOADER.TIMEOUT_S, simulate=self.simulate if train else 1,
@@ -414,13 +419,14 @@ class StageSwitch:
     """Multigrid: at the start of each epoch, its stage's BN splits (the clip shapes and batches
     travel with the loader's keys). Nothing is rebuilt; the switch is timed and logged."""
 
-    def __init__(self, run, model):
-        self.run, self.model, self.row = run, model, None
+    def __init__(self, plan: dict, model, log, bn_frozen: bool):
+        self.plan, self.model, self.log, self.row = plan, model, log, None
+        self.bn_frozen = bn_frozen
 
     def __call__(self, epoch: int) -> None:
         from slowfast_dist.models.sub_batchnorm import SubBatchNorm3d, set_bn_splits
 
-        row = multigrid.row_at(self.run.multigrid_plan, epoch)
+        row = multigrid.row_at(self.plan, epoch)
         if row is self.row:
             return
         t0 = time.perf_counter()
@@ -428,10 +434,10 @@ class StageSwitch:
             set_bn_splits(self.model, row["bn_splits"])
         cycle = ", ".join(f"{c['batch_per_rank']}@{c['crop']}" for c in row["short_cycle"])
         self.row = row
-        self.run.log(f"multigrid stage of epochs {row['epochs'][0] + 1}-{row['epochs'][1]}: "
-                     f"{row['frames']} frames at rate {row['sampling_rate']}, per rank "
-                     f"(batch@crop) {cycle}, BN {row['bn']}; switched in "
-                     f"{(time.perf_counter() - t0) * 1e3:.1f} ms, nothing rebuilt")
+        self.log(f"multigrid stage of epochs {row['epochs'][0] + 1}-{row['epochs'][1]}: "
+                 f"{row['frames']} frames at rate {row['sampling_rate']}, per rank "
+                 f"(batch@crop) {cycle}, BN {'frozen (BN.FREEZE)' if self.bn_frozen else row['bn']}"
+                 f"; switched in {(time.perf_counter() - t0) * 1e3:.1f} ms, nothing rebuilt")
 
 
 def dry_run_report(run, model, optimizer, lr_at, global_batch: int, steps: int) -> dict:
@@ -472,6 +478,7 @@ def train(cfg, info=None) -> dict:
         run.attempt = history.new_attempt(out)  # this run's own copies of its files
         history.keep(out / "config.yaml", run.attempt)
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
+    cfg_dump = cfg.dump()  # the checkpoints' config: as given, not multigrid's derived SOLVER
     if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
         cfg = run.cfg = run.multigrid(grid, batch)
     if run.dry_run and not os.path.isdir(cfg.AVA.FRAME_LIST_DIR):
@@ -539,9 +546,8 @@ def train(cfg, info=None) -> dict:
     nvtx.attach_optimizer(optimizer)
     timers = StepTimers(rank=run.rank, world_size=run.world, comm=comm, nvtx=nvtx)
 
-    flops, peak = run.flops_and_peak()
-    if grid.enabled and flops:
-        flops = None
+    flops, peak = (None, None) if grid.enabled else run.flops_and_peak()
+    if grid.enabled and run.device.type == "cuda":
         run.log("MFU is not reported under multigrid (the clip shape changes every iteration)")
     stop = StopSignals(announce=run.rank == 0)
     meter = StepMeter(rank=run.rank, world_size=run.world, device=run.device,
@@ -554,7 +560,7 @@ def train(cfg, info=None) -> dict:
     if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
         meter.board = run.board(meter.global_step, global_batch, base_lr)
         meter.watch_gradients(optimizer)
-    test = {}
+    test, precise = {}, {}
     last = {"mAP": None}
 
     def save(epoch, step=0):
@@ -563,7 +569,7 @@ def train(cfg, info=None) -> dict:
         if run.rank == 0:
             path = ckpt.save_checkpoint(ckpt.checkpoint_path(out, epoch, step), model=model,
                                         optimizer=optimizer, epoch=epoch - 1 if step else epoch,
-                                        cfg_dump=cfg.dump(), scaler=scaler, epoch_step=step,
+                                        cfg_dump=cfg_dump, scaler=scaler, epoch_step=step,
                                         global_step=meter.global_step, rng_states=rng,
                                         layout=layout)
             run.log(f"checkpoint: {path}")
@@ -585,6 +591,25 @@ def train(cfg, info=None) -> dict:
             return epoch + 1 in run.multigrid_plan[planned]
         return (epoch + 1) % period == 0 or epoch + 1 == s.MAX_EPOCH
 
+    def precise_bn(epoch):
+        """BN.USE_PRECISE_STATS: BN statistics over training batches at the default shape."""
+        from slowfast_dist.train.loop import to_device
+        from slowfast_dist.train.precise_bn import update_bn_stats
+
+        if "loader" not in precise:  # the first few batches of an epoch: no workers kept
+            precise["loader"] = run.loader("train", persistent=False)[1]
+        loader, t0 = precise["loader"], time.perf_counter()
+        loader.set_epoch(epoch)
+
+        def forward(m, batch):
+            inputs, boxes, _ = to_device(batch, run.device)
+            with run.autocast():
+                m(inputs, boxes)
+        n = update_bn_stats(ckpt.unwrap(model), iter(loader),
+                            min(cfg.BN.NUM_BATCHES_PRECISE, len(loader)), forward, run.world)
+        run.log(f"precise BN: statistics over {n} batches at the default shape "
+                f"({time.perf_counter() - t0:.1f} s)")
+
     def on_epoch_end(epoch, stats):
         final = epoch + 1 == s.MAX_EPOCH
         if stats["stopped_at"]:
@@ -597,12 +622,17 @@ def train(cfg, info=None) -> dict:
                 f"{stats['samples_per_s']:.1f} clips/s, {stats['samples_per_s_per_gpu']:.1f} "
                 f"clips/s per GPU{mfu}, boundary {stats['epoch_boundary_s']:.3f} s, "
                 f"skipped samples {stats['skipped_samples']}")
-        if period_epoch(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, "checkpoint_epochs") or \
-                meter.stop_agreed:
+        saving = (period_epoch(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, "checkpoint_epochs")
+                  or meter.stop_agreed)
+        evaluating = (cfg.TRAIN.EVAL_PERIOD > 0
+                      and period_epoch(epoch, cfg.TRAIN.EVAL_PERIOD, "eval_epochs"))
+        if cfg.BN.USE_PRECISE_STATS and not cfg.BN.FREEZE and (saving or evaluating):
+            precise_bn(epoch)  # before the checkpoint, as PySlowFast
+        if saving:
             save(epoch)
         if meter.stop_agreed and not final:
             raise preempted(f"at the end of epoch {epoch + 1}")
-        if cfg.TRAIN.EVAL_PERIOD > 0 and period_epoch(epoch, cfg.TRAIN.EVAL_PERIOD, "eval_epochs"):
+        if evaluating:
             if not test:
                 test["set"], test["loader"], _ = run.loader("val")
             last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}",
@@ -621,7 +651,8 @@ def train(cfg, info=None) -> dict:
         meter.profiler = prof
         fit(model, train_loader, optimizer, start_epoch=start_epoch, start_step=start_step,
             max_epoch=s.MAX_EPOCH, on_epoch_end=on_epoch_end, lr_at=lr_at,
-            on_epoch_start=StageSwitch(run, model) if grid.enabled else None,
+            on_epoch_start=(StageSwitch(run.multigrid_plan, model, run.log, cfg.BN.FREEZE)
+                            if grid.enabled else None),
             loss_fn=make_loss(cfg.MODEL.LOSS_FUNC), device=run.device, autocast=run.autocast,
             scaler=scaler, accum_steps=run.simulate * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS),
             meter=meter)
