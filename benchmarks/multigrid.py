@@ -220,7 +220,7 @@ def _plot(report, path, a):
         right.scatter([r["seed"] + (0.1 if r["variant"] == "multigrid" else -0.1)], [r["mAP"]],
                       color=colours[r["variant"]],
                       label=r["variant"] if r["seed"] == a.seeds[0] else None)
-    left.set_xlabel("training time (s, one CPU thread)")
+    left.set_xlabel("training time (s; one thread and one loader worker)")
     left.set_ylabel("epochs done")
     left.set_title("multigrid stretches the epochs x1.5 and still ends first", fontsize=9)
     right.set_xlabel("seed")
