@@ -132,11 +132,6 @@ def settings_tag(a) -> str:
     return tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
 
 
-def spread(values: list) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=8)
@@ -157,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/multigrid.json"))
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from benchmarks.large_batch import spread
     from slowfast_dist.data.synthetic import make_synthetic
 
     data = Path(a.work) / f"data_v{a.videos}_s{a.seconds}"

@@ -586,10 +586,11 @@ def train(cfg, info=None) -> dict:
                          "checkpoint saved, run the same command to resume")
 
     def period_epoch(epoch, period, planned):
-        """PySlowFast's rule: every `period` epochs and the last; under multigrid, the plan's."""
+        """PySlowFast's rule (`multigrid.is_period_epoch`): every `period` epochs and the last;
+        under multigrid, the plan's epochs, which the same rule made."""
         if run.multigrid_plan:
             return epoch + 1 in run.multigrid_plan[planned]
-        return (epoch + 1) % period == 0 or epoch + 1 == s.MAX_EPOCH
+        return multigrid.is_period_epoch(epoch, s.MAX_EPOCH, None, 1, period)
 
     def precise_bn(epoch):
         """BN.USE_PRECISE_STATS: BN statistics over training batches at the default shape."""
