@@ -12,6 +12,9 @@ Stages, each bounded in time, each result written to OUT/gpu_check.json as soon 
    processes.
 4. train_nccl: `torchrun --nproc_per_node 1` training end to end with the nccl backend on a
    synthetic set: finite loss, a checkpoint, mAP, a profiler trace with the step phases.
+5. multigrid: the real-size train step at every shape of PySlowFast's multigrid plan for the
+   AVA config against the default shape (benchmarks/multigrid_step.py): clips/s per stage, the
+   first step of each new shape (cuDNN autotuning), the time the plan saves for the same epochs.
 
 Without CUDA it says so in one line and exits 2. `--quick` runs every stage at toy sizes (on CPU
 too): that is how the test suite checks this script's plumbing (tests/test_gpu_check.py).
@@ -23,6 +26,7 @@ too): that is how the test suite checks this script's plumbing (tests/test_gpu_c
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("cuda_tests", "model_step", "loader_fed", "train_nccl")
+STAGES = ("cuda_tests", "model_step", "loader_fed", "train_nccl", "multigrid")
 
 
 def environment() -> dict:
@@ -78,6 +82,17 @@ def model_step(args) -> dict:
            "--rounds", "2" if args.quick else "12", "--warmup", "1" if args.quick else "3"]
     cmd.append("--compile" if not args.quick and not args.no_compile else "--no-compile")
     out = run_logged(cmd, args.out / "model_step.log", args.budget(300))
+    if target.exists():
+        out["result"] = json.loads(target.read_text())
+    return out
+
+
+def multigrid(args) -> dict:
+    target = args.out / "multigrid_step.json"
+    cmd = [sys.executable, "benchmarks/multigrid_step.py", "--out", str(target), "--size",
+           "tiny" if args.quick else "real", "--rounds", "1" if args.quick else "4",
+           "--steps", "1" if args.quick else "5", "--warmup", "1" if args.quick else "2"]
+    out = run_logged(cmd, args.out / "multigrid_step.log", args.budget(240))
     if target.exists():
         out["result"] = json.loads(target.read_text())
     return out
@@ -246,6 +261,9 @@ def loader_fed(args) -> dict:
             "fed_rounds_clips_per_s": fed_rounds, "resident_rounds_clips_per_s": resident})
         fed.close()  # stops the prefetch thread
         del epoch_loader, prefetcher, fed, resident_it
+        # the iterators sit in reference cycles: collected later, inside the next loader's
+        # forked workers, they would try to shut down workers that are not theirs
+        gc.collect()
     return result
 
 
@@ -383,6 +401,11 @@ def summary_table(report: dict) -> str:
         t = st["train_nccl"]
         lines.append(f"train nccl: passed {t.get('passed')}  mAP "
                      f"{(t.get('summary') or {}).get('mAP')}  phases {t.get('phases_in_trace')}")
+    grid = ((st.get("multigrid") or {}).get("result") or {}).get("projection")
+    if grid:
+        lines.append("multigrid: " + ", ".join(f"stage {s['stage']} {s['clips_per_s']:.0f} clips/s"
+                                               for s in grid["stages"])
+                     + f"; same epochs {grid['speedup_same_epochs']:.2f}x less time")
     for name, r in st.items():
         if "error" in r:
             lines.append(f"{name}: ERROR {r['error'][:200]}")

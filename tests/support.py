@@ -3,6 +3,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 from slowfast_dist.config import load_config
@@ -27,13 +28,16 @@ def opts_for(data, out, *extra) -> list:
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".venv", "bin")
-ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+# the repository first, then what the caller had (make gpu-check brings packages that way)
+ENV = dict(os.environ, OMP_NUM_THREADS="1",
+           PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
 
 
-def torchrun(data, out, *extra):
-    """2 ranks of configs/demo.yaml under torchrun, in a session of their own (a scheduler
-    signals the whole job); stdout and stderr together."""
-    cmd = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
+def torchrun(data, out, *extra, nproc=2):
+    """`nproc` ranks of configs/demo.yaml under torchrun (this Python's), in a session of their
+    own (a scheduler signals the whole job); stdout and stderr together."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc), "-m",
            "slowfast_dist.cli", "train", "--cfg", "configs/demo.yaml",
            *opts_for(data, out, *extra)]
     return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,

@@ -230,6 +230,30 @@ def test_ddp_multigrid_run_stopped_mid_cycle_resumes_bit_identical(grid_data, tm
     assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
 
 
+@pytest.mark.cuda
+def test_cuda_multigrid_training_on_one_gpu(grid_data, tmp_path):
+    """The same plan on one GPU (torchrun, nccl): every stage's shapes and sub-batch BN train on
+    CUDA, the plan's evaluations run, the checkpoints hold finite weights and the split states.
+    72 keyframes on one rank: 13 then 30 steps."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (make gpu-check)")
+    import math
+
+    import support
+    from slowfast_dist.train import checkpoint as ckpt
+
+    out = tmp_path / "gpu"
+    text = support.finish(support.torchrun(grid_data, out, *GRID, "NUM_GPUS", "1", nproc=1))
+    assert "backend nccl" in text, text[-3000:]
+    assert "BN sub_batchnorm, 4 splits; switched in" in text
+    assert "epoch 2 [####################] 13/13 " in text and "] 30/30 " in text, text[-3000:]
+    assert "epoch 4/4: mAP" in text and text.count("Traceback") == 0
+    assert math.isfinite(json.loads((out / "summary.json").read_text())["last_loss"])
+    first = ckpt.read_checkpoint(ckpt.checkpoint_path(out, 1))  # stage 1's last
+    assert {v["num_splits"] for v in first["bn_split_states"].values()} == {4}
+    assert all(torch.isfinite(t.float()).all() for t in first["model_state"].values())
+
+
 def test_a_plan_whose_batches_do_not_fit_an_epoch_is_refused_before_training(data, tmp_path):
     from support import cfg_for
 
