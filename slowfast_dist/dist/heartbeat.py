@@ -8,13 +8,16 @@ at 512 ranks). Rank 0 reads every counter (one `multi_get`) and the other ranks 
 A counter that has not moved for DIST.TIMEOUT_S means that process stopped: the watcher prints one
 line naming its rank, host and pid, and ends its own process, which makes every launcher
 (torchrun, mpirun, srun, our spawn) end the rest. A collective that times out first is named the
-same way (`describe_stalled`).
+same way (`describe_stalled`). A silent rank on the watcher's own host is killed (SIGKILL) first:
+a stopped process does not act on the SIGTERM a launcher sends, and a launcher that waits for it
+would hold the job.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import sys
 import threading
@@ -46,6 +49,7 @@ class Heartbeat:
         self._watched = list(range(world_size)) if rank == 0 else [0]
         self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved)
         self._who: dict[int, str] = {}  # rank -> "host H, pid P", read while the store answers
+        self._where: dict[int, tuple[str, int]] = {}  # rank -> (host, pid)
         self._last_answer = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one store connection, two threads
@@ -83,7 +87,8 @@ class Heartbeat:
                 with self._lock:
                     self._beat()
                     stalled = self.stalled()
-                    message = self.describe(stalled) if stalled else None
+                    message = (self.describe(stalled) + self._kill_local(stalled) if stalled
+                               else None)
             except Exception:  # noqa: BLE001 - the store did not answer
                 message = self._store_silent(self.timeout_s)
             if message and not self._stop.is_set():
@@ -127,6 +132,21 @@ class Heartbeat:
             for r, raw in zip(self._watched, self.store.multi_get(keys)):
                 host, pid = raw.decode().split()
                 self._who[r] = f"host {host}, pid {pid}"
+                self._where[r] = (host, int(pid))
+
+    def _kill_local(self, stalled) -> str:
+        """SIGKILL the silent ranks that run on this host (not this process); what was done, as
+        the end of the message."""
+        here, killed = socket.gethostname(), []
+        for r, _ in stalled:
+            host, pid = self._where.get(r, (None, None))
+            if host == here and pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(str(pid))
+                except OSError:  # gone already
+                    pass
+        return f" (killed pid {', '.join(killed)} on this host)" if killed else ""
 
     def describe(self, stalled) -> str:
         parts = [f"rank {r}" + (f" ({self._who[r]})" if r in self._who else "")
@@ -150,7 +170,7 @@ class Heartbeat:
                               if r != self.rank and now - t >= 2 * self.interval_s
                               and not self.store.check([f"hb/done/{r}"])]
                     if silent:
-                        return self.describe(silent)
+                        return self.describe(silent) + self._kill_local(silent)
                 except Exception:  # noqa: BLE001 - the store itself does not answer
                     return self._store_silent(0)
                 finally:
