@@ -170,13 +170,10 @@ def test_the_frames_and_the_video_source_give_the_same_samples(prepared):
 
 
 def test_a_killed_run_resumes_without_redoing_finished_movies(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for n in range(3):
-        make_raw(raw / f"m{n}.mp4", WINDOW[1] + 1, seed=n)
-    out = tmp_path / "out"
-    annotations(out / "annotations", [f"m{n},902,0.1,0.1,0.5,0.9,1,0" for n in range(3)], [])
-    proc = prepare(raw, out, "--jobs", "1", "--short-side", "36", wait=False)
+    # 5 minutes of each movie (9000 frames, a few seconds to prepare), not AVA's 15
+    raw, out = _short_movies(tmp_path, ["m0.mp4", "m1.mp4", "m2.mp4"], seconds=301)
+    window = ["--window", "0", "300"]
+    proc = prepare(raw, out, "--jobs", "1", "--short-side", "36", *window, wait=False)
     manifests = out / ".prepare"
     deadline = time.time() + 300
     while not (manifests.is_dir() and any(manifests.glob("*.json"))):
@@ -187,13 +184,13 @@ def test_a_killed_run_resumes_without_redoing_finished_movies(tmp_path):
     proc.wait()
     done = {p.stem: p.stat().st_mtime_ns for p in manifests.glob("*.json")}
     assert 1 <= len(done) < 3
-    r = prepare(raw, out, "--jobs", "1", "--short-side", "36")
+    r = prepare(raw, out, "--jobs", "1", "--short-side", "36", *window)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(done)} of 3 movies already prepared" in r.stderr
     assert {p.stem: p.stat().st_mtime_ns for p in manifests.glob("*.json") if p.stem in done} \
         == done  # finished movies untouched
     assert sorted(os.listdir(out / "frames")) == ["m0", "m1", "m2"]  # no partial folder left
-    assert all(len(os.listdir(out / "frames" / f"m{n}")) == 27030 for n in range(3))
+    assert all(len(os.listdir(out / "frames" / f"m{n}")) == 300 * FPS for n in range(3))
     report = json.loads((out / "prepare_report.json").read_text())
     assert sorted(report["skipped"]) == sorted(done) and len(report["prepared_now"]) == 3 - len(done)
 
@@ -219,11 +216,11 @@ def test_output_size_keeps_the_aspect_with_even_sides_and_never_upscales():
     assert output_size(1920, 1080, None) == (1920, 1080)
 
 
-def _short_movies(tmp_path, names):
+def _short_movies(tmp_path, names, seconds=5):
     raw = tmp_path / "raw"
     raw.mkdir(exist_ok=True)
     for n, name in enumerate(names):
-        make_raw(raw / name, 5, seed=n)
+        make_raw(raw / name, seconds, seed=n)
     out = tmp_path / "out"
     annotations(out / "annotations", [f"{Path(x).stem},902,0.1,0.1,0.5,0.9,1,0"
                                       for x in names], [])
