@@ -115,13 +115,12 @@ class SubBatchNorm3d(nn.BatchNorm3d):
                              f"(MULTIGRID.BN_BASE_SIZE)")
         self.num_batches_tracked.add_(1)
         mean, var = self._splits()
-        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, None, None, True,
+        # the affine part inside the same kernel, each split's channels with the one weight
+        # (PySlowFast applies it after, as two more passes over the activations and back)
+        w, b = ((self.weight.repeat(k), self.bias.repeat(k)) if self.affine else (None, None))
+        y = F.batch_norm(x.reshape(n // k, c * k, *x.shape[2:]), mean, var, w, b, True,
                          self.momentum, self.eps).view_as(x)
         self._stale = True
-        if self.affine:
-            shape = (1, c) + (1,) * (x.dim() - 2)
-            # in the activations' dtype: fp32 parameters would promote a bf16 batch
-            y = y * self.weight.view(shape).to(y.dtype) + self.bias.view(shape).to(y.dtype)
         return y
 
     def train(self, mode: bool = True):
