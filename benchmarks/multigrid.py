@@ -2,6 +2,7 @@
 side by side: training time, clips/s by stage, and the mAP at the end.
 
 Usage: .venv/bin/python benchmarks/multigrid.py [--epochs 8] [--seeds 0 1 2] [--jobs 2]
+       [--lars none|multigrid|both] [--out benchmarks/results/multigrid.json]
 Writes benchmarks/results/multigrid.json and .png.
 
 Each run is `slowfast-dist train` of configs/demo.yaml's tiny SlowFast on one process (one
@@ -18,7 +19,10 @@ PySlowFast's sense. Neither evaluates while training; after it, `slowfast-dist t
 last checkpoint on the validation videos (the same command for both). Both runs recompute BN's
 statistics at the default shape before each checkpoint (BN.USE_PRECISE_STATS, as PySlowFast's
 multigrid configs do) over --precise-bn batches; with --precise-bn 0 the multigrid run is
-scored with statistics gathered over the short cycle's mixed crops.
+scored with statistics gathered over the short cycle's mixed crops. With --lars multigrid (or
+both), that run trains with PySlowFast's LARS (SOLVER.LARS_ON) at --lars-lr-factor x the base LR,
+benchmarks/large_batch.py's recipe, which held mAP at 32x batches there; a baseline without LARS
+is reused from an earlier run with the same settings.
 
 Timing: `train_s` is the sum of the epochs' own times from the training log (no start-up,
 checkpoints or scoring), `wall_s` and `cpu_s` the whole training process (its worker included).
@@ -67,7 +71,15 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
     if variant == "multigrid":
         opts += ["MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True",
                  "MULTIGRID.BN_BASE_SIZE", str(a.batch)]
+    if uses_lars(variant, a):  # #19's recipe: PySlowFast's LARS at --lars-lr-factor x the LR
+        lr = a.base_lr * a.lars_lr_factor
+        opts += ["SOLVER.LARS_ON", "True", "SOLVER.BASE_LR", f"{lr:g}",
+                 "SOLVER.WARMUP_START_LR", f"{lr / 10:g}"]
     return opts
+
+
+def uses_lars(variant: str, a) -> bool:
+    return a.lars == "both" or a.lars == variant
 
 
 def run(cmd: list, what: str) -> tuple[str, float, float]:
@@ -84,7 +96,7 @@ def run(cmd: list, what: str) -> tuple[str, float, float]:
 
 
 def run_one(variant: str, seed: int, a, data: Path) -> dict:
-    out = Path(a.work) / f"{variant}_s{seed}_{settings_tag(a)}"
+    out = Path(a.work) / f"{variant}_s{seed}_{settings_tag(a, variant)}"
     if (out / "result.json").exists() and not a.rerun:
         return json.loads((out / "result.json").read_text())
     cli = [sys.executable, "-m", "slowfast_dist.cli"]
@@ -123,13 +135,15 @@ def run_one(variant: str, seed: int, a, data: Path) -> dict:
     return result
 
 
-def settings_tag(a) -> str:
-    """Finished runs are reused only under the same settings."""
+def settings_tag(a, variant: str) -> str:
+    """Finished runs are reused only under the same settings (a baseline without LARS is the
+    same run whatever the multigrid run uses)."""
     import hashlib
 
     keys = ("epochs", "frames", "rate", "crop", "batch", "base_lr", "videos", "seconds")
     tag = hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
-    return tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
+    return (tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
+            + (f"_lars{a.lars_lr_factor:g}" if uses_lars(variant, a) else ""))
 
 
 def main(argv=None) -> int:
@@ -145,6 +159,10 @@ def main(argv=None) -> int:
     ap.add_argument("--precise-bn", type=int, default=50, metavar="BATCHES",
                     help="BN.USE_PRECISE_STATS with this BN.NUM_BATCHES_PRECISE, both runs "
                          "(0: off)")
+    ap.add_argument("--lars", choices=("none", "multigrid", "both"), default="none",
+                    help="PySlowFast's LARS (SOLVER.LARS_ON) for these runs")
+    ap.add_argument("--lars-lr-factor", type=float, default=20.0,
+                    help="with LARS, BASE_LR is this x --base-lr (benchmarks/large_batch.py's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--rerun", action="store_true", help="ignore finished runs in --work")
@@ -229,7 +247,8 @@ def _plot(report, path, a):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"tiny SlowFast, synthetic AVA (textured), {a.frames}x{a.crop} clips, "
-                 f"{a.epochs} epochs, {len(a.seeds)} seed(s)", fontsize=10)
+                 f"{a.epochs} epochs, {len(a.seeds)} seed(s)"
+                 + ("" if a.lars == "none" else f"; LARS: {a.lars}"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
