@@ -1,6 +1,6 @@
 """The faults of README's Reliability table, injected into real runs, timed: a stop signal mid-epoch
 (torchrun, and the mpirun launch script), kill -9 of a rank, SIGSTOP of a rank with
-DIST.TIMEOUT_S 30 (torchrun, mpirun). 2 gloo ranks with 2 persistent loader workers each.
+DIST.TIMEOUT_S 20 (torchrun, mpirun). 2 gloo ranks with 2 persistent loader workers each.
 
 The fault tests (tests/test_preempt.py, tests/test_heartbeat.py) are the harness: they assert the
 behaviour and, with SFD_FIGURES_JSON set, add what they measured. This runs them and writes

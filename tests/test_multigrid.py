@@ -157,6 +157,7 @@ def test_dry_run_prints_the_multigrid_schedule_of_512_ranks(tmp_path, capsys):
                                     {"batch_per_rank": 64, "crop": 158},
                                     {"batch_per_rank": 64, "crop": 158}]
     assert first["bn"] == "sub_batchnorm, 8 splits"  # BN over 8 clips, as the paper
+    assert first["norm_type"] == "sub_batchnorm" and first["bn_splits"] == 8
     # the run's LR follows the re-derived steps: relative LRs carry the stage's batch factor
     assert report["lr_at_epoch"]["7"] == pytest.approx(4 * report["lr_at_epoch"]["13"])
     # the fine-tuning phase's second half rounds to nothing on a 20-epoch schedule, in
@@ -321,6 +322,8 @@ def test_bn_splits_divide_every_stage_batch_and_a_zero_batch_is_refused():
     for row in p["stages"]:
         assert row["batch_per_rank"] % row["bn_splits"] == 0, row
     assert {(r["batch_per_rank"], r["bn_splits"]) for r in p["stages"]} >= {(28, 2), (14, 1)}
+    # the full-shape stages hold 7 clips, fewer than BN_BASE_SIZE: PySlowFast's sync BN there
+    assert {r["norm_type"] for r in p["stages"] if r["batch_per_rank"] == 7} == {"sync_batchnorm"}
     bad = M.MultigridSpec(long_cycle=True, short_cycle=True, short_cycle_factors=(0.5, 0.9),
                           long_cycle_factors=((0.5, 0.5), (1.0, 1.0)))
     with pytest.raises(UserError, match="a short-cycle crop larger than the 112 px of a stage"):

@@ -247,7 +247,8 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
                      "bn": ({"sub_batchnorm": f"sub_batchnorm, {splits} splits",
                              "sync_batchnorm": f"sync_batchnorm over {st.bn_sync_devices}"
                              }.get(st.norm_type, "batchnorm") if stages else "as configured"),
-                     "bn_splits": splits if stages else 1})
+                     "bn_splits": splits if stages else 1,
+                     "norm_type": st.norm_type if stages else None})
         start = stage.end_epoch
     evals = [e for e in range(solver.max_epoch)  # TRAIN.EVAL_PERIOD 0: no evaluation
              if eval_period > 0

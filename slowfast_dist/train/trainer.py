@@ -264,7 +264,7 @@ class Run:
             from slowfast_dist.models.sub_batchnorm import set_bn_splits
 
             set_bn_splits(self.model, 1, capacity=most)
-        if any("sync" in r["bn"] for r in self.multigrid_plan["stages"]):
+        if any(r["norm_type"] == "sync_batchnorm" for r in self.multigrid_plan["stages"]):
             # a synchronised BN per stage would need its own process groups
             self.warn(f"multigrid: stages whose per-rank batch is below MULTIGRID.BN_BASE_SIZE "
                       f"{spec.bn_base_size} normalise over their own batch (batchnorm), not "
