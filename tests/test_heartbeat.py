@@ -46,6 +46,25 @@ def test_a_silent_rank_is_named_once_it_missed_the_timeout_and_a_finished_one_ne
     assert "rank 2" not in said[0]
 
 
+def test_only_a_rank_beside_this_one_that_missed_the_timeout_is_killed():
+    """The kill's guards: silent for DIST.TIMEOUT_S, on this host, and a child of this
+    process's parent (a launcher's other rank); a process elsewhere in the tree is spared."""
+    import socket
+
+    hb = Heartbeat(_store(), 0, 2, timeout_s=5)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        hb._where[1] = (socket.gethostname(), child.pid)  # pytest's child, not its sibling
+        assert hb._kill_local([(1, 100.0)]) == "" and child.poll() is None
+        hb._where[1] = (socket.gethostname(), os.getpid())  # this process
+        assert hb._kill_local([(1, 100.0)]) == ""
+        hb._where[1] = ("another-host", child.pid)
+        assert hb._kill_local([(1, 100.0)]) == "" and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _watch(proc, lines, pattern):
     """Collect output lines in a thread; an Event set at the first line matching `pattern`."""
     seen = threading.Event()

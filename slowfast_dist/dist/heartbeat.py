@@ -87,12 +87,11 @@ class Heartbeat:
                 with self._lock:
                     self._beat()
                     stalled = self.stalled()
-                    message = (self.describe(stalled) + self._kill_local(stalled) if stalled
-                               else None)
+                    message = self.describe(stalled) if stalled else None
             except Exception:  # noqa: BLE001 - the store did not answer
-                message = self._store_silent(self.timeout_s)
+                stalled, message = [], self._store_silent(self.timeout_s)
             if message and not self._stop.is_set():
-                self.on_stalled(message)
+                self.on_stalled(message + self._kill_local(stalled))
                 return
 
     def _store_silent(self, bar: float) -> str | None:
@@ -135,17 +134,21 @@ class Heartbeat:
                 self._where[r] = (host, int(pid))
 
     def _kill_local(self, stalled) -> str:
-        """SIGKILL the silent ranks that run on this host (not this process); what was done, as
-        the end of the message."""
+        """SIGKILL the ranks silent for DIST.TIMEOUT_S that run beside this one: on this host,
+        not this process, and children of this process's parent (the launcher's agent or proxy,
+        or the spawning process), so a pid of another container or a reused pid is never hit.
+        What was done, as the end of the message."""
         here, killed = socket.gethostname(), []
-        for r, _ in stalled:
+        for r, age in stalled:
             host, pid = self._where.get(r, (None, None))
-            if host == here and pid != os.getpid():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(str(pid))
-                except OSError:  # gone already
-                    pass
+            if (age < self.timeout_s or host != here or pid == os.getpid()
+                    or _parent_of(pid) != os.getppid()):
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(str(pid))
+            except OSError:  # gone already, or not ours
+                pass
         return f" (killed pid {', '.join(killed)} on this host)" if killed else ""
 
     def describe(self, stalled) -> str:
@@ -183,3 +186,12 @@ class Heartbeat:
         from slowfast_dist.dist.failure import end_now
 
         end_now(f"slowfast-dist: error: rank {self.rank}: {message}", EXIT_CODE, self.stream)
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of `pid` from /proc (None where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

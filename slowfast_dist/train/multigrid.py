@@ -264,7 +264,9 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
 def digest(p: dict) -> str:
     """A short fingerprint of a plan: a checkpoint saved inside an epoch resumes only under the
     same plan (the same cut of the epoch into batches)."""
-    cut = {"solver": p["solver"], "stages": p["stages"]}
+    keys = ("epochs", "frames", "crop", "sampling_rate", "batch_per_rank", "global_batch",
+            "short_cycle", "bn_splits")  # not the display fields (bn, norm_type)
+    cut = {"solver": p["solver"], "stages": [{k: r[k] for k in keys} for r in p["stages"]]}
     return hashlib.sha1(json.dumps(cut, sort_keys=True).encode()).hexdigest()[:16]
 
 
