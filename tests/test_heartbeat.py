@@ -47,7 +47,7 @@ def test_a_silent_rank_is_named_once_it_missed_the_timeout_and_a_finished_one_ne
 
 
 def test_only_a_rank_beside_this_one_that_missed_the_timeout_is_killed():
-    """The kill's guards: silent for DIST.TIMEOUT_S, on this host, and a child of this
+    """The kill's guards: silent for half of DIST.TIMEOUT_S, on this host, and a child of this
     process's parent (a launcher's other rank); a process elsewhere in the tree is spared."""
     import socket
 
@@ -60,6 +60,8 @@ def test_only_a_rank_beside_this_one_that_missed_the_timeout_is_killed():
         assert hb._kill_local([(1, 100.0)]) == ""
         hb._where[1] = ("another-host", child.pid)
         assert hb._kill_local([(1, 100.0)]) == "" and child.poll() is None
+        hb._where[1] = (socket.gethostname(), child.pid)
+        assert hb._kill_local([(1, 2.0)]) == ""  # not silent long enough either
     finally:
         child.kill()
         child.wait()

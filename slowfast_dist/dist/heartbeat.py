@@ -134,14 +134,16 @@ class Heartbeat:
                 self._where[r] = (host, int(pid))
 
     def _kill_local(self, stalled) -> str:
-        """SIGKILL the ranks silent for DIST.TIMEOUT_S that run beside this one: on this host,
-        not this process, and children of this process's parent (the launcher's agent or proxy,
-        or the spawning process), so a pid of another container or a reused pid is never hit.
-        What was done, as the end of the message."""
+        """SIGKILL the silent ranks that run beside this one: on this host, not this process,
+        and children of this process's parent (the launcher's agent or proxy, or the spawning
+        process), so a pid of another container or a reused pid is never hit. Silent for half
+        of DIST.TIMEOUT_S at least: a beat comes every sixth of it from a thread of its own, and
+        after a collective timed out the silence is seen from its first unanswered poll, up to a
+        beat after it began. What was done, as the end of the message."""
         here, killed = socket.gethostname(), []
         for r, age in stalled:
             host, pid = self._where.get(r, (None, None))
-            if (age < self.timeout_s or host != here or pid == os.getpid()
+            if (age < self.timeout_s / 2 or host != here or pid == os.getpid()
                     or _parent_of(pid) != os.getppid()):
                 continue
             try:
