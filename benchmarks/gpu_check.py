@@ -76,27 +76,29 @@ def cuda_tests(args) -> dict:
     return out
 
 
-def model_step(args) -> dict:
-    size = "tiny" if args.quick else "real"
-    target = args.out / "model_step.json"
-    cmd = [sys.executable, "benchmarks/model_step.py", "--out", str(target), "--size", size,
-           "--rounds", "2" if args.quick else "12", "--warmup", "1" if args.quick else "3"]
-    cmd.append("--compile" if not args.quick and not args.no_compile else "--no-compile")
-    out = run_logged(cmd, args.out / "model_step.log", args.budget(300))
+def run_benchmark(args, name: str, options: list, cap: float) -> dict:
+    """benchmarks/NAME.py with `options`, its log and JSON in OUT; the JSON as "result"."""
+    target = args.out / f"{name}.json"
+    out = run_logged([sys.executable, f"benchmarks/{name}.py", "--out", str(target), *options],
+                     args.out / f"{name}.log", args.budget(cap))
     if target.exists():
         out["result"] = json.loads(target.read_text())
     return out
+
+
+def model_step(args) -> dict:
+    quick = args.quick
+    return run_benchmark(args, "model_step", [
+        "--size", "tiny" if quick else "real", "--rounds", "2" if quick else "12",
+        "--warmup", "1" if quick else "3",
+        "--compile" if not quick and not args.no_compile else "--no-compile"], 300)
 
 
 def multigrid(args) -> dict:
-    target = args.out / "multigrid_step.json"
-    cmd = [sys.executable, "benchmarks/multigrid_step.py", "--out", str(target), "--size",
-           "tiny" if args.quick else "real", "--rounds", "1" if args.quick else "4",
-           "--steps", "1" if args.quick else "5", "--warmup", "1" if args.quick else "2"]
-    out = run_logged(cmd, args.out / "multigrid_step.log", args.budget(240))
-    if target.exists():
-        out["result"] = json.loads(target.read_text())
-    return out
+    quick = args.quick
+    return run_benchmark(args, "multigrid_step", [
+        "--size", "tiny" if quick else "real", "--rounds", "1" if quick else "4",
+        "--steps", "1" if quick else "5", "--warmup", "1" if quick else "2"], 240)
 
 
 def make_textured_set(args) -> subprocess.Popen:

@@ -183,7 +183,8 @@ def table(result: dict) -> str:
     for e in result["entries"]:
         s = e["step_s"]
         lines.append(f"| {e['batch']} x {e['frames']} x {e['crop']} | "
-                     f"{e['bn_splits'] or '- (baseline)'} | {s['median'] * 1e3:.1f} ({s['min'] * 1e3:.1f}-"
+                     f"{e['bn_splits'] or '- (baseline)'} | {s['median'] * 1e3:.1f} "
+                     f"({s['min'] * 1e3:.1f}-"
                      f"{s['max'] * 1e3:.1f}) | {e['clips_per_s']:.1f} | {e['first_step_s']:.1f} |")
     p = result["projection"]
     lines += ["", "| stage | LR step | epochs | frames x crop | short cycle (BxTxS/splits) | "

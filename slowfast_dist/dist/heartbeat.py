@@ -48,8 +48,8 @@ class Heartbeat:
         self.stream, self.on_stalled = stream, on_stalled or self._end_process
         self._watched = list(range(world_size)) if rank == 0 else [0]
         self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved)
-        self._who: dict[int, str] = {}  # rank -> "host H, pid P", read while the store answers
-        self._where: dict[int, tuple[str, int]] = {}  # rank -> (host, pid)
+        # rank -> (host, pid), read while the store answers
+        self._where: dict[int, tuple[str, int]] = {}
         self._last_answer = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one store connection, two threads
@@ -100,7 +100,7 @@ class Heartbeat:
         silent = time.monotonic() - self._last_answer
         if silent < bar:
             return None
-        who = f" ({self._who[0]})" if 0 in self._who else ""
+        who = f" ({self._who(0)})" if 0 in self._where else ""
         return (f"the rendezvous store has not answered for {silent:.0f} s: rank 0{who}, or "
                 f"the launcher serving it, hangs or died (DIST.TIMEOUT_S {self.timeout_s:g}). "
                 "Ending the job")
@@ -124,14 +124,16 @@ class Heartbeat:
     def _learn_who(self) -> None:
         """Host and pid of the watched ranks, read once they are all in the store (later the
         store may not answer: its host may be the rank that stopped)."""
-        if len(self._who) == len(self._watched):
+        if len(self._where) == len(self._watched):
             return
         keys = [f"hb/who/{r}" for r in self._watched]
         if self.store.check(keys):
             for r, raw in zip(self._watched, self.store.multi_get(keys)):
                 host, pid = raw.decode().split()
-                self._who[r] = f"host {host}, pid {pid}"
                 self._where[r] = (host, int(pid))
+
+    def _who(self, rank: int) -> str:
+        return "host {}, pid {}".format(*self._where[rank])
 
     def _kill_local(self, stalled) -> str:
         """SIGKILL the silent ranks that run beside this one: on this host, not this process,
@@ -154,7 +156,7 @@ class Heartbeat:
         return f" (killed pid {', '.join(killed)} on this host)" if killed else ""
 
     def describe(self, stalled) -> str:
-        parts = [f"rank {r}" + (f" ({self._who[r]})" if r in self._who else "")
+        parts = [f"rank {r}" + (f" ({self._who(r)})" if r in self._where else "")
                  for r, _ in stalled]
         age = max(a for _, a in stalled)
         return (f"{', '.join(parts)} stopped answering: no heartbeat for {age:.0f} s "
