@@ -2,7 +2,7 @@
 side by side: training time, clips/s by stage, and the mAP at the end.
 
 Usage: .venv/bin/python benchmarks/multigrid.py [--epochs 8] [--seeds 0 1 2] [--jobs 2]
-       [--lars none|multigrid|both] [--out benchmarks/results/multigrid.json]
+       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none] [--out benchmarks/results/multigrid.json]
 Writes benchmarks/results/multigrid.json and .png.
 
 Each run is `slowfast-dist train` of configs/demo.yaml's tiny SlowFast on one process (one
@@ -70,7 +70,7 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
         opts += ["BN.USE_PRECISE_STATS", "True", "BN.NUM_BATCHES_PRECISE", str(a.precise_bn)]
     if variant == "multigrid":
         opts += ["MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True",
-                 "MULTIGRID.BN_BASE_SIZE", str(a.batch)]
+                 "MULTIGRID.BN_BASE_SIZE", str(a.batch), "MULTIGRID.LR_SCALING", a.lr_scaling]
     if uses_lars(variant, a):  # #19's recipe: PySlowFast's LARS at --lars-lr-factor x the LR
         lr = a.base_lr * a.lars_lr_factor
         opts += ["SOLVER.LARS_ON", "True", "SOLVER.BASE_LR", f"{lr:g}",
@@ -143,7 +143,9 @@ def settings_tag(a, variant: str) -> str:
     keys = ("epochs", "frames", "rate", "crop", "batch", "base_lr", "videos", "seconds")
     tag = hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
     return (tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
-            + (f"_lars{a.lars_lr_factor:g}" if uses_lars(variant, a) else ""))
+            + (f"_lars{a.lars_lr_factor:g}" if uses_lars(variant, a) else "")
+            + (f"_lr{a.lr_scaling}" if variant == "multigrid" and a.lr_scaling != "linear"
+               else ""))
 
 
 def main(argv=None) -> int:
@@ -163,6 +165,9 @@ def main(argv=None) -> int:
                     help="PySlowFast's LARS (SOLVER.LARS_ON) for these runs")
     ap.add_argument("--lars-lr-factor", type=float, default=20.0,
                     help="with LARS, BASE_LR is this x --base-lr (benchmarks/large_batch.py's)")
+    ap.add_argument("--lr-scaling", choices=("linear", "sqrt", "none"), default="linear",
+                    help="MULTIGRID.LR_SCALING of the multigrid run: its long-cycle stages' LR "
+                         "per batch factor (linear: PySlowFast's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--rerun", action="store_true", help="ignore finished runs in --work")
@@ -248,7 +253,9 @@ def _plot(report, path, a):
         ax.legend()
     fig.suptitle(f"tiny SlowFast, synthetic AVA (textured), {a.frames}x{a.crop} clips, "
                  f"{a.epochs} epochs, {len(a.seeds)} seed(s)"
-                 + ("" if a.lars == "none" else f"; LARS: {a.lars}"), fontsize=10)
+                 + ("" if a.lars == "none" else f"; LARS: {a.lars}")
+                 + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}"),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -6,6 +6,7 @@ The expected values come from running PySlowFast 287ec00's `slowfast/utils/multi
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,26 @@ def test_multigrid_keys_are_read_and_checked(tmp_path):
                                             "MULTIGRID.SHORT_CYCLE_FACTORS", "[0.5]"])
     with pytest.raises(UserError, match="MULTIGRID.SHORT_CYCLE_FACTORS"):
         M.MultigridSpec.from_cfg(bad)
+
+
+@pytest.mark.parametrize("scaling,power", [("sqrt", 0.5), ("none", 0.0)])
+def test_lr_scaling_changes_only_the_batch_factor_s_exponent(scaling, power):
+    keys = CASES["ava_short"]["keys"]
+    spec, stages, linear = plan(keys)
+    gentler = M.derived_solver(replace(spec, lr_scaling=scaling), stages, steps=keys["STEPS"],
+                               lrs=keys["LRS"], max_epoch=keys["MAX_EPOCH"], gamma=keys["GAMMA"])
+    assert gentler.steps == linear.steps and gentler.max_epoch == linear.max_epoch
+    # linear LRs are gamma^step x batch factor: the same stages, the factor to the power
+    expected = [keys["GAMMA"] ** s.lr_step * s.batch_factor ** power for s in stages]
+    expected = expected[:-1] + [expected[-2], expected[-1]]
+    assert gentler.lrs == pytest.approx(expected, rel=1e-12)
+    assert max(s.batch_factor for s in stages) > 1 and gentler.lrs[0] < linear.lrs[0]
+    cfg = load_config("configs/demo.yaml", ["MULTIGRID.LONG_CYCLE", "True",
+                                            "MULTIGRID.LR_SCALING", "cube",
+                                            "SOLVER.LR_POLICY", "steps_with_relative_lrs"])
+    with pytest.raises(UserError, match="MULTIGRID.LR_SCALING: must be one of linear, sqrt, "
+                                        r"none \(got cube\)"):
+        M.MultigridSpec.from_cfg(cfg)
 
 
 def _train(cfg):

@@ -191,6 +191,8 @@ _C.MULTIGRID.DEFAULT_T = 0
 _C.MULTIGRID.DEFAULT_S = 0
 
 # ---- slowfast-dist extension keys (not in PySlowFast) ----
+# How a long-cycle stage's LR follows its batch factor: linear (PySlowFast), sqrt or none.
+_C.MULTIGRID.LR_SCALING = "linear"
 # Keep sampler + workers for the whole run (the study's RepeatSampler); False = rebuild per epoch.
 _C.DATA_LOADER.PERSISTENT_WORKERS = True
 # A loader worker that delivers no batch for this many seconds stops the rank, named (0: wait).

@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from slowfast_dist.errors import UserError
 
 
+# MULTIGRID.LR_SCALING: the exponent of a long-cycle stage's batch factor in its LR. PySlowFast
+# scales linearly; the linear rule alone loses mAP at large batches on small models
+# (benchmarks/large_batch.py), so "sqrt" (Krizhevsky 2014's rule) and "none" are offered too.
+LR_SCALING = {"linear": 1.0, "sqrt": 0.5, "none": 0.0}
+
+
 @dataclass(frozen=True)
 class MultigridSpec:
     long_cycle: bool = False
@@ -37,6 +43,7 @@ class MultigridSpec:
     epoch_factor: float = 1.5
     bn_base_size: int = 8
     eval_freq: int = 3
+    lr_scaling: str = "linear"  # MULTIGRID.LR_SCALING (ours): LR factor per batch factor
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +57,7 @@ class MultigridSpec:
                                             for f in m.LONG_CYCLE_FACTORS),
                    short_cycle_factors=tuple(float(x) for x in m.SHORT_CYCLE_FACTORS),
                    epoch_factor=float(m.EPOCH_FACTOR), bn_base_size=int(m.BN_BASE_SIZE),
-                   eval_freq=int(m.EVAL_FREQ))
+                   eval_freq=int(m.EVAL_FREQ), lr_scaling=str(m.LR_SCALING))
         spec.check(cfg.SOLVER.LR_POLICY)
         return spec
 
@@ -67,6 +74,9 @@ class MultigridSpec:
             bad = ("MULTIGRID.EPOCH_FACTOR", "a positive number")
         elif self.bn_base_size < 1 or self.eval_freq < 1:
             bad = ("MULTIGRID.BN_BASE_SIZE / EVAL_FREQ", "positive integers")
+        elif self.lr_scaling not in LR_SCALING:
+            bad = ("MULTIGRID.LR_SCALING", f"one of {', '.join(LR_SCALING)} "
+                   f"(got {self.lr_scaling})")
         elif self.long_cycle and lr_policy != "steps_with_relative_lrs":
             # the long cycle's LRs carry each stage's batch factor; only this policy reads them
             bad = ("SOLVER.LR_POLICY", "steps_with_relative_lrs under MULTIGRID.LONG_CYCLE "
@@ -133,7 +143,8 @@ def derived_solver(spec: MultigridSpec, schedule: list[Stage] | None, *, steps, 
     if spec.long_cycle:
         new_steps = [0] + [s.end_epoch for s in schedule]
         new_steps[-1] = (new_steps[-2] + new_steps[-1]) // 2  # fine-tuning: two halves
-        new_lrs = [gamma ** s.lr_step * s.batch_factor for s in schedule]
+        power = LR_SCALING[spec.lr_scaling]
+        new_lrs = [gamma ** s.lr_step * s.batch_factor ** power for s in schedule]
         new_lrs = new_lrs[:-1] + [new_lrs[-2], new_lrs[-1]]
         return Solver(new_steps, new_lrs, schedule[-1].end_epoch)
     if spec.short_cycle:
