@@ -16,7 +16,8 @@ Variants:
 - today_float_pil: `output="float"`, PIL: what the project shipped until now (decode, float()
   of the whole clip, bilinear resize, crop, flip, normalise; float pathways shipped);
 - uint8_pil / uint8_simplejpeg / uint8_opencv: `output="uint8"`, only the source window of the
-  crop shipped (reduced DCT decode when the frame is at least twice the drawn scale);
+  crop shipped (reduced DCT decode when the frame is at least twice the drawn scale; then, and
+  for windows of twice the crop's area, the worker resamples it to the crop and ships that);
 - uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libavcodec through PyAV)
   shipped at 1.5 bytes a pixel, converted to RGB by the device transform;
 - uint8_video_pyav: `AVA.PIXEL_SOURCE video`, frames decoded from the H.264 file by PyAV;
@@ -215,10 +216,16 @@ def staged_ours(ds, idx):
     if ds.pixel_source == "video":
         from slowfast_dist.data import video
 
+        drawn = {}
+
+        def size_for(full_hw):  # as AvaDataset._read: drawn first, converted smaller if it can
+            drawn["full"], drawn["plan"] = tuple(full_hw), ds._draw(*full_hw)
+            return video.reduced_size(full_hw, min(drawn["plan"][0]))
+
         frames = st("video_decode", lambda: video.read_frames(
-            video.find_video(ds.video_dir, ds.video_names[vidx]), indices, fps=ds.fps))
-        full = frames.shape[1:3]
-        plan = st("draw", ds._draw, *full)
+            video.find_video(ds.video_dir, ds.video_names[vidx]), indices, fps=ds.fps,
+            size_for=size_for))
+        full, plan = drawn["full"], drawn["plan"]
     else:
         paths = [ds.frames[vidx][i] for i in indices]
         data = st("file_read", lambda: [jpeg.read_bytes(p) for p in paths])
@@ -261,12 +268,17 @@ def staged_ours(ds, idx):
                     torch.from_numpy(dataclasses.replace(geo, top=top, left=left).as_array()))
         sample["luma"], sample["chroma"], sample["geometry"] = st("window_copy", plane_windows)
     else:
-        def window():
-            geo, (top, bottom, left, right) = T.ClipGeometry.plan(frames.shape[1:3], resized,
-                                                                  offset, out_hw, flip)
-            return (torch.from_numpy(np.ascontiguousarray(frames[:, top:bottom, left:right])),
-                    torch.from_numpy(geo.as_array()))
-        sample["clip"], sample["geometry"] = st("window_copy", window)
+        geo, (top, bottom, left, right) = T.ClipGeometry.plan(frames.shape[1:3], resized,
+                                                              offset, out_hw, flip)
+        if T.resamples_in_worker((bottom - top, right - left), out_hw,
+                                 dct_reduced=ds.pixel_source == "frames"
+                                 and frames.shape[1:3] != tuple(full)):
+            sample["clip"] = st("worker_resample", T.resample_frames, frames, geo)
+            geo = T.ClipGeometry.identity(*out_hw)
+        else:
+            sample["clip"] = st("window_copy", lambda: torch.from_numpy(
+                np.ascontiguousarray(frames[:, top:bottom, left:right])))
+        sample["geometry"] = torch.from_numpy(geo.as_array())
     sample["skipped"] = 0
     st("collate", collate_detection, [sample])
     return st.ms, sample

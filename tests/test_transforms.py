@@ -121,3 +121,59 @@ def test_yuv420_windows_ship_half_the_rgb_window_at_360p():
         ratios.append((luma.nbytes + chroma.nbytes) / rgb_bytes)
         sizes.append(32 * (luma.nbytes + chroma.nbytes))
     assert max(ratios) < 0.52 and max(sizes) < 5e6, (max(ratios), max(sizes))
+
+
+def test_resample_in_the_worker_equals_the_device_resample_within_half_a_grey_level():
+    """Windows of twice the output's area or more are resampled in the worker: the same
+    bilinear samples as the device's grid_sample (scales down and up, flips, crops touching
+    every border, non-square outputs), rounded once to grey levels."""
+    from slowfast_dist.data.device import ClipBatchTransform
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (3, 50, 70, 3), dtype=np.uint8)
+    device = ClipBatchTransform([0, 0, 0], [1 / 255] * 3, alpha=1, slowfast=False)
+    cases = [((20, 28), (0, 0), (16, 16)), ((20, 28), (4, 12), (16, 16)),
+             ((100, 140), (84, 124), (16, 16)), ((50, 70), (3, 5), (47, 65)),
+             ((33, 46), (0, 0), (33, 46)), ((24, 33), (2, 3), (9, 30))]
+    for resized, offset, out_hw in cases:
+        for flip in (False, True):
+            geo, (top, bottom, left, right) = T.ClipGeometry.plan(
+                frames.shape[1:3], resized, offset, out_hw, flip)
+            window = torch.from_numpy(np.ascontiguousarray(frames[:, top:bottom, left:right]))
+            want = device(window[None], torch.from_numpy(geo.as_array())[None])[0][0]
+            got = T.resample_frames(frames, geo)
+            assert got.dtype == torch.uint8 and got.shape == (3, *out_hw, 3)
+            again = device(got[None], torch.from_numpy(
+                T.ClipGeometry.identity(*out_hw).as_array())[None])[0][0]
+            diff = (again - want).abs()
+            assert diff.max() <= 0.502 and diff.mean() < 0.3, (resized, offset, flip)
+
+
+def test_at_1080p_the_worker_ships_under_5_mb_per_clip():
+    """Issue #14: at most 5 MB per clip at 1080p. AVA's training draws (32 frames, jitter
+    [256, 320], crop 224) on 1920x1080 frames decoded at libjpeg's smallest scale (k/8) that
+    reaches the drawn scale: the reduced frame's window is 1-2.3x the crop's area, and the
+    worker resamples every one (reduced decode), so it ships 32 x 224 x 224 x 3."""
+    import random
+
+    draws, sizes = random.Random(0), set()
+    for _ in range(20):
+        short = draws.randint(256, 320)
+        k = next(k for k in range(1, 9) if 1080 * k // 8 >= short)
+        decoded = (1080 * k // 8, 1920 * k // 8)
+        nh, nw = T.resized_size(*decoded, short)
+        offset = (draws.randrange(nh - 224 + 1), draws.randrange(nw - 224 + 1))
+        geo, (top, bottom, left, right) = T.ClipGeometry.plan(decoded, (nh, nw), offset,
+                                                              (224, 224), False)
+        sizes.add((bottom - top) * (right - left) >= 2 * 224 * 224)
+        assert T.resamples_in_worker((bottom - top, right - left), (224, 224),
+                                     dct_reduced=k < 8)
+        frames = np.zeros((32, *decoded, 3), np.uint8)
+        assert T.resample_frames(frames, geo).nbytes < 5e6
+    assert sizes == {True, False}  # windows above and below twice the crop: both resampled
+    # at 360p the window ships as it is (1.3-2x the crop: the resample would cost more than
+    # the decode there)
+    _, (top, bottom, left, right) = T.ClipGeometry.plan((360, 640), (288, 512), (10, 20),
+                                                        (224, 224), False)
+    assert not T.resamples_in_worker((bottom - top, right - left), (224, 224),
+                                     dct_reduced=False)

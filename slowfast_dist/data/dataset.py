@@ -8,7 +8,9 @@ the next readable one, with one warning naming the file; the count travels with 
 
 A sample leaves the worker in uint8 (`output="uint8"`, what training and testing use): the
 scale, crop and flip are drawn and applied to the boxes here, but of the pixels only the source
-window that the crop needs is shipped, with its `ClipGeometry`; `data/device.py` resamples and
+window that the crop needs is shipped, with its `ClipGeometry` (JPEG frames decoded at a reduced
+size, and windows of twice the output's area or more, are resampled here and ship at the output's
+size); `data/device.py` resamples and
 normalises the batch on the training device (with `DATA.DECODER yuv420`, the windows of the
 JPEG's Y, Cb, Cr planes instead: half the bytes, converted to RGB there). `output="float"` is
 the float reference: the whole clip resized, cropped, flipped and normalised here, as PySlowFast
@@ -271,8 +273,14 @@ class AvaDataset(torch.utils.data.Dataset):
             return sample
         geo, (top, bottom, left, right) = T.ClipGeometry.plan(
             frames.shape[1:3], resized, offset, out_hw, flip)
-        # one contiguous copy of the window only; the slow pathway is an index, not a copy
-        sample["clip"] = torch.from_numpy(np.ascontiguousarray(frames[:, top:bottom, left:right]))
+        if T.resamples_in_worker((bottom - top, right - left), out_hw,
+                                 dct_reduced=self.pixel_source == "frames"
+                                 and frames.shape[1:3] != tuple(full)):
+            sample["clip"] = T.resample_frames(frames, geo)  # fewer bytes than the window
+            geo = T.ClipGeometry.identity(*out_hw)
+        else:  # one contiguous copy of the window only; the slow pathway is an index, not a copy
+            sample["clip"] = torch.from_numpy(
+                np.ascontiguousarray(frames[:, top:bottom, left:right]))
         sample["geometry"] = torch.from_numpy(geo.as_array())
         return sample
 

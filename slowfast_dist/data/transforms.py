@@ -9,8 +9,12 @@ uint8 path: `ClipGeometry` says which output pixel comes from which source pixel
 ships the uint8 source window that covers the output, and `data/device.py` resamples, converts
 and normalises the whole batch on the training device. With `DATA.DECODER yuv420` the window is
 the JPEG's planes instead (`yuv420_windows`): luma, and chroma at half size with the margin the
-upsampling on the device needs.
+upsampling on the device needs. JPEG frames decoded at a reduced size (720p, 1080p sources) and
+windows at least `WORKER_RESAMPLE_AREA` times the output's area are resampled in the worker
+instead (`resample_frames`): fewer bytes to ship than the window, one rounding to uint8 more.
 """
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
 
@@ -129,8 +133,73 @@ class ClipGeometry:
         geo = cls(sy, sx, offset[0], offset[1], dh - 1, dw - 1, top, left, bool(flip), *out_hw)
         return geo, (top, bottom, left, right)
 
+    @classmethod
+    def identity(cls, out_h: int, out_w: int) -> ClipGeometry:
+        """The geometry of a clip already at the output size (resampled in the worker)."""
+        return cls(1.0, 1.0, 0, 0, out_h - 1, out_w - 1, 0, 0, False, out_h, out_w)
+
     def as_array(self) -> np.ndarray:
         return np.array([float(getattr(self, f)) for f in GEOMETRY_FIELDS], dtype=np.float64)
+
+
+# Where the worker resamples (`resamples_in_worker`). At 360p the windows of AVA's training crops
+# are 1.3-2x the crop and ship as they are: the resample would add more than the decode's time.
+# JPEG frames decoded through the DCT at a reduced size (k/8 of 720p, 1080p sources) have windows
+# of 1-2.3x the crop, and their decode costs several times the resample: the worker ships the
+# crop, 4.8 MB for 32 x 224 x 224 instead of up to 12 MB. (Video frames are converted to the
+# drawn scale itself: their window is the crop's size already.)
+WORKER_RESAMPLE_AREA = 2.0
+
+
+def resamples_in_worker(window_hw, out_hw, dct_reduced: bool) -> bool:
+    """Whether a window of `window_hw` for an output of `out_hw` ships resampled: JPEG frames
+    decoded at a reduced size, or a window of WORKER_RESAMPLE_AREA x the output's area."""
+    return (dct_reduced
+            or window_hw[0] * window_hw[1] >= WORKER_RESAMPLE_AREA * out_hw[0] * out_hw[1])
+
+
+def resample_frames(frames: np.ndarray, geo: ClipGeometry) -> torch.Tensor:
+    """uint8 [T, out_h, out_w, C]: the bilinear samples `geo` defines, from the decoded uint8
+    `frames` [T, h, w, C] (whole: no window is copied), rounded to grey levels: the device's
+    grid_sample in exact arithmetic, so within half a grey level of it.
+
+    Each of an output pixel's four taps is one numpy gather in uint8 (rows x flattened (w, C)
+    columns), blended in float in three buffers kept by the process: at 1080p fresh float
+    tensors cost more in page faults than the arithmetic."""
+    t, h, w, c = frames.shape
+
+    def taps(offset, count, scale, max_index, size):
+        src = source_coords(offset, count, scale, max_index)
+        lo = np.clip(np.floor(src).astype(np.int64), 0, size - 1)
+        return lo, np.minimum(lo + 1, size - 1), torch.from_numpy(src - lo).float()
+
+    y0, y1, wy = taps(geo.off_y, geo.out_h, geo.scale_y, geo.max_y, h)
+    x0, x1, wx = taps(geo.off_x, geo.out_w, geo.scale_x, geo.max_x, w)
+    if geo.flip:
+        x0, x1, wx = x0[::-1], x1[::-1], wx.flip(0)
+    flat = frames.reshape(t, h, w * c)
+    cols0, cols1 = ((x[:, None] * c + np.arange(c)).reshape(1, -1) for x in (x0, x1))
+    top, right, below = _scratch(3, (t, geo.out_h, geo.out_w * c))
+    wx = wx.repeat_interleave(c).view(1, 1, -1)
+
+    def tap(out, ys, cols):
+        return out.copy_(torch.from_numpy(flat[:, ys[:, None], cols]))
+
+    tap(top, y0, cols0).lerp_(tap(right, y0, cols1), wx)
+    tap(below, y1, cols0).lerp_(tap(right, y1, cols1), wx)
+    top.lerp_(below, wy.view(1, -1, 1)).round_().clamp_(0, 255)
+    return top.to(torch.uint8).view(t, geo.out_h, geo.out_w, c)
+
+
+_SCRATCH = {"buf": torch.empty(0)}
+
+
+def _scratch(count: int, shape) -> list[torch.Tensor]:
+    """`count` float32 tensors of `shape` in one flat buffer that grows, never shrinks."""
+    n = int(np.prod(shape))
+    if _SCRATCH["buf"].numel() < count * n:
+        _SCRATCH["buf"] = torch.empty(count * n)
+    return [_SCRATCH["buf"][k * n:(k + 1) * n].view(shape) for k in range(count)]
 
 
 def source_coords(offset, count, scale, max_index):
