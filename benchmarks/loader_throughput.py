@@ -19,7 +19,8 @@ Variants:
   crop shipped (reduced DCT decode when the frame is at least twice the drawn scale; then, and
   for windows of twice the crop's area, the worker resamples it to the crop and ships that);
 - uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libavcodec through PyAV)
-  shipped at 1.5 bytes a pixel, converted to RGB by the device transform;
+  shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of twice the
+  drawn scale, as at 1080p, are decoded to RGB as `auto` does and resampled in the worker);
 - uint8_video_pyav: `AVA.PIXEL_SOURCE video`, frames decoded from the H.264 file by PyAV;
 - pyslowfast_cv2 (--reference-dir): PySlowFast's `Ava` (cv2 backend, its default) and its
   `detection_collate`, in a child process fed the same (video, second) samples.
@@ -59,7 +60,6 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from slowfast_dist.data import ava_files as af  # noqa: E402
 from slowfast_dist.data import jpeg  # noqa: E402
 from slowfast_dist.data import transforms as T  # noqa: E402
 from slowfast_dist.data.dataset import AvaDataset, ClipSpec  # noqa: E402
@@ -210,7 +210,7 @@ class Stages:
 def staged_ours(ds, idx):
     """The sample `ds[idx]` again, step by step through the library's functions (the order of
     AvaDataset._load), each step timed: {stage: ms} and the sample."""
-    st = Stages()
+    st, planes_kept = Stages(), False
     vidx, sec, boxes = ds.keys[idx]
     indices = ds.frame_indices(vidx, sec)
     if ds.pixel_source == "video":
@@ -232,12 +232,15 @@ def staged_ours(ds, idx):
         full = st("draw", jpeg.header_size, data[0], paths[0])
         plan = st("draw", ds._draw, *full)
         need = None if ds.output == "float" else min(plan[0])
-        if ds.decoder == "yuv420":
+        # yuv420 decodes sources of twice the drawn scale to RGB (AvaDataset._load_planes)
+        planes_kept = ds.decoder == "yuv420" and jpeg.reduced_target(*full, need) is None
+        if planes_kept:
             planes = st("jpeg_decode", lambda: [jpeg.decode_yuv420(d, p, need)[:3]
                                                 for d, p in zip(data, paths)])
         else:
+            rgb = ds.rgb_decoder if ds.decoder == "yuv420" else ds.decoder
             frames = st("jpeg_decode", lambda: np.stack(
-                [jpeg.decode(d, p, ds.decoder, need)[0] for d, p in zip(data, paths)]))
+                [jpeg.decode(d, p, rgb, need)[0] for d, p in zip(data, paths)]))
     resized, offset, out_hw, flip = plan
 
     def boxes_labels():
@@ -260,7 +263,7 @@ def staged_ours(ds, idx):
         clip = st("crop_flip", crop_flip, clip)
         sample["inputs"] = st("normalise_pack", lambda: T.pack_pathway(
             T.normalize(clip, ds.mean, ds.std), ds.alpha, ds.slowfast))
-    elif ds.decoder == "yuv420":
+    elif ds.decoder == "yuv420" and planes_kept:
         def plane_windows():
             geo, win = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
             luma, chroma, top, left = T.yuv420_windows(*zip(*planes), win)
@@ -730,14 +733,14 @@ def targets(sizes):
                    "max_mb": v["bytes_per_clip"]["max"] / 1e6}
                for n, v in r["variants"].items() if n in OURS and n != TODAY
                and v.get("bytes_per_clip")}
-        # judged on the JPEG variant that ships the fewest bytes (yuv420 where it runs): the
-        # fastest ships RGB windows, twice as large
+        # judged on yuv420 where it runs (planes at 360p, the crop resampled in the worker at
+        # 1080p: under 5 MB at both); else on the JPEG variant that ships the fewest bytes
         frames = [n for n in got if OURS[n][0] == "frames"] or list(got)
-        smallest = min(frames, key=lambda n: got[n]["max_mb"])
+        smallest = ("uint8_yuv420" if "uint8_yuv420" in got
+                    else min(frames, key=lambda n: got[n]["max_mb"]))
         rows.append({"target": f"bytes_per_clip_{size}",
                      "want": f"<= {TARGETS['bytes_per_clip_max_mb']:g} MB shipped per clip "
-                             f"(met: judged on the JPEG variant shipping the fewest, "
-                             f"{smallest})",
+                             f"(met: judged on {smallest})",
                      "got": got,
                      "met": got[smallest]["max_mb"] <= TARGETS["bytes_per_clip_max_mb"]})
     return rows

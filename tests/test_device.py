@@ -486,6 +486,59 @@ def test_yuv420_batches_in_workers_after_collation_and_through_the_device_loader
     assert n == len(after) > 1
 
 
+def _small_crop(ds, jitter):
+    ds.crop_size, ds.jitter = 24, jitter  # the 64-pixel frames are twice a scale up to 32
+    return ds
+
+
+def test_yuv420_decodes_large_sources_to_rgb_as_auto_does(textured):
+    """Frames at least twice the drawn scale: DATA.DECODER yuv420 decodes them to RGB, reduced
+    through the DCT, and ships the crop resampled in the worker: the very sample of `auto`
+    (simplejpeg) for the same draws, fewer bytes than the planes' window."""
+    planes = _small_crop(dataset(textured, "uint8", decoder="yuv420"), [24, 28])
+    rgb = _small_crop(dataset(textured, "uint8", decoder="simplejpeg"), [24, 28])
+    for i in range(4):
+        random.seed(i)
+        a = planes[i]
+        random.seed(i)
+        b = rgb[i]
+        assert "luma" not in a and resampled_in_worker(a)
+        for key in ("clip", "geometry", "boxes", "labels", "metadata"):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_a_yuv420_batch_mixing_planes_and_rgb_samples_equals_them_one_by_one(textured):
+    """Scales up to 32 decode RGB, larger ones ship planes: one batch holds both kinds, the RGB
+    samples first (boxes renumbered with them), in the device loader and in the workers."""
+    ds, tf = _small_crop(dataset(textured, "uint8", decoder="yuv420"), [24, 40]), transform()
+    samples = []
+    for i in range(8):
+        random.seed(i)
+        samples.append(ds[i])
+    kinds = ["luma" in s for s in samples]
+    assert True in kinds and False in kinds
+    batch = collate_detection(samples)
+    inputs = tf.from_batch(batch)
+    ordered = sorted(samples, key=lambda s: "luma" in s)
+    for k, sample in enumerate(ordered):
+        one = collate_detection([sample])
+        for x, y in zip(inputs, tf.from_batch(one)):
+            assert torch.allclose(x[k], y[0], atol=1e-4)
+        mine = batch["boxes"][:, 0] == k
+        assert torch.equal(batch["boxes"][mine, 1:], sample["boxes"])
+        assert torch.equal(batch["metadata"][mine], sample["metadata"])
+    after = DeviceLoader(_loader(ds, 2), "cpu", tf)
+    inside = DeviceLoader(build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=2,
+                                       pin_memory=False, persistent=True, rank=0, world_size=1,
+                                       seed=5, batch_transform=tf), "cpu", tf)
+    for a, b in zip(after, inside, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
+        assert torch.equal(a["boxes"], b["boxes"])
+    raw = _loader(ds, 0)
+    raw.set_epoch(0)
+    assert any("clips" in b and "luma" in b for b in raw)  # the loader made mixed batches
+
+
 @pytest.mark.cuda
 def test_cuda_yuv420_conversion_equals_the_cpu_one(textured):
     if not torch.cuda.is_available():

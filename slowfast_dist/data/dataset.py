@@ -94,6 +94,7 @@ class AvaDataset(torch.utils.data.Dataset):
             raise ValueError(f"output must be uint8 or float, not {clip.output!r}")
         self.output = clip.output
         self.decoder = jpeg.resolve_decoder(clip.decoder)
+        self.rgb_decoder = jpeg.resolve_decoder("auto")  # yuv420's large sources (_load_planes)
         if self.decoder in jpeg.BATCH_DECODERS and (pixel_source != "frames"
                                                   or clip.output != "uint8"):
             raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames after collation; "
@@ -266,16 +267,21 @@ class AvaDataset(torch.utils.data.Dataset):
             return None if self.output == "float" else min(draws["plan"][0])
 
         frames, full = self._read(vidx, self.frame_indices(vidx, sec), need_short)
-        resized, offset, out_hw, flip = draws.get("plan") or self._draw(*full)
-        sample = self._targets(vidx, sec, boxes, full, (resized, offset, out_hw, flip))
+        plan = draws.get("plan") or self._draw(*full)
+        sample = self._targets(vidx, sec, boxes, full, plan)
         if self.output == "float":
-            sample["inputs"] = self._float_pixels(frames, resized, offset, out_hw, flip)
+            sample["inputs"] = self._float_pixels(frames, *plan)
             return sample
+        return self._ship_rgb(sample, frames, plan, dct_reduced=self.pixel_source == "frames"
+                              and frames.shape[1:3] != tuple(full))
+
+    def _ship_rgb(self, sample, frames, plan, dct_reduced):
+        """`sample` with its pixels from the decoded RGB `frames`: the uint8 window the output
+        needs and its geometry, or the output itself, resampled here (`resamples_in_worker`)."""
+        resized, offset, out_hw, flip = plan
         geo, (top, bottom, left, right) = T.ClipGeometry.plan(
             frames.shape[1:3], resized, offset, out_hw, flip)
-        if T.resamples_in_worker((bottom - top, right - left), out_hw,
-                                 dct_reduced=self.pixel_source == "frames"
-                                 and frames.shape[1:3] != tuple(full)):
+        if T.resamples_in_worker((bottom - top, right - left), out_hw, dct_reduced):
             sample["clip"] = T.resample_frames(frames, geo)  # fewer bytes than the window
             geo = T.ClipGeometry.identity(*out_hw)
         else:  # one contiguous copy of the window only; the slow pathway is an index, not a copy
@@ -305,22 +311,34 @@ class AvaDataset(torch.utils.data.Dataset):
                 **self._targets(vidx, sec, boxes, full, (resized, offset, out_hw, flip))}
 
     def _load_planes(self, vidx, sec, boxes):
-        """DATA.DECODER yuv420: the frames decoded to their Y, Cb, Cr planes (reduced through
-        the DCT under the same rule as RGB), the same draws and boxes as the RGB path; the
-        windows of the planes are shipped (`transforms.yuv420_windows`) and converted to RGB on
-        the device."""
+        """DATA.DECODER yuv420: the frames decoded to their Y, Cb, Cr planes, the same draws and
+        boxes as the RGB path; the windows of the planes are shipped
+        (`transforms.yuv420_windows`) and converted to RGB on the device. Sources at least
+        twice the drawn scale (720p, 1080p) are decoded to RGB instead, reduced through the DCT
+        and resampled here, as `auto` does: faster than libavcodec's reduced decode, and the
+        crop ships in fewer bytes than the planes' window. A batch may mix both kinds
+        (`loader.collate_detection`)."""
         draws = {}
 
         def need_short(full_hw):  # as in _load: the drawn scale decides the reduced decode
             draws["plan"] = self._draw(*full_hw)
-            return min(draws["plan"][0])
+            need = min(draws["plan"][0])
+            draws["rgb"] = jpeg.reduced_target(*full_hw, need) is not None
+            return need
 
-        planes, full = self._read_jpegs(vidx, self.frame_indices(vidx, sec), need_short,
-                                        jpeg.decode_yuv420)
+        def decode(data, path, need_short):
+            if draws["rgb"]:
+                return jpeg.decode(data, path, self.rgb_decoder, need_short)
+            return jpeg.decode_yuv420(data, path, need_short)
+
+        planes, full = self._read_jpegs(vidx, self.frame_indices(vidx, sec), need_short, decode)
         resized, offset, out_hw, flip = plan = draws["plan"]
+        sample = self._targets(vidx, sec, boxes, full, plan)
+        if draws["rgb"]:
+            return self._ship_rgb(sample, np.stack([p[0] for p in planes]), plan,
+                                  dct_reduced=True)
         geo, window = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
         luma, chroma, top, left = T.yuv420_windows(*zip(*(p[:3] for p in planes)), window)
-        sample = self._targets(vidx, sec, boxes, full, plan)
         sample["luma"], sample["chroma"] = torch.from_numpy(luma), torch.from_numpy(chroma)
         sample["geometry"] = torch.from_numpy(replace(geo, top=top, left=left).as_array())
         return sample

@@ -42,6 +42,19 @@ class ClipBatchTransform:
         `chroma`): converted to RGB, then resampled as above."""
         return self._resample(yuv420_to_rgb(luma, chroma), geometry)
 
+    def from_batch(self, batch: dict, move=lambda t: t) -> list[torch.Tensor]:
+        """The pathways of a collated uint8 batch (`collate_detection`): RGB windows (`clips`),
+        yuv420 planes (`luma`, `chroma`), or both, the RGB samples first; `move` takes the
+        pixels to the device."""
+        parts, n = [], 0
+        if "clips" in batch:
+            n = batch["clips"].shape[0]
+            parts.append(self(move(batch["clips"]), batch["geometry"][:n]))
+        if "luma" in batch:
+            parts.append(self.from_yuv420(move(batch["luma"]), move(batch["chroma"]),
+                                          batch["geometry"][n:]))
+        return parts[0] if len(parts) == 1 else [torch.cat(p) for p in zip(*parts)]
+
     def _resample(self, x: torch.Tensor, geometry: torch.Tensor) -> list[torch.Tensor]:
         """x float [B, 3, T, H, W] in grey levels -> the pathways."""
         b, c, t, h, w = x.shape
@@ -222,15 +235,11 @@ class DeviceLoader:
             clips = self._decode(batch["jpegs"], batch["jpeg_sizes"], batch["keyframes"])
             out["inputs"] = self.transform(clips, batch["geometry"])
             del out["jpegs"], out["jpeg_sizes"], out["keyframes"]
-        elif "clips" in batch:
-            clips = batch["clips"].to(self.device, non_blocking=nb)
-            out["inputs"] = self.transform(clips, batch["geometry"])
-            del out["clips"]
-        elif "luma" in batch:  # DATA.DECODER yuv420: the planes, converted here
-            luma = batch["luma"].to(self.device, non_blocking=nb)
-            chroma = batch["chroma"].to(self.device, non_blocking=nb)
-            out["inputs"] = self.transform.from_yuv420(luma, chroma, batch["geometry"])
-            del out["luma"], out["chroma"]
+        elif "clips" in batch or "luma" in batch:  # RGB windows and/or yuv420 planes
+            out["inputs"] = self.transform.from_batch(
+                batch, lambda t: t.to(self.device, non_blocking=nb))
+            for key in ("clips", "luma", "chroma"):
+                out.pop(key, None)
         else:  # float batches (the reference path)
             out["inputs"] = [x.to(self.device, non_blocking=nb) for x in batch["inputs"]]
         out["boxes"] = batch["boxes"].to(self.device, non_blocking=nb)

@@ -9,16 +9,21 @@ from slowfast_dist.errors import UserError
 
 def collate_detection(samples):
     """uint8 windows -> `clips` [B, T, H, W, 3] zero-padded to the largest, `geometry` [B, 11]
-    (DATA.DECODER yuv420: `luma` [B, T, H, W] and `chroma` [B, T, 2, Hc, Wc], padded alike;
+    (DATA.DECODER yuv420: `luma` [B, T, H, W] and `chroma` [B, T, 2, Hc, Wc], padded alike; a
+    yuv420 batch whose large sources were decoded to RGB has both, its RGB samples first;
     float samples: `inputs` stacked per pathway); boxes -> [sum N, 5] with the batch index in
     column 0."""
-    if "clip" in samples[0]:
-        out = {"clips": _pad_stack([s["clip"] for s in samples]),
-               "geometry": torch.stack([s["geometry"] for s in samples])}
-    elif "luma" in samples[0]:
-        out = {"luma": _pad_stack([s["luma"] for s in samples]),
-               "chroma": _pad_stack([s["chroma"] for s in samples], height_dim=2),
-               "geometry": torch.stack([s["geometry"] for s in samples])}
+    if any("luma" in s for s in samples):
+        samples = sorted(samples, key=lambda s: "luma" in s)  # stable: the RGB samples first
+    if "clip" in samples[0] or "luma" in samples[0]:
+        out = {"geometry": torch.stack([s["geometry"] for s in samples])}
+        clips = [s["clip"] for s in samples if "clip" in s]
+        planes = [s for s in samples if "luma" in s]
+        if clips:
+            out["clips"] = _pad_stack(clips)
+        if planes:
+            out["luma"] = _pad_stack([s["luma"] for s in planes])
+            out["chroma"] = _pad_stack([s["chroma"] for s in planes], height_dim=2)
     elif "jpegs" in samples[0]:  # decoded on the GPU: the bytes of every frame, back to back
         out = {"jpegs": torch.cat([s["jpegs"] for s in samples]),
                "jpeg_sizes": torch.stack([s["jpeg_sizes"] for s in samples]),
@@ -313,11 +318,10 @@ def collate_detection_or_default(samples, batch_transform=None):
         return torch.utils.data.default_collate(samples)
     batch = collate_detection(samples)
     # training on CPUs: the workers, not the main process, resample their own batches
-    if batch_transform is not None and "clips" in batch:
-        batch["inputs"] = batch_transform(batch.pop("clips"), batch["geometry"])
-    elif batch_transform is not None and "luma" in batch:
-        batch["inputs"] = batch_transform.from_yuv420(batch.pop("luma"), batch.pop("chroma"),
-                                                      batch["geometry"])
+    if batch_transform is not None and ("clips" in batch or "luma" in batch):
+        batch["inputs"] = batch_transform.from_batch(batch)
+        for key in ("clips", "luma", "chroma"):
+            batch.pop(key, None)
     return batch
 
 
