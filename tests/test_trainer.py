@@ -312,6 +312,33 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
 
 
+def test_two_ranks_evaluate_the_checkpoint_s_bn_statistics(data, tmp_path):
+    """Without precise BN each rank's last batch moves its own BN statistics after DDP's
+    broadcast. The evaluation runs through the DDP wrapper, which broadcasts rank 0's buffers
+    (the checkpoint's) before every forward: the scores of the evaluation at the end of
+    training are the checkpoint's, one process scoring them again. (Through the bare model,
+    rank 1 scores its own statistics: up to 1e-3 apart here.)"""
+    import support
+
+    support.finish(support.torchrun(data, tmp_path, "SOLVER.MAX_EPOCH", "1",
+                                    "TRAIN.EVAL_PERIOD", "1", "BN.USE_PRECISE_STATS", "False"))
+    run = trainer.Run(cfg_for(data, tmp_path))
+    path, state = ckpt.latest_good_checkpoint(tmp_path)
+    ckpt.load_weights(run.model, state["model_state"], path)
+    dataset, loader, _ = run.loader("val")
+    run.evaluate(run.model, dataset, loader, "again")
+    run.finish()
+
+    def scores(name):
+        rows = (tmp_path / name).read_text().splitlines()
+        return {tuple(r.split(",")[:7]): float(r.split(",")[7]) for r in rows}
+
+    during, again = scores("detections_epoch00001.csv"), scores("detections_again.csv")
+    assert during.keys() == again.keys() and len(during) > 10
+    # float noise only (other batches, other kernels)
+    assert max(abs(during[k] - again[k]) for k in during) < 1e-4
+
+
 def test_video_source_with_workers_trains_and_scores_like_the_frames(data, tmp_path):
     # the whole path with PyAV decoding in forked loader workers, no JPEG read at all
     common = ("SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1", "DATA_LOADER.NUM_WORKERS", "2")

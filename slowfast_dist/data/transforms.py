@@ -163,9 +163,10 @@ def resample_frames(frames: np.ndarray, geo: ClipGeometry) -> torch.Tensor:
     `frames` [T, h, w, C] (whole: no window is copied), rounded to grey levels: the device's
     grid_sample in exact arithmetic, so within half a grey level of it.
 
-    Each of an output pixel's four taps is one numpy gather in uint8 (rows x flattened (w, C)
-    columns), blended in float in three buffers kept by the process: at 1080p fresh float
-    tensors cost more in page faults than the arithmetic."""
+    Each of an output pixel's four taps is one numpy `take` in uint8 through flat indices
+    (C-ordered: a fancy index of [T, rows, cols] puts T innermost, and the float copy of that
+    costs 5x more), blended in float; a few frames at a time, so the taps and the float
+    buffers (kept by the process) stay in the CPU's cache."""
     t, h, w, c = frames.shape
 
     def taps(offset, count, scale, max_index, size):
@@ -177,29 +178,41 @@ def resample_frames(frames: np.ndarray, geo: ClipGeometry) -> torch.Tensor:
     x0, x1, wx = taps(geo.off_x, geo.out_w, geo.scale_x, geo.max_x, w)
     if geo.flip:
         x0, x1, wx = x0[::-1], x1[::-1], wx.flip(0)
-    flat = frames.reshape(t, h, w * c)
-    cols0, cols1 = ((x[:, None] * c + np.arange(c)).reshape(1, -1) for x in (x0, x1))
-    top, right, below = _scratch(3, (t, geo.out_h, geo.out_w * c))
-    wx = wx.repeat_interleave(c).view(1, 1, -1)
+    # flat indices of the four taps into a frame: [out_h, out_w * c] each
+    index = [(y[:, None, None] * w + x[None, :, None]) * c + np.arange(c)
+             for y in (y0, y1) for x in (x0, x1)]
+    index = [i.reshape(geo.out_h, -1) for i in index]
+    flat = frames.reshape(t, h * w * c)
+    out = torch.empty((t, geo.out_h, geo.out_w * c), dtype=torch.uint8)
+    wx, wy = wx.repeat_interleave(c).view(1, 1, -1), wy.view(1, -1, 1)
+    floats, picked = _scratch((_FRAMES_AT_ONCE, *index[0].shape))
+    for k in range(0, t, _FRAMES_AT_ONCE):
+        part = flat[k:k + _FRAMES_AT_ONCE]
+        n = len(part)
+        blend, picked = [b[:n] for b in floats], picked[:n]
 
-    def tap(out, ys, cols):
-        return out.copy_(torch.from_numpy(flat[:, ys[:, None], cols]))
+        def tap(buf, idx):
+            np.take(part, idx, axis=1, out=picked)
+            return buf.copy_(torch.from_numpy(picked))
 
-    tap(top, y0, cols0).lerp_(tap(right, y0, cols1), wx)
-    tap(below, y1, cols0).lerp_(tap(right, y1, cols1), wx)
-    top.lerp_(below, wy.view(1, -1, 1)).round_().clamp_(0, 255)
-    return top.to(torch.uint8).view(t, geo.out_h, geo.out_w, c)
-
-
-_SCRATCH = {"buf": torch.empty(0)}
+        top = tap(blend[0], index[0]).lerp_(tap(blend[1], index[1]), wx)
+        below = tap(blend[2], index[2]).lerp_(tap(blend[1], index[3]), wx)
+        out[k:k + n] = top.lerp_(below, wy).round_().clamp_(0, 255)
+    return out.view(t, geo.out_h, geo.out_w, c)
 
 
-def _scratch(count: int, shape) -> list[torch.Tensor]:
-    """`count` float32 tensors of `shape` in one flat buffer that grows, never shrinks."""
+_FRAMES_AT_ONCE = 4
+_SCRATCH = {"float": torch.empty(0), "uint8": np.empty(0, np.uint8)}
+
+
+def _scratch(shape) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Three float32 tensors and one uint8 array of `shape`, in buffers kept by the process
+    (grown when needed, never shrunk)."""
     n = int(np.prod(shape))
-    if _SCRATCH["buf"].numel() < count * n:
-        _SCRATCH["buf"] = torch.empty(count * n)
-    return [_SCRATCH["buf"][k * n:(k + 1) * n].view(shape) for k in range(count)]
+    if _SCRATCH["uint8"].size < n:
+        _SCRATCH["float"], _SCRATCH["uint8"] = torch.empty(3 * n), np.empty(n, np.uint8)
+    floats = [_SCRATCH["float"][k * n:(k + 1) * n].view(shape) for k in range(3)]
+    return floats, _SCRATCH["uint8"][:n].reshape(shape)
 
 
 def source_coords(offset, count, scale, max_index):
