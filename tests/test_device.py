@@ -224,8 +224,8 @@ def test_gpu_decoding_plumbing_equals_the_cpu_path(textured):
 
 def test_dali_pipeline_on_its_cpu_backend_equals_the_cpu_path(textured, tmp_path, capfd):
     """DATA.DECODER dali without a GPU (DALI's CPU backend): the same draws, the same batches as
-    the CPU decoder, pixels within half a grey level (WORKER_ROUNDING) and boxes exactly; a frame DALI refuses is
-    replaced by its clip's nearest frame, with one warning naming it."""
+    the CPU decoder, pixels within half a grey level (WORKER_ROUNDING) and boxes exactly; a
+    frame DALI refuses is replaced by its clip's nearest frame, with one warning naming it."""
     pytest.importorskip("nvidia.dali.fn", reason="NVIDIA DALI not installed (make test installs "
                         "it where pip can; pip install 'slowfast-dist[dali]')")
     from slowfast_dist.data import jpeg
