@@ -276,7 +276,7 @@ def staged_ours(ds, idx):
         if T.resamples_in_worker((bottom - top, right - left), out_hw,
                                  dct_reduced=ds.pixel_source == "frames"
                                  and frames.shape[1:3] != tuple(full)):
-            sample["clip"] = st("worker_resample", T.resample_frames, frames, geo)
+            sample["clip"] = st("worker_resample", T.resample_frames, frames, *plan)
             geo = T.ClipGeometry.identity(*out_hw)
         else:
             sample["clip"] = st("window_copy", lambda: torch.from_numpy(

@@ -328,8 +328,8 @@ def test_boxes_and_pixels_at_a_multigrid_crop_equal_the_float_reference(tree, cr
         batch = collate_detection([a])
         for x, y in zip(want["inputs"], tf(batch["clips"], batch["geometry"])):
             diff = (x - y[0]).abs()
-            # windows of 2x the crop's area or more are resampled and rounded in the worker
-            assert diff.max() < 0.51 * grey, float(diff.max() / grey)
+            # windows of 2x the crop's area or more are resampled in the worker (uint8)
+            assert diff.max() < 1.01 * grey, float(diff.max() / grey)
         batch = collate_detection([b])  # planes: within the IDCT's few grey levels
         fast = tf.from_yuv420(batch["luma"], batch["chroma"], batch["geometry"])[1][0]
         assert fast.shape == want["inputs"][1].shape

@@ -123,10 +123,11 @@ def test_yuv420_windows_ship_half_the_rgb_window_at_360p():
     assert max(ratios) < 0.52 and max(sizes) < 5e6, (max(ratios), max(sizes))
 
 
-def test_resample_in_the_worker_equals_the_device_resample_within_half_a_grey_level():
-    """Windows of twice the output's area or more are resampled in the worker: the same
-    bilinear samples as the device's grid_sample (scales down and up, flips, crops touching
-    every border, non-square outputs), rounded once to grey levels."""
+def test_resample_in_the_worker_is_within_one_grey_level_of_the_device_resample():
+    """Large windows are resampled in the worker, by torch's uint8 resize of the whole frame
+    then the crop and flip: the device's grid_sample within one grey level, 0.3-0.36 on
+    average on noise (scales down and up, flips, crops touching every border, non-square
+    outputs)."""
     from slowfast_dist.data.device import ClipBatchTransform
 
     rng = np.random.default_rng(3)
@@ -141,12 +142,14 @@ def test_resample_in_the_worker_equals_the_device_resample_within_half_a_grey_le
                 frames.shape[1:3], resized, offset, out_hw, flip)
             window = torch.from_numpy(np.ascontiguousarray(frames[:, top:bottom, left:right]))
             want = device(window[None], torch.from_numpy(geo.as_array())[None])[0][0]
-            got = T.resample_frames(frames, geo)
+            got = T.resample_frames(frames, resized, offset, out_hw, flip)
             assert got.dtype == torch.uint8 and got.shape == (3, *out_hw, 3)
             again = device(got[None], torch.from_numpy(
                 T.ClipGeometry.identity(*out_hw).as_array())[None])[0][0]
             diff = (again - want).abs()
-            assert diff.max() <= 0.502 and diff.mean() < 0.3, (resized, offset, flip)
+            # torch's fixed-point weights: at most one level; on noise at scales with many
+            # exact ties (2.5x) rounding up adds 0.25 on average
+            assert diff.max() <= 1.01 and diff.mean() < 0.4, (resized, offset, flip)
 
 
 def test_at_1080p_the_worker_ships_under_5_mb_per_clip():
@@ -169,7 +172,7 @@ def test_at_1080p_the_worker_ships_under_5_mb_per_clip():
         assert T.resamples_in_worker((bottom - top, right - left), (224, 224),
                                      dct_reduced=k < 8)
         frames = np.zeros((32, *decoded, 3), np.uint8)
-        assert T.resample_frames(frames, geo).nbytes < 5e6
+        assert T.resample_frames(frames, (nh, nw), offset, (224, 224), False).nbytes < 5e6
     assert sizes == {True, False}  # windows above and below twice the crop: both resampled
     # at 360p the window ships as it is (1.3-2x the crop: the resample would cost more than
     # the decode there)

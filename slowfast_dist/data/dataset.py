@@ -282,7 +282,7 @@ class AvaDataset(torch.utils.data.Dataset):
         geo, (top, bottom, left, right) = T.ClipGeometry.plan(
             frames.shape[1:3], resized, offset, out_hw, flip)
         if T.resamples_in_worker((bottom - top, right - left), out_hw, dct_reduced):
-            sample["clip"] = T.resample_frames(frames, geo)  # fewer bytes than the window
+            sample["clip"] = T.resample_frames(frames, *plan)  # fewer bytes than the window
             geo = T.ClipGeometry.identity(*out_hw)
         else:  # one contiguous copy of the window only; the slow pathway is an index, not a copy
             sample["clip"] = torch.from_numpy(
