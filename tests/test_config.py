@@ -222,7 +222,7 @@ def test_dump_roundtrip_and_key_list(tmp_path):
                      "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "BN.FREEZE",
                      "DATA.DECODER", "TRAIN.CHECKPOINT_FULL_UNPICKLE", "SOLVER.LARS_TRUST_COEFFICIENT",
                      "SOLVER.WARMUP_SCALES_WITH_BATCH", "TRAIN.CHECKPOINT_KEEP",
-                     "TEST.CHECKPOINT_FULL_UNPICKLE"}
+                     "TEST.CHECKPOINT_FULL_UNPICKLE", "MULTIGRID.LR_SCALING"}
 
 
 # ---- SOLVER schedule checked at load (PySlowFast's get_step_index semantics) ---------------
