@@ -357,14 +357,21 @@ def test_reduced_decoding_is_an_antialiased_downscale_and_ships_less(textured, s
         assert sample["clip"].shape[1:3] == (24, 24) or source == "video"
 
 
-def test_on_cpus_the_workers_resample_and_the_batches_are_the_same(textured):
-    """Without a GPU the batch transform runs in the loader workers (the main process would be
-    the bottleneck); the batches equal those transformed after collation."""
-    ds, tf = dataset(textured, "uint8"), transform()
+def _after_and_in_workers(ds, tf):
+    """The loader's two places for the batch transform: after collation (the device) and in
+    the workers (CPU-only training), over the same draws."""
     after = DeviceLoader(_loader(ds, 2), "cpu", tf)
     inside = DeviceLoader(build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=2,
                                        pin_memory=False, persistent=True, rank=0, world_size=1,
                                        seed=5, batch_transform=tf), "cpu", tf)
+    return after, inside
+
+
+def test_on_cpus_the_workers_resample_and_the_batches_are_the_same(textured):
+    """Without a GPU the batch transform runs in the loader workers (the main process would be
+    the bottleneck); the batches equal those transformed after collation."""
+    ds, tf = dataset(textured, "uint8"), transform()
+    after, inside = _after_and_in_workers(ds, tf)
     for a, b in zip(after, inside, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
 
@@ -471,10 +478,7 @@ def test_yuv420_batches_in_workers_after_collation_and_through_the_device_loader
     give the same batches, and they agree with the RGB decoder's batches (same draws)."""
     planes, rgb, tf = dataset(textured, "uint8", decoder="yuv420"), dataset(textured, "uint8"), \
         transform()
-    after = DeviceLoader(_loader(planes, 2), "cpu", tf)
-    inside = DeviceLoader(build_loader(planes, 3, shuffle=True, drop_last=True, num_workers=2,
-                                       pin_memory=False, persistent=True, rank=0, world_size=1,
-                                       seed=5, batch_transform=tf), "cpu", tf)
+    after, inside = _after_and_in_workers(planes, tf)
     ref = DeviceLoader(_loader(rgb, 2), "cpu", tf)
     n = 0
     for a, b, r in zip(after, inside, ref, strict=True):
@@ -527,10 +531,7 @@ def test_a_yuv420_batch_mixing_planes_and_rgb_samples_equals_them_one_by_one(tex
         mine = batch["boxes"][:, 0] == k
         assert torch.equal(batch["boxes"][mine, 1:], sample["boxes"])
         assert torch.equal(batch["metadata"][mine], sample["metadata"])
-    after = DeviceLoader(_loader(ds, 2), "cpu", tf)
-    inside = DeviceLoader(build_loader(ds, 3, shuffle=True, drop_last=True, num_workers=2,
-                                       pin_memory=False, persistent=True, rank=0, world_size=1,
-                                       seed=5, batch_transform=tf), "cpu", tf)
+    after, inside = _after_and_in_workers(ds, tf)
     for a, b in zip(after, inside, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
         assert torch.equal(a["boxes"], b["boxes"])
