@@ -2,7 +2,8 @@
 side by side: training time, clips/s by stage, and the mAP at the end.
 
 Usage: .venv/bin/python benchmarks/multigrid.py [--epochs 8] [--seeds 0 1 2] [--jobs 2]
-       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none] [--out benchmarks/results/multigrid.json]
+       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none]
+       [--out benchmarks/results/multigrid.json]
 Writes benchmarks/results/multigrid.json and .png.
 
 Each run is `slowfast-dist train` of configs/demo.yaml's tiny SlowFast on one process (one

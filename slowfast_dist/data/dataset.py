@@ -8,11 +8,11 @@ the next readable one, with one warning naming the file; the count travels with 
 
 A sample leaves the worker in uint8 (`output="uint8"`, what training and testing use): the
 scale, crop and flip are drawn and applied to the boxes here, but of the pixels only the source
-window that the crop needs is shipped, with its `ClipGeometry` (JPEG frames decoded at a reduced
-size, and windows of twice the output's area or more, are resampled here and ship at the output's
-size); `data/device.py` resamples and
+window that the crop needs is shipped, with its `ClipGeometry`; `data/device.py` resamples and
 normalises the batch on the training device (with `DATA.DECODER yuv420`, the windows of the
-JPEG's Y, Cb, Cr planes instead: half the bytes, converted to RGB there). `output="float"` is
+JPEG's Y, Cb, Cr planes instead: half the bytes, converted to RGB there). JPEG frames decoded at
+a reduced size, and windows of twice the output's area or more, are resampled here instead and
+ship at the output's size. `output="float"` is
 the float reference: the whole clip resized, cropped, flipped and normalised here, as PySlowFast
 does (the tests compare both).
 """

@@ -146,8 +146,8 @@ class ClipGeometry:
 # are 1.3-2x the crop and ship as they are: the resample (20-30 ms a clip) would add a third to
 # the worker's time. JPEG frames decoded through the DCT at a reduced size (k/8 of 720p, 1080p
 # sources) have windows of 1-2.3x the crop, and their decode costs 10x the resample: the worker
-# ships the crop, 4.8 MB for 32 x 224 x 224 instead of up to 12 MB. (Video frames are converted to the
-# drawn scale itself: their window is the crop's size already.)
+# ships the crop, 4.8 MB for 32 x 224 x 224 instead of up to 12 MB. (Video frames are converted
+# to the drawn scale itself: their window is the crop's size already.)
 WORKER_RESAMPLE_AREA = 2.0
 
 
