@@ -619,15 +619,11 @@ def device_transform_cost(name, ds, ids, batch_size, repeats=5):
     batch = collate_detection(samples)
     s = SETTINGS
     transform = ClipBatchTransform(s["mean"], s["std"], s["alpha"], s["slowfast"])
-    if "luma" in batch:  # yuv420: the chroma upsampling and the conversion come first
-        args, apply = (batch["luma"], batch["chroma"], batch["geometry"]), transform.from_yuv420
-        shape = {"padded_luma_shape": list(batch["luma"].shape),
-                 "padded_chroma_shape": list(batch["chroma"].shape)}
-    else:
-        args, apply = (batch["clips"], batch["geometry"]), transform
-        shape = {"padded_clips_shape": list(batch["clips"].shape)}
-    apply(*args)  # warm-up
-    per_batch = [cpu_ms(apply, *args)[0] for _ in range(repeats)]
+    # RGB windows, yuv420 planes (the chroma upsampling and the conversion come first), or both
+    shape = {f"padded_{key}_shape": list(batch[key].shape)
+             for key in ("clips", "luma", "chroma") if key in batch}
+    transform.from_batch(batch)  # warm-up
+    per_batch = [cpu_ms(transform.from_batch, batch)[0] for _ in range(repeats)]
     return {"variant": name, "batch": batch_size, **shape,
             "ms_per_batch": spread(per_batch),
             "ms_per_clip": spread([t / batch_size for t in per_batch]),
