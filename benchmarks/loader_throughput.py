@@ -263,7 +263,7 @@ def staged_ours(ds, idx):
         clip = st("crop_flip", crop_flip, clip)
         sample["inputs"] = st("normalise_pack", lambda: T.pack_pathway(
             T.normalize(clip, ds.mean, ds.std), ds.alpha, ds.slowfast))
-    elif ds.decoder == "yuv420" and planes_kept:
+    elif planes_kept:
         def plane_windows():
             geo, win = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
             luma, chroma, top, left = T.yuv420_windows(*zip(*planes), win)

@@ -46,7 +46,8 @@ class ClipBatchTransform:
         """The pathways of a collated uint8 batch (`collate_detection`): RGB windows (`clips`),
         yuv420 planes (`luma`, `chroma`), or both, the RGB samples first; `move` takes the
         pixels to the device."""
-        _one_size(batch["geometry"])  # both kinds too: one output size per batch
+        if "clips" in batch and "luma" in batch:  # each kind checks its own; both together too
+            _one_size(batch["geometry"])
         parts, n = [], 0
         if "clips" in batch:
             n = batch["clips"].shape[0]
