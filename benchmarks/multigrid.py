@@ -2,7 +2,7 @@
 side by side: training time, clips/s by stage, and the mAP at the end.
 
 Usage: .venv/bin/python benchmarks/multigrid.py [--epochs 8] [--seeds 0 1 2] [--jobs 2]
-       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none]
+       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none] [--spatial-strides LIST]
        [--out benchmarks/results/multigrid.json]
 Writes benchmarks/results/multigrid.json and .png.
 
@@ -67,6 +67,8 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
             "False", "TENSORBOARD.ENABLE", "False", "DATA_LOADER.NUM_WORKERS", "1",
             "DATA_LOADER.PERSISTENT_WORKERS", "True",
             "LOG_PERIOD", "1000000", "RNG_SEED", str(seed)]
+    if a.spatial_strides:
+        opts += ["RESNET.SPATIAL_STRIDES", a.spatial_strides]
     if a.precise_bn:
         opts += ["BN.USE_PRECISE_STATS", "True", "BN.NUM_BATCHES_PRECISE", str(a.precise_bn)]
     if variant == "multigrid":
@@ -144,6 +146,8 @@ def settings_tag(a, variant: str) -> str:
     keys = ("epochs", "frames", "rate", "crop", "batch", "base_lr", "videos", "seconds")
     tag = hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
     return (tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
+            + ("_st" + "".join(c for c in a.spatial_strides if c.isdigit())
+               if a.spatial_strides else "")
             + (f"_lars{a.lars_lr_factor:g}" if uses_lars(variant, a) else "")
             + (f"_lr{a.lr_scaling}" if variant == "multigrid" and a.lr_scaling != "linear"
                else ""))
@@ -169,6 +173,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-scaling", choices=("linear", "sqrt", "none"), default="linear",
                     help="MULTIGRID.LR_SCALING of the multigrid run: its long-cycle stages' LR "
                          "per batch factor (linear: PySlowFast's)")
+    ap.add_argument("--spatial-strides", metavar="LIST",
+                    help="RESNET.SPATIAL_STRIDES of both runs (default: configs/demo.yaml's, "
+                         "a stride of 16 at res5); \"[[1, 1], [1, 1], [2, 2], [1, 1]]\" gives 8, "
+                         "so multigrid's smallest crop keeps a feature map of 4x4, not 2x2")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--rerun", action="store_true", help="ignore finished runs in --work")
@@ -255,7 +263,8 @@ def _plot(report, path, a):
     fig.suptitle(f"tiny SlowFast, synthetic AVA (textured), {a.frames}x{a.crop} clips, "
                  f"{a.epochs} epochs, {len(a.seeds)} seed(s)"
                  + ("" if a.lars == "none" else f"; LARS: {a.lars}")
-                 + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}"),
+                 + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}")
+                 + (f"; strides {a.spatial_strides}" if a.spatial_strides else ""),
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
