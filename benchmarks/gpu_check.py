@@ -187,7 +187,7 @@ def loader_fed(args) -> dict:
             "AVA.LABEL_MAP_FILE", "ava_action_list_v2.2.pbtxt", "NUM_GPUS", "1",
             "TRAIN.BATCH_SIZE", "8", "TRAIN.MIXED_PRECISION", "True", "MODEL.CHANNELS_LAST", "True"]
     if args.quick:  # fp32: bf16 convolutions are slow on CPUs
-        opts += ["RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "32",
+        opts += ["RESNET.DEPTH", "18", "RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "32",
                  "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "TRAIN.BATCH_SIZE", "2",
                  "TRAIN.MIXED_PRECISION", "False"]
     cfg = load_config(str(ROOT / "configs/AVA/SLOWFAST_32x2_R50.yaml"), opts)
@@ -199,7 +199,7 @@ def loader_fed(args) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     dataset = build_ava_dataset(cfg, "train")
     batch = cfg.TRAIN.BATCH_SIZE
-    warm, steps, rounds = (2, 3, 2) if args.quick else (24, 60, 3)
+    warm, steps, rounds = (1, 2, 1) if args.quick else (24, 60, 3)
 
     def train(it, n) -> float:
         meter = StepMeter(rank=0, world_size=1, device=device, log_period=10 ** 6,
@@ -263,6 +263,7 @@ def loader_fed(args) -> dict:
             "loader_alone_clips_per_s": rate_alone,
             "fed_rounds_clips_per_s": fed_rounds, "resident_rounds_clips_per_s": resident})
         fed.close()  # stops the prefetch thread
+        epoch_loader.close()  # and the workers, before the next decoder's are forked
         del epoch_loader, prefetcher, fed, resident_it
         # the iterators sit in reference cycles: collected later, inside the next loader's
         # forked workers, they would try to shut down workers that are not theirs

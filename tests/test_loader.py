@@ -35,6 +35,38 @@ def test_new_permutation_each_epoch_and_same_order_persistent():
     assert _epochs(False, 2) == base
 
 
+def test_persistent_workers_end_at_close_or_as_soon_as_the_loader_is_dropped():
+    import time
+
+    def workers_of(ld):
+        return list(ld._it._workers)  # torch's worker processes, held apart from the loader
+
+    def ended(workers, within_s=3.0):
+        t0 = time.time()
+        while any(w.is_alive() for w in workers) and time.time() - t0 < within_s:
+            time.sleep(0.05)
+        return not any(w.is_alive() for w in workers)
+
+    torch.set_num_threads(1)
+    base = _epochs(False, 0)
+    ld = build_loader(_Idx(), 4, shuffle=True, drop_last=False, num_workers=2, pin_memory=False,
+                      persistent=True, rank=0, world_size=1, seed=7)
+    ld.set_epoch(0)
+    assert [int(x) for b in ld for x in b] == base[0]
+    workers = workers_of(ld)
+    ld.close()
+    assert ended(workers, 0.5)
+    ld.set_epoch(1)  # a closed loader starts new workers, and draws as it would have
+    assert [int(x) for b in ld for x in b] == base[1]
+    workers = workers_of(ld)
+    gc.disable()  # dropped in a reference cycle, it would wait for a collection, then 5 s a worker
+    try:
+        del ld
+        assert ended(workers)
+    finally:
+        gc.enable()
+
+
 def test_two_ranks_disjoint_and_cover():
     torch.set_num_threads(1)
     r0, r1 = _epochs(True, 0, 0, 2, 1)[0], _epochs(True, 0, 1, 2, 1)[0]
@@ -151,21 +183,28 @@ def test_skipped_counts_reach_the_batches_from_worker_processes(tmp_path, capfd)
 
 
 class _Stuck(_Idx):
+    def __init__(self, release):
+        super().__init__()
+        self.release = release
+
     def __getitem__(self, i):
+        import os
         import time
         torch.set_num_threads(1)
-        if i == 13:  # the file this sample reads hangs (a dead NFS server, say)
-            time.sleep(3600)
+        # the file this sample reads hangs (a dead NFS server, say) until the test releases it
+        while i == 13 and not os.path.exists(self.release):
+            time.sleep(0.05)
         return torch.tensor(i)
 
 
 @pytest.mark.parametrize("persistent", [True, False])
-def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent):
+def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent, tmp_path):
     import time
 
     from slowfast_dist.data.loader import LoaderTimeout
 
-    ld = build_loader(_Stuck(), 4, shuffle=False, drop_last=False, num_workers=2,
+    release = tmp_path / "release"
+    ld = build_loader(_Stuck(str(release)), 4, shuffle=False, drop_last=False, num_workers=2,
                       pin_memory=False, persistent=persistent, rank=0, world_size=1, seed=7,
                       timeout_s=2)
     ld.set_epoch(0)
@@ -178,10 +217,10 @@ def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent):
         for batch in it:
             got.append(batch)
     took = time.time() - t0
-    # the stuck worker ignores the loader's shutdown, which waits 5-10 s for it when the loader
-    # is collected (the trainer ends the process instead): here, not inside a later timing
-    del it, ld, e
-    gc.collect()
+    # a worker still stuck would hold up the loader's shutdown by 5-10 s (the trainer ends the
+    # process instead): released, it finishes its sample and shuts down at once
+    release.touch()
+    ld.close()
     # batches 0-2 arrive; batch 3 (indices 12-15, worker 1 of 2) never does
     assert len(got) == 3 and took < 15
 

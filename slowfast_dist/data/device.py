@@ -162,6 +162,11 @@ class DeviceLoader:
     def steps(self, epoch: int) -> int:
         return self.loader.steps(epoch)
 
+    def close(self) -> None:
+        """Ends the loader's persistent workers now (EpochLoader.close)."""
+        if hasattr(self.loader, "close"):
+            self.loader.close()
+
     def __iter__(self):
         if not self.thread:
             for batch in self.loader:

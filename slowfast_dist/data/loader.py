@@ -252,15 +252,7 @@ class EpochLoader:
         return batch_count(len(self.sampler), sizes, self._drop_last)
 
     def _plan(self, epoch):
-        """[(batch size, ClipShape or None)] of `epoch`: the cycle's, or one size at the
-        dataset's own shape."""
-        if self._cycle is None:
-            return [(self._batch_size, None)]
-        plan = list(self._cycle(epoch))
-        if not plan or any(not isinstance(size, int) or size < 1 for size, _ in plan):
-            raise ValueError(f"multigrid plan of epoch {epoch}: need [(batch size >= 1, "
-                             f"ClipShape)], got {plan}")
-        return plan
+        return _epoch_plan(self._cycle, self._batch_size, epoch)
 
     def __iter__(self):
         if not self.persistent:
@@ -275,7 +267,10 @@ class EpochLoader:
             return
         if self._it is None or self._next != (self.epoch, self.start):
             # first epoch, or a jump (resume): start the one persistent iterator here
-            rs = _RepeatBatchSampler(self.sampler, self._plan, self._drop_last,
+            # the sampler must not hold the loader (a bound method would): a loader dropped
+            # in a reference cycle ends its workers only when collected, 5 s per worker
+            rs = _RepeatBatchSampler(self.sampler, partial(_epoch_plan, self._cycle,
+                                                           self._batch_size), self._drop_last,
                                      self._key_seed, self.epoch, self.start)
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
@@ -283,11 +278,31 @@ class EpochLoader:
             yield _next_batch(self._it, self.timeout_s)
         self._next = (self.epoch + 1, 0)
 
+    def close(self) -> None:
+        """Ends the persistent workers now, rather than whenever the garbage collector gets to
+        the iterator (which sits in reference cycles after an error, and whose clean-up then
+        waits seconds for each worker)."""
+        it, self._it, self._next = self._it, None, None
+        if it is not None:
+            it._shutdown_workers()  # what torch's own __del__ runs
+
     def _worker_seeds(self):
         # Workers seed their RNGs from this generator. The default (torch's global RNG, seeded
         # alike on every rank) would give worker k of every rank the same augmentations.
         state = np.random.SeedSequence([self._seed, self._rank, self.epoch]).generate_state(1)
         return torch.Generator().manual_seed(int(state[0]))
+
+
+def _epoch_plan(cycle, batch_size, epoch):
+    """[(batch size, ClipShape or None)] of `epoch`: the multigrid cycle's, or one size at the
+    dataset's own shape."""
+    if cycle is None:
+        return [(batch_size, None)]
+    plan = list(cycle(epoch))
+    if not plan or any(not isinstance(size, int) or size < 1 for size, _ in plan):
+        raise ValueError(f"multigrid plan of epoch {epoch}: need [(batch size >= 1, "
+                         f"ClipShape)], got {plan}")
+    return plan
 
 
 def _worker_init(_worker_id):

@@ -658,6 +658,8 @@ def train(cfg, info=None) -> dict:
             scaler=scaler, accum_steps=run.simulate * max(1, cfg.TRAIN.GRAD_ACCUM_STEPS),
             meter=meter)
     meter.profiler = None
+    if hasattr(train_loader, "close"):
+        train_loader.close()  # its persistent workers, now rather than when collected
     write_summary(timers, out / "profile_summary.json")
     history.keep(out / "profile_summary.json", run.attempt)
     if meter.board is not None:
