@@ -56,6 +56,10 @@ def test_persistent_workers_end_at_close_or_as_soon_as_the_loader_is_dropped():
     workers = workers_of(ld)
     ld.close()
     assert ended(workers, 0.5)
+    alone = build_loader(_Idx(), 4, shuffle=True, drop_last=False, num_workers=0,
+                         pin_memory=False, persistent=True, rank=0, world_size=1, seed=7)
+    assert [int(x) for b in alone for x in b] == base[0]
+    alone.close()  # no workers: nothing to end, and no error
     ld.set_epoch(1)  # a closed loader starts new workers, and draws as it would have
     assert [int(x) for b in ld for x in b] == base[1]
     workers = workers_of(ld)

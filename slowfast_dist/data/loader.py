@@ -283,7 +283,7 @@ class EpochLoader:
         the iterator (which sits in reference cycles after an error, and whose clean-up then
         waits seconds for each worker)."""
         it, self._it, self._next = self._it, None, None
-        if it is not None:
+        if hasattr(it, "_shutdown_workers"):  # none without workers (NUM_WORKERS 0)
             it._shutdown_workers()  # what torch's own __del__ runs
 
     def _worker_seeds(self):
