@@ -2,7 +2,8 @@
 side by side: training time, clips/s by stage, and the mAP at the end.
 
 Usage: .venv/bin/python benchmarks/multigrid.py [--epochs 8] [--seeds 0 1 2] [--jobs 2]
-       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none] [--spatial-strides LIST]
+       [--lars none|multigrid|both] [--lr-scaling linear|sqrt|none] [--cycles both|long|short]
+       [--schedule ava|finetune] [--spatial-strides LIST]
        [--out benchmarks/results/multigrid.json]
 Writes benchmarks/results/multigrid.json and .png.
 
@@ -59,8 +60,11 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
             "DATA.TRAIN_CROP_SIZE", str(a.crop), "DATA.TEST_CROP_SIZE", str(a.crop),
             "DATA.TRAIN_JITTER_SCALES", f"[{a.crop}, {a.crop * 5 // 4}]",
             "SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.MAX_EPOCH", str(e),
-            "SOLVER.STEPS", f"[0, {e // 2}, {3 * e // 4}, {e}]",
-            "SOLVER.LRS", "[1, 0.1, 0.01, 0.001]",
+            # the baseline's LRs are the same either way; multigrid's last LR step is its
+            # fine-tuning phase at the default shape, of no length when it starts at MAX_EPOCH
+            "SOLVER.STEPS", (f"[0, {e // 2}, {3 * e // 4}, {e}]" if a.schedule == "ava"
+                             else f"[0, {e // 2}, {3 * e // 4}]"),
+            "SOLVER.LRS", "[1, 0.1, 0.01, 0.001]" if a.schedule == "ava" else "[1, 0.1, 0.01]",
             "SOLVER.BASE_LR", f"{a.base_lr:g}", "SOLVER.WARMUP_EPOCHS", "1",
             "SOLVER.WARMUP_START_LR", f"{a.base_lr / 10:g}",
             "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1000", "TRAIN.AUTO_RESUME",
@@ -72,7 +76,8 @@ def train_opts(variant: str, seed: int, a, data: Path, out: Path) -> list:
     if a.precise_bn:
         opts += ["BN.USE_PRECISE_STATS", "True", "BN.NUM_BATCHES_PRECISE", str(a.precise_bn)]
     if variant == "multigrid":
-        opts += ["MULTIGRID.LONG_CYCLE", "True", "MULTIGRID.SHORT_CYCLE", "True",
+        opts += ["MULTIGRID.LONG_CYCLE", str(a.cycles != "short"),
+                 "MULTIGRID.SHORT_CYCLE", str(a.cycles != "long"),
                  "MULTIGRID.BN_BASE_SIZE", str(a.batch), "MULTIGRID.LR_SCALING", a.lr_scaling]
     if uses_lars(variant, a):  # #19's recipe: PySlowFast's LARS at --lars-lr-factor x the LR
         lr = a.base_lr * a.lars_lr_factor
@@ -146,11 +151,13 @@ def settings_tag(a, variant: str) -> str:
     keys = ("epochs", "frames", "rate", "crop", "batch", "base_lr", "videos", "seconds")
     tag = hashlib.sha1(repr([getattr(a, k) for k in keys]).encode()).hexdigest()[:8]
     return (tag + (f"_pbn{a.precise_bn}" if a.precise_bn else "")
+            + (f"_{a.schedule}" if a.schedule != "ava" else "")
             + ("_st" + "".join(c for c in a.spatial_strides if c.isdigit())
                if a.spatial_strides else "")
             + (f"_lars{a.lars_lr_factor:g}" if uses_lars(variant, a) else "")
             + (f"_lr{a.lr_scaling}" if variant == "multigrid" and a.lr_scaling != "linear"
-               else ""))
+               else "")
+            + (f"_{a.cycles}" if variant == "multigrid" and a.cycles != "both" else ""))
 
 
 def main(argv=None) -> int:
@@ -173,6 +180,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-scaling", choices=("linear", "sqrt", "none"), default="linear",
                     help="MULTIGRID.LR_SCALING of the multigrid run: its long-cycle stages' LR "
                          "per batch factor (linear: PySlowFast's)")
+    ap.add_argument("--schedule", choices=("ava", "finetune"), default="ava",
+                    help="ava: SOLVER.STEPS [0, E/2, 3E/4, E] (the study's AVA configs: the "
+                         "last step at MAX_EPOCH, so multigrid gets no fine-tuning phase); "
+                         "finetune: [0, E/2, 3E/4], the same LRs for the baseline, and "
+                         "multigrid fine-tunes at the default shape from 3E/4, as PySlowFast's "
+                         "multigrid configs do (their MAX_EPOCH is past the last step)")
+    ap.add_argument("--cycles", choices=("both", "long", "short"), default="both",
+                    help="the multigrid run's MULTIGRID.LONG_CYCLE / SHORT_CYCLE (both: the "
+                         "paper's and PySlowFast's default multigrid)")
     ap.add_argument("--spatial-strides", metavar="LIST",
                     help="RESNET.SPATIAL_STRIDES of both runs (default: configs/demo.yaml's, "
                          "a stride of 16 at res5); \"[[1, 1], [1, 1], [2, 2], [1, 1]]\" gives 8, "
@@ -264,6 +280,8 @@ def _plot(report, path, a):
                  f"{a.epochs} epochs, {len(a.seeds)} seed(s)"
                  + ("" if a.lars == "none" else f"; LARS: {a.lars}")
                  + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}")
+                 + ("" if a.cycles == "both" else f"; {a.cycles} cycle only")
+                 + ("" if a.schedule == "ava" else "; fine-tuning phase")
                  + (f"; strides {a.spatial_strides}" if a.spatial_strides else ""),
                  fontsize=10)
     fig.tight_layout()
