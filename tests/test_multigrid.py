@@ -186,6 +186,10 @@ def test_dry_run_prints_the_multigrid_schedule_of_512_ranks(tmp_path, capsys):
     assert report["lr_schedule"].endswith("steps at epoch 30, 30 not reached (MAX_EPOCH 30)")
     err = capsys.readouterr().err
     assert "multigrid (long cycle + short cycle): 20 epochs stretched to 30" in err
+    # and the study's MAX_EPOCH on its last step leaves no fine-tuning phase at all: said
+    assert grid["finetune_epochs"] == 0
+    assert "warning: multigrid: no fine-tuning phase at the default shape (32 frames x 224 px" \
+           in err
     assert "epochs 1-7: LR step 0, 8 frames x 158 px at rate 8, global batch 32768" in err
 
 
@@ -232,6 +236,7 @@ def test_ddp_multigrid_run_stopped_mid_cycle_resumes_bit_identical(grid_data, tm
     assert "epoch 2 [####################] 6/6 " in whole and "] 15/15 " in whole
     assert "epoch 4/4: mAP" in whole and "epoch 1/4: mAP" in whole  # plan's eval epochs
     assert "nothing rebuilt" in whole and whole.count("Traceback") == 0
+    assert "no fine-tuning phase" not in whole  # MAX_EPOCH 3 is past the last step, 2
 
     out = tmp_path / "cut"
     proc = support.torchrun(grid_data, out, *GRID)
@@ -342,6 +347,10 @@ def test_bn_splits_divide_every_stage_batch_and_a_zero_batch_is_refused():
                checkpoint_period=1)
     for row in p["stages"]:
         assert row["batch_per_rank"] % row["bn_splits"] == 0, row
+    # MAX_EPOCH past the last step: the last LR step fine-tunes at the default shape alone
+    tuning = [r for r in p["stages"] if r["lr_step"] == 2]
+    assert [(r["frames"], r["crop"]) for r in tuning] == [(32, 224)]
+    assert p["finetune_epochs"] == tuning[0]["epochs"][1] - tuning[0]["epochs"][0] > 0
     assert {(r["batch_per_rank"], r["bn_splits"]) for r in p["stages"]} >= {(28, 2), (14, 1)}
     # the full-shape stages hold 7 clips, fewer than BN_BASE_SIZE: PySlowFast's sync BN there
     assert {r["norm_type"] for r in p["stages"] if r["batch_per_rank"] == 7} == {"sync_batchnorm"}
