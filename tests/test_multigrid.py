@@ -189,7 +189,7 @@ def test_dry_run_prints_the_multigrid_schedule_of_512_ranks(tmp_path, capsys):
     # and the study's MAX_EPOCH on its last step leaves no fine-tuning phase at all: said
     assert grid["finetune_epochs"] == 0
     assert "warning: multigrid: no fine-tuning phase at the default shape (32 frames x 224 px" \
-           in err
+           in err and "SOLVER.STEPS [0, 10, 15] with SOLVER.LRS [1, 0.1, 0.01] keeps" in err
     assert "epochs 1-7: LR step 0, 8 frames x 158 px at rate 8, global batch 32768" in err
 
 
