@@ -11,13 +11,16 @@ Each run is `slowfast-dist train` of configs/demo.yaml's tiny SlowFast on one pr
 thread) with one persistent loader worker, on make_synthetic's textured frames (--videos videos
 of --seconds labelled seconds at 128x96, 3 of 4 train): the worker decodes while the step
 computes, so the data path is not the bottleneck (the wait for data is reported as data_share).
-The baseline trains --epochs epochs of --frames x --crop clips, batch --batch, on the study's AVA
-schedule shape (PySlowFast's SLOWFAST_32x2_R50_SHORT: LR x0.1 at one half and three quarters,
-MAX_EPOCH as the last step; SOLVER.LR_POLICY steps_with_relative_lrs, which multigrid needs).
-The multigrid run has the same keys plus PySlowFast's multigrid with its default factors and
-BN_BASE_SIZE = --batch (BN over as many clips as the baseline's): epochs stretched by
-EPOCH_FACTOR 1.5, as PySlowFast does, so both runs are "the same number of epochs" in
-PySlowFast's sense. Neither evaluates while training; after it, `slowfast-dist test` scores the
+The baseline trains --epochs epochs of --frames x --crop clips, batch --batch, with the study's
+AVA LRs (PySlowFast's SLOWFAST_32x2_R50_SHORT: x0.1 at one half and three quarters of the run;
+SOLVER.LR_POLICY steps_with_relative_lrs, which multigrid needs). The multigrid run has the same
+keys plus PySlowFast's multigrid with its default factors and BN_BASE_SIZE = --batch (BN over as
+many clips as the baseline's): epochs stretched by EPOCH_FACTOR 1.5, as PySlowFast does, so both
+runs are "the same number of epochs" in PySlowFast's sense. --schedule finetune (the default)
+writes SOLVER.STEPS [0, E/2, 3E/4] with MAX_EPOCH E: multigrid's last LR step is then its
+fine-tuning phase at the default shape, as in PySlowFast's multigrid configs. --schedule ava
+writes the study's [0, E/2, 3E/4, E], whose last step is MAX_EPOCH: the same LRs for the
+baseline, and no fine-tuning phase for multigrid. Neither evaluates while training; after it, `slowfast-dist test` scores the
 last checkpoint on the validation videos (the same command for both). Both runs recompute BN's
 statistics at the default shape before each checkpoint (BN.USE_PRECISE_STATS, as PySlowFast's
 multigrid configs do) over --precise-bn batches; with --precise-bn 0 the multigrid run is
@@ -180,7 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-scaling", choices=("linear", "sqrt", "none"), default="linear",
                     help="MULTIGRID.LR_SCALING of the multigrid run: its long-cycle stages' LR "
                          "per batch factor (linear: PySlowFast's)")
-    ap.add_argument("--schedule", choices=("ava", "finetune"), default="ava",
+    ap.add_argument("--schedule", choices=("ava", "finetune"), default="finetune",
                     help="ava: SOLVER.STEPS [0, E/2, 3E/4, E] (the study's AVA configs: the "
                          "last step at MAX_EPOCH, so multigrid gets no fine-tuning phase); "
                          "finetune: [0, E/2, 3E/4], the same LRs for the baseline, and "
@@ -281,7 +284,7 @@ def _plot(report, path, a):
                  + ("" if a.lars == "none" else f"; LARS: {a.lars}")
                  + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}")
                  + ("" if a.cycles == "both" else f"; {a.cycles} cycle only")
-                 + ("" if a.schedule == "ava" else "; fine-tuning phase")
+                 + ("; no fine-tuning phase" if a.schedule == "ava" else "; fine-tuning phase")
                  + (f"; strides {a.spatial_strides}" if a.spatial_strides else ""),
                  fontsize=10)
     fig.tight_layout()
