@@ -261,13 +261,17 @@ class Run:
             self.log(line)
         if self.multigrid_plan["finetune_epochs"] == 0:
             kept = [x for x in s.STEPS if x < s.MAX_EPOCH]
+            why, fix = ((f"SOLVER.MAX_EPOCH {s.MAX_EPOCH} is not past the last SOLVER.STEPS "
+                         f"{s.STEPS[-1]}", f"; SOLVER.STEPS {kept} with SOLVER.LRS "
+                         f"{list(s.LRS)[:len(kept)]} keeps the LRs of a run without multigrid "
+                         "and fine-tunes over the last step")
+                        if s.MAX_EPOCH <= s.STEPS[-1] else
+                        (f"the epochs past the last SOLVER.STEPS {s.STEPS[-1]} round to none",
+                         ""))
             self.warn(f"multigrid: no fine-tuning phase at the default shape ({d.NUM_FRAMES} "
-                      f"frames x {d.TRAIN_CROP_SIZE} px, the shape that is evaluated), as "
-                      f"SOLVER.MAX_EPOCH {s.MAX_EPOCH} is not past the last SOLVER.STEPS "
-                      f"{s.STEPS[-1]}. PySlowFast's multigrid configs train past it (Kinetics: "
-                      f"STEPS [0, 94, 154, 196], MAX_EPOCH 239); SOLVER.STEPS {kept} with "
-                      f"SOLVER.LRS {list(s.LRS)[:len(kept)]} keeps the LRs of a run without "
-                      "multigrid and fine-tunes over the last step")
+                      f"frames x {d.TRAIN_CROP_SIZE} px, the shape that is evaluated), as {why}. "
+                      "PySlowFast's multigrid configs train past that step (Kinetics: STEPS "
+                      f"[0, 94, 154, 196], MAX_EPOCH 239){fix}")
         most = max(r["bn_splits"] for r in self.multigrid_plan["stages"])
         if most > 1 and not cfg.BN.FREEZE:
             from slowfast_dist.models.sub_batchnorm import set_bn_splits
