@@ -133,7 +133,8 @@ class Run:
                                              dry_run_world_size=cfg.DIST.DRY_RUN_WORLD_SIZE,
                                              rendezvous_dir=cfg.OUTPUT_DIR)
         self.rank, self.world = self.info.rank, self.info.world_size
-        self.logger = logs.setup(self.rank, cfg.OUTPUT_DIR)  # time and rank on every line
+        # time and rank on every line; a dry run only prints (it writes nothing to OUTPUT_DIR)
+        self.logger = logs.setup(self.rank, None if self.dry_run else cfg.OUTPUT_DIR)
         ignored = cfg_ignored_keys(cfg)
         if ignored:
             self.warn(f"PySlowFast config keys not used by slowfast-dist (ignored): "
@@ -485,7 +486,7 @@ def train(cfg, info=None) -> dict:
     run = Run(cfg, info)
     cfg, out = run.cfg, run.out
     grid = multigrid.MultigridSpec.from_cfg(cfg)
-    if run.rank == 0:
+    if run.rank == 0 and not run.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, str(out / "config.yaml"))
         run.attempt = history.new_attempt(out)  # this run's own copies of its files
@@ -526,7 +527,7 @@ def train(cfg, info=None) -> dict:
     if grid.enabled:
         layout["multigrid"] = multigrid.digest(run.multigrid_plan)
     found = ckpt.latest_good_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
-    if not found and run.rank == 0:
+    if not found and run.rank == 0 and not run.dry_run:
         history.forget_best(out)
     if found:  # auto-resume wins over TRAIN.CHECKPOINT_FILE_PATH, as in PySlowFast
         start_epoch, _ = ckpt.restore(found[1], model=run.model, optimizer=optimizer,
