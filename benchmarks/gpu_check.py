@@ -187,9 +187,9 @@ def loader_fed(args) -> dict:
             "AVA.LABEL_MAP_FILE", "ava_action_list_v2.2.pbtxt", "NUM_GPUS", "1",
             "TRAIN.BATCH_SIZE", "8", "TRAIN.MIXED_PRECISION", "True", "MODEL.CHANNELS_LAST", "True"]
     if args.quick:  # fp32: bf16 convolutions are slow on CPUs
-        opts += ["RESNET.DEPTH", "18", "RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "32",
-                 "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "TRAIN.BATCH_SIZE", "2",
-                 "TRAIN.MIXED_PRECISION", "False"]
+        opts += ["RESNET.DEPTH", "18", "RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8",
+                 "DATA.TRAIN_CROP_SIZE", "32", "DATA.TRAIN_JITTER_SCALES", "[32, 40]",
+                 "TRAIN.BATCH_SIZE", "2", "TRAIN.MIXED_PRECISION", "False"]
     cfg = load_config(str(ROOT / "configs/AVA/SLOWFAST_32x2_R50.yaml"), opts)
     torch.manual_seed(0)
     model = build_model(cfg).to(device)

@@ -20,8 +20,9 @@ runs are "the same number of epochs" in PySlowFast's sense. --schedule finetune 
 writes SOLVER.STEPS [0, E/2, 3E/4] with MAX_EPOCH E: multigrid's last LR step is then its
 fine-tuning phase at the default shape, as in PySlowFast's multigrid configs. --schedule ava
 writes the study's [0, E/2, 3E/4, E], whose last step is MAX_EPOCH: the same LRs for the
-baseline, and no fine-tuning phase for multigrid. Neither evaluates while training; after it, `slowfast-dist test` scores the
-last checkpoint on the validation videos (the same command for both). Both runs recompute BN's
+baseline, and no fine-tuning phase for multigrid. Neither evaluates while training; after it,
+`slowfast-dist test` scores the last checkpoint on the validation videos (the same command for
+both). Both runs recompute BN's
 statistics at the default shape before each checkpoint (BN.USE_PRECISE_STATS, as PySlowFast's
 multigrid configs do) over --precise-bn batches; with --precise-bn 0 the multigrid run is
 scored with statistics gathered over the short cycle's mixed crops. With --lars multigrid (or
@@ -284,7 +285,8 @@ def _plot(report, path, a):
                  + ("" if a.lars == "none" else f"; LARS: {a.lars}")
                  + ("" if a.lr_scaling == "linear" else f"; LR scaling: {a.lr_scaling}")
                  + ("" if a.cycles == "both" else f"; {a.cycles} cycle only")
-                 + ("; no fine-tuning phase" if a.schedule == "ava" else "; fine-tuning phase")
+                 + ("" if a.cycles == "short" else "; no fine-tuning phase"
+                    if a.schedule == "ava" else "; fine-tuning phase")
                  + (f"; strides {a.spatial_strides}" if a.spatial_strides else ""),
                  fontsize=10)
     fig.tight_layout()

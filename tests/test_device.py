@@ -163,6 +163,27 @@ def test_prefetch_thread_keeps_the_order_stops_early_and_raises_in_the_consumer(
         list(DeviceLoader(Broken(), "cpu", tf, thread=True))
 
 
+def test_closing_mid_epoch_ends_the_workers_and_the_open_iteration_says_so(textured):
+    """close() with an epoch still being read, inline and with the prefetch thread: no hang
+    (a thread left waiting on workers that are gone would never return)."""
+    import threading
+    import time
+
+    ds, tf = dataset(textured, "uint8"), transform()
+    for thread in (False, True):
+        ld = DeviceLoader(_loader(ds, 2), "cpu", tf, thread=thread)
+        ld.set_epoch(0)
+        it = iter(ld)
+        next(it)
+        workers = list(ld.loader._it._workers)
+        t0 = time.time()
+        ld.close()
+        with pytest.raises(RuntimeError, match="closed during this epoch's iteration"):
+            next(it)
+        assert time.time() - t0 < 30 and not any(w.is_alive() for w in workers), thread
+        assert not [t for t in threading.enumerate() if t.name == "slowfast-device-prefetch"]
+
+
 def test_worker_ships_uint8_windows_a_fifth_of_the_float_clip(textured):
     """The hand-over per clip: uint8 window against the float pathways of the reference."""
     # seed 1 draws short side 65 of [40, 72], about the frames' own 64: the window is then about

@@ -224,7 +224,8 @@ def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent, tmp_path):
     # a worker still stuck would hold up the loader's shutdown by 5-10 s (the trainer ends the
     # process instead): released, it finishes its sample and shuts down at once
     release.touch()
-    ld.close()
+    ld.close()  # the persistent workers end here
+    del it, e  # the others with their iterator, which the error's traceback holds
     # batches 0-2 arrive; batch 3 (indices 12-15, worker 1 of 2) never does
     assert len(got) == 3 and took < 15
 

@@ -152,6 +152,7 @@ class DeviceLoader:
         self.dataset = getattr(loader, "dataset", None)
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.thread = self._stream is not None if thread is None else thread
+        self._running: list = []  # (stop event, thread) of each open threaded iteration
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.loader.set_epoch(epoch, start_step)
@@ -163,7 +164,12 @@ class DeviceLoader:
         return self.loader.steps(epoch)
 
     def close(self) -> None:
-        """Ends the loader's persistent workers now (EpochLoader.close)."""
+        """Ends the loader's persistent workers now (EpochLoader.close). A prefetch thread still
+        running is stopped first (it could wait forever on workers that are gone); an iteration
+        still open then raises at its next batch."""
+        for stop, thread in list(self._running):
+            stop.set()
+            thread.join(timeout=120)  # it finishes the batch it is reading, then sees `stop`
         if hasattr(self.loader, "close"):
             self.loader.close()
 
@@ -186,8 +192,11 @@ class DeviceLoader:
         thread = threading.Thread(target=self._produce, args=(first, source, items, stop),
                                   daemon=True, name="slowfast-device-prefetch")
         thread.start()
+        self._running.append((stop, thread))
         try:
             while True:
+                if stop.is_set():  # only close() sets it while this iteration is open
+                    raise RuntimeError("the loader was closed during this epoch's iteration")
                 item = _get_while_alive(items, thread)
                 if item is None:
                     return
@@ -200,6 +209,7 @@ class DeviceLoader:
         finally:
             stop.set()
             thread.join(timeout=120)  # it finishes the batch it is reading, then sees `stop`
+            self._running.remove((stop, thread))
 
     def _produce(self, first, source, items: queue.Queue, stop: threading.Event) -> None:
         """Batches, then None (the end) or the exception, each handed over unless the consumer

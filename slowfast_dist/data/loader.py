@@ -185,15 +185,16 @@ def _next_batch(it, timeout_s):
     except RuntimeError as err:
         if "timed out" not in str(err):
             raise
-        who = "a loader worker"
-        try:  # the worker that owns the awaited batch (torch's bookkeeping; may change)
-            worker = it._task_info[it._rcvd_idx][0]
-            who = f"loader worker {worker} (pid {it._workers[worker].pid})"
-        except Exception:  # noqa: BLE001
-            pass
-        raise LoaderTimeout(f"{who} delivered no batch for {timeout_s:g} s "
-                            "(DATA_LOADER.TIMEOUT_S): it is stuck, on a hung file system or "
-                            "a decoder; stopping this rank") from None
+    # raised out here, not inside `except`: the frame would hold torch's error, whose
+    # traceback holds the frame, a cycle that keeps the workers until a garbage collection
+    who = "a loader worker"
+    try:  # the worker that owns the awaited batch (torch's bookkeeping; may change)
+        worker = it._task_info[it._rcvd_idx][0]
+        who = f"loader worker {worker} (pid {it._workers[worker].pid})"
+    except Exception:  # noqa: BLE001
+        pass
+    raise LoaderTimeout(f"{who} delivered no batch for {timeout_s:g} s (DATA_LOADER.TIMEOUT_S): "
+                        "it is stuck, on a hung file system or a decoder; stopping this rank")
 
 
 class EpochLoader:
@@ -274,8 +275,11 @@ class EpochLoader:
                                      self._key_seed, self.epoch, self.start)
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
+        it = self._it
         for _ in range(len(self) - self.start):
-            yield _next_batch(self._it, self.timeout_s)
+            if self._it is not it:  # close() ended the workers this iteration reads from
+                raise RuntimeError("the loader was closed during this epoch's iteration")
+            yield _next_batch(it, self.timeout_s)
         self._next = (self.epoch + 1, 0)
 
     def close(self) -> None:

@@ -266,8 +266,9 @@ def plan(spec: MultigridSpec, *, steps, lrs, max_epoch: int, gamma: float, frame
              and is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, eval_period)]
     ckpts = [e for e in range(solver.max_epoch)
              if is_period_epoch(e, solver.max_epoch, stages, spec.eval_freq, checkpoint_period)]
-    # the long cycle's last LR step trains at the default shape alone (PySlowFast's fine-tuning
-    # phase); it has no epochs when SOLVER.MAX_EPOCH is the last of SOLVER.STEPS
+    # the long cycle's last LR step is PySlowFast's fine-tuning phase, at the default shape
+    # (with the short cycle's crops, if on); it has no epochs when SOLVER.MAX_EPOCH is the last
+    # of SOLVER.STEPS
     finetune = (sum(r["epochs"][1] - r["epochs"][0] for r in rows
                     if r["lr_step"] == len(steps) - 1) if stages else None)
     return {"solver": {"STEPS": solver.steps, "LRS": [float(f"{x:.6g}") for x in solver.lrs],

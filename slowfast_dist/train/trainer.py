@@ -260,15 +260,14 @@ class Run:
                                    cfg.SLOWFAST.ALPHA)
         for line in multigrid.plan_lines(spec, self.multigrid_plan, s.MAX_EPOCH):
             self.log(line)
-        if self.multigrid_plan["finetune_epochs"] == 0:
+        if (self.multigrid_plan["finetune_epochs"] or 0) < 1 and spec.long_cycle:
             kept = [x for x in s.STEPS if x < s.MAX_EPOCH]
-            why, fix = ((f"SOLVER.MAX_EPOCH {s.MAX_EPOCH} is not past the last SOLVER.STEPS "
-                         f"{s.STEPS[-1]}", f"; SOLVER.STEPS {kept} with SOLVER.LRS "
-                         f"{list(s.LRS)[:len(kept)]} keeps the LRs of a run without multigrid "
-                         "and fine-tunes over the last step")
-                        if s.MAX_EPOCH <= s.STEPS[-1] else
-                        (f"the epochs past the last SOLVER.STEPS {s.STEPS[-1]} round to none",
-                         ""))
+            fix = (f"; SOLVER.STEPS {kept} with SOLVER.LRS {list(s.LRS)[:len(kept)]} keeps the "
+                   "LRs of a run without multigrid and fine-tunes over the last step"
+                   if len(kept) >= 2 else "")  # the long cycle needs two steps
+            why = (f"SOLVER.MAX_EPOCH {s.MAX_EPOCH} is not past the last SOLVER.STEPS "
+                   f"{s.STEPS[-1]}" if s.MAX_EPOCH <= s.STEPS[-1] else
+                   f"the epochs past the last SOLVER.STEPS {s.STEPS[-1]} round to none")
             self.warn(f"multigrid: no fine-tuning phase at the default shape ({d.NUM_FRAMES} "
                       f"frames x {d.TRAIN_CROP_SIZE} px, the shape that is evaluated), as {why}. "
                       "PySlowFast's multigrid configs train past that step (Kinetics: STEPS "
