@@ -265,8 +265,8 @@ def loader_fed(args) -> dict:
         fed.close()  # stops the prefetch thread
         epoch_loader.close()  # and the workers, before the next decoder's are forked
         del epoch_loader, prefetcher, fed, resident_it
-        # the iterators sit in reference cycles: collected later, inside the next loader's
-        # forked workers, they would try to shut down workers that are not theirs
+        # anything else left in a reference cycle goes now, not inside the next loader's forked
+        # workers, where its clean-up would act on processes that are not theirs
         gc.collect()
     return result
 

@@ -22,13 +22,12 @@ fine-tuning phase at the default shape, as in PySlowFast's multigrid configs. --
 writes the study's [0, E/2, 3E/4, E], whose last step is MAX_EPOCH: the same LRs for the
 baseline, and no fine-tuning phase for multigrid. Neither evaluates while training; after it,
 `slowfast-dist test` scores the last checkpoint on the validation videos (the same command for
-both). Both runs recompute BN's
-statistics at the default shape before each checkpoint (BN.USE_PRECISE_STATS, as PySlowFast's
-multigrid configs do) over --precise-bn batches; with --precise-bn 0 the multigrid run is
-scored with statistics gathered over the short cycle's mixed crops. With --lars multigrid (or
-both), that run trains with PySlowFast's LARS (SOLVER.LARS_ON) at --lars-lr-factor x the base LR,
-benchmarks/large_batch.py's recipe, which held mAP at 32x batches there; a baseline without LARS
-is reused from an earlier run with the same settings.
+both). Both runs recompute BN's statistics at the default shape before each checkpoint
+(BN.USE_PRECISE_STATS, as PySlowFast's multigrid configs do) over --precise-bn batches; with
+--precise-bn 0 the multigrid run is scored with statistics gathered over the short cycle's mixed
+crops. With --lars multigrid (or both), that run trains with PySlowFast's LARS (SOLVER.LARS_ON)
+at --lars-lr-factor x the base LR, benchmarks/large_batch.py's recipe, which held mAP at 32x
+batches there; a baseline without LARS is reused from an earlier run with the same settings.
 
 Timing: `train_s` is the sum of the epochs' own times from the training log (no start-up,
 checkpoints or scoring), `wall_s` and `cpu_s` the whole training process (its worker included).

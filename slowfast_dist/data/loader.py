@@ -218,7 +218,10 @@ class EpochLoader:
         if cycle is not None and not getattr(dataset, "keyed_draws", False):
             raise ValueError("a multigrid plan needs a dataset with keyed_draws: the clip shape "
                              "travels in the key")
-        self._cycle = cycle
+        # epoch -> [(batch size, ClipShape or None)]; a partial, not a bound method, so the
+        # persistent iterator's sampler does not hold the loader (a reference cycle would leave
+        # its workers to the garbage collector, whose clean-up then waits 5 s per worker)
+        self._plan = partial(_epoch_plan, cycle, batch_size)
         if simulate > 1:  # this process stands for ranks rank*k .. rank*k + k-1 of world*k
             if not drop_last:
                 raise ValueError("simulated ranks need drop_last (whole batches per rank)")
@@ -233,7 +236,7 @@ class EpochLoader:
                                            batch_transform=batch_transform),
                         worker_init_fn=_worker_init if num_workers else None,
                         timeout=self.timeout_s)
-        self._batch_size, self._drop_last = batch_size, drop_last
+        self._drop_last = drop_last
         self._seed, self._rank = seed, rank
         self._key_seed = seed if getattr(dataset, "keyed_draws", False) else None
         self._it = None
@@ -252,9 +255,6 @@ class EpochLoader:
         sizes = [size for size, _ in self._plan(epoch)]
         return batch_count(len(self.sampler), sizes, self._drop_last)
 
-    def _plan(self, epoch):
-        return _epoch_plan(self._cycle, self._batch_size, epoch)
-
     def __iter__(self):
         if not self.persistent:
             self.sampler.set_epoch(self.epoch)
@@ -268,10 +268,7 @@ class EpochLoader:
             return
         if self._it is None or self._next != (self.epoch, self.start):
             # first epoch, or a jump (resume): start the one persistent iterator here
-            # the sampler must not hold the loader (a bound method would): a loader dropped
-            # in a reference cycle ends its workers only when collected, 5 s per worker
-            rs = _RepeatBatchSampler(self.sampler, partial(_epoch_plan, self._cycle,
-                                                           self._batch_size), self._drop_last,
+            rs = _RepeatBatchSampler(self.sampler, self._plan, self._drop_last,
                                      self._key_seed, self.epoch, self.start)
             self._it = iter(DataLoader(self.dataset, batch_sampler=rs,
                                        generator=self._worker_seeds(), **self._kw))
@@ -283,9 +280,8 @@ class EpochLoader:
         self._next = (self.epoch + 1, 0)
 
     def close(self) -> None:
-        """Ends the persistent workers now, rather than whenever the garbage collector gets to
-        the iterator (which sits in reference cycles after an error, and whose clean-up then
-        waits seconds for each worker)."""
+        """Ends the persistent workers now, rather than when the iterator is dropped or
+        collected; a closed loader starts new workers if iterated again."""
         it, self._it, self._next = self._it, None, None
         if hasattr(it, "_shutdown_workers"):  # none without workers (NUM_WORKERS 0)
             it._shutdown_workers()  # what torch's own __del__ runs

@@ -260,7 +260,7 @@ class Run:
                                    cfg.SLOWFAST.ALPHA)
         for line in multigrid.plan_lines(spec, self.multigrid_plan, s.MAX_EPOCH):
             self.log(line)
-        if (self.multigrid_plan["finetune_epochs"] or 0) < 1 and spec.long_cycle:
+        if spec.long_cycle and self.multigrid_plan["finetune_epochs"] < 1:
             kept = [x for x in s.STEPS if x < s.MAX_EPOCH]
             fix = (f"; SOLVER.STEPS {kept} with SOLVER.LRS {list(s.LRS)[:len(kept)]} keeps the "
                    "LRs of a run without multigrid and fine-tunes over the last step"
