@@ -44,11 +44,14 @@ STAGES = ("cuda_tests", "model_step", "loader_fed", "train_nccl", "multigrid")
 def environment() -> dict:
     import torch
 
+    from slowfast_dist.profiling import host
+
     cuda = torch.cuda.is_available()
     return {"device": torch.cuda.get_device_name() if cuda else "cpu",
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None,
             "python": platform.python_version(), "cpus": os.cpu_count(),
+            "cpu_model": host.cpu_model(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 

@@ -66,6 +66,7 @@ from slowfast_dist.data.dataset import AvaDataset, ClipSpec  # noqa: E402
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader  # noqa: E402
 from slowfast_dist.data.loader import build_loader, collate_detection  # noqa: E402
 from slowfast_dist.data.video import find_video  # noqa: E402
+from slowfast_dist.profiling import host  # noqa: E402
 
 # AVA training settings (PySlowFast's SLOWFAST_32x2_R50 AVA config)
 SETTINGS = {"num_frames": 32, "sampling_rate": 2, "jitter_scales": [256, 320], "crop_size": 224,
@@ -678,16 +679,10 @@ def loader_level(float_ds, uint8_ds, uint8_name, clips, epochs, batch_size, seed
 # ---- the whole run -------------------------------------------------------------------------
 
 def environment():
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
     import av
     import PIL
     import simplejpeg
-    return {"device": "cpu", "cpu_model": model, "cpu_count": os.cpu_count(),
+    return {"device": "cpu", "cpu_model": host.cpu_model(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
             "simplejpeg": simplejpeg.__version__, "opencv": cv2.__version__ if cv2 else None,

@@ -24,7 +24,6 @@ From another script (benchmarks/ is not a package; load the file by path):
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from slowfast_dist.models import VideoResNet
-from slowfast_dist.profiling import mfu
+from slowfast_dist.profiling import host, mfu
 
 # name -> (width_per_group, crop px, fast frames, batch); "real" is the AVA training setting
 SIZES = {
@@ -221,13 +220,7 @@ def summarise(v: Variant, ts, info, clock, batch, train_flops, device_name) -> d
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    try:  # platform.processor() is empty on most Linux systems
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"cpu ({model})"
+    return f"cpu ({host.cpu_model()})"
 
 
 def environment(device: str) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,9 @@ def device_name() -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    from slowfast_dist.profiling import host
+
+    return f"CPU ({host.describe_cpu()})"
 
 
 def run_trainer(nprocs: int, data: Path, out: Path, batch: int, epochs: int) -> dict:

@@ -27,7 +27,7 @@ def test_quick_stages_run_end_to_end_and_write_the_json(tmp_path):
             "--stages", "loader_fed,train_nccl,multigrid")  # model_step: test_model_step_bench
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((out / "gpu_check.json").read_text())
-    assert {"device", "torch", "cuda", "cudnn"} <= set(report["environment"])
+    assert {"device", "torch", "cuda", "cudnn", "cpu_model"} <= set(report["environment"])
     stages = report["stages"]
     assert not [name for name, s in stages.items() if "error" in s], stages
     runs = stages["loader_fed"]["runs"]

@@ -36,6 +36,7 @@ def test_json_and_png_are_written(run):
     for key in ("environment", "settings", "method", "sizes", "targets", "table_markdown"):
         assert key in result
     assert result["environment"]["torch_threads"] == 1
+    assert result["environment"]["cpu_model"]
     assert result["settings"]["num_frames"] == 32 and result["settings"]["crop_size"] == 224
     assert result["reference"] is None
 
