@@ -57,13 +57,13 @@ def test_plan_line_shows_the_lr_of_each_step_of_the_short_config():
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", [])
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=cfg.TRAIN.BATCH_SIZE)
     assert trainer.lr_schedule_line(cfg, at) == (
-        "lr schedule: epoch 0-10 0.1, 10-15 0.01, 15-20 0.001 (warm-up 0->0.1 over 5 epochs "
-        "from 0.000125); steps at epoch 20 not reached (MAX_EPOCH 20)")
+        "lr schedule: epoch 0-10 0.1, 10-15 0.01, 15-20 0.001 (warm-up from 0.000125 to 0.1 over "
+        "epochs 0-5); steps at epoch 20 not reached (MAX_EPOCH 20)")
     # cut short on the command line: the line says what will run
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", ["SOLVER.MAX_EPOCH", "12"])
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=cfg.TRAIN.BATCH_SIZE)
     assert trainer.lr_schedule_line(cfg, at) == (
-        "lr schedule: epoch 0-10 0.1, 10-12 0.01 (warm-up 0->0.1 over 5 epochs from 0.000125); "
+        "lr schedule: epoch 0-10 0.1, 10-12 0.01 (warm-up from 0.000125 to 0.1 over epochs 0-5); "
         "steps at epoch 15, 20 not reached (MAX_EPOCH 12)")
 
 
@@ -76,7 +76,7 @@ def test_plan_line_for_cosine_and_for_a_warm_up_covering_a_step():
     line = schedule_line(partial(lr_at, **steps), policy=RECIPE["policy"], steps=RECIPE["steps"],
                          max_epoch=20, warmup_epochs=12.0)
     assert line == ("lr schedule: epoch 0-10 warm-up, 10-15 0.1, 15-20 0.01 "
-                    "(warm-up 0->0.1 over 12 epochs from 0)")
+                    "(warm-up from 0 to 0.1 over epochs 0-12)")
 
 
 def test_from_max_epoch_on_the_last_lr_applies_as_in_pyslowfast():
@@ -99,8 +99,8 @@ def test_warm_up_grows_with_the_batch_when_asked():
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=96)
     assert at.keywords["warmup_epochs"] == 7.5
     assert trainer.lr_schedule_line(cfg, at) == (
-        "lr schedule: epoch 0-10 0.15, 10-15 0.015, 15-20 0.0015 (warm-up 0->0.15 over 7.5 "
-        "epochs from 0.0001875); steps at epoch 20 not reached (MAX_EPOCH 20)")
+        "lr schedule: epoch 0-10 0.15, 10-15 0.015, 15-20 0.0015 (warm-up from 0.0001875 to "
+        "0.15 over epochs 0-7.5); steps at epoch 20 not reached (MAX_EPOCH 20)")
     # never shorter than configured; ends an epoch before the first LR step, at the base LR
     _, at = trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=32)
     assert at.keywords["warmup_epochs"] == 5.0
@@ -114,3 +114,10 @@ def test_warm_up_grows_with_the_batch_when_asked():
     cfg = load_config("configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml", opts[2:])
     with pytest.raises(UserError, match="needs SOLVER.REFERENCE_GLOBAL_BATCH"):
         trainer.resolve_lr(cfg, world_size=cfg.NUM_GPUS, global_batch=256)
+
+
+def test_start_up_line_names_the_cosine_end_only_under_cosine():
+    lr = scaled_lr(0.1, 0.01, 0.001, num_shards=4, scale_num_shards=True)
+    assert lr.describe(cosine=True) == ("base_lr=0.4 warmup_start_lr=0.04 cosine_end_lr=0.004 "
+                                        f"({lr.rule})")
+    assert "cosine_end_lr" not in lr.describe(cosine=False)

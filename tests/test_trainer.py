@@ -400,7 +400,7 @@ def test_dry_run_builds_the_study_config_for_512_ranks_without_data(tmp_path):
     assert report["lr_at_epoch"]["5"] == pytest.approx(0.05 * 128)
     assert report["lr_at_epoch"]["15"] == pytest.approx(0.0005 * 128)
     assert report["lr_schedule"] == ("lr schedule: epoch 0-10 6.4, 10-15 0.64, 15-20 0.064 "
-                                     "(warm-up 0->6.4 over 5 epochs from 0.016)")
+                                     "(warm-up from 0.016 to 6.4 over epochs 0-5)")
     groups = report["param_group_lr"]  # the plan's LR per parameter group
     assert groups["weights"] == {"lr": pytest.approx(6.4), "weight_decay": 1e-7, "lars": False,
                                  "lamb_trust": False}

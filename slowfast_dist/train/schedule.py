@@ -66,9 +66,11 @@ class ResolvedLR:
     factor: float
     rule: str  # human-readable, for logs
 
-    def __str__(self):
+    def describe(self, cosine: bool) -> str:
+        """For the start-up line; the cosine's end LR only where the policy uses it."""
+        end = f"cosine_end_lr={self.cosine_end_lr:g} " if cosine else ""
         return (f"base_lr={self.base_lr:g} warmup_start_lr={self.warmup_start_lr:g} "
-                f"cosine_end_lr={self.cosine_end_lr:g} ({self.rule})")
+                f"{end}({self.rule})")
 
 
 def scaled_lr(base_lr: float, warmup_start_lr: float, cosine_end_lr: float, *, num_shards: int,
@@ -165,8 +167,8 @@ def schedule_line(lr_at, *, policy: str, steps: Sequence[float], max_epoch: floa
     warm = ""
     if warmup_epochs > 0:
         cut = f", cut at epoch {max_epoch:g}" if warmup_epochs > max_epoch else ""
-        warm = (f" (warm-up 0->{lr_at(float(warmup_epochs)):g} over {warmup_epochs:g} epochs "
-                f"from {lr_at(0.0):g}{cut})")
+        warm = (f" (warm-up from {lr_at(0.0):g} to {lr_at(float(warmup_epochs)):g} over epochs "
+                f"0-{warmup_epochs:g}{cut})")
     if policy == "cosine":
         start = min(float(warmup_epochs), float(max_epoch))
         return (f"lr schedule: cosine {lr_at(start):g} at epoch {start:g} -> "

@@ -507,7 +507,8 @@ def train(cfg, info=None) -> dict:
     lr, lr_at = resolve_lr(cfg, run.ranks, global_batch)
     base_lr = lr.base_lr
     run.log(f"{run.world} rank(s) on {len(set(run.hosts))} node(s), backend {run.info.backend}; "
-            f"global batch {global_batch} ({batch}/rank); LR {lr}")
+            f"global batch {global_batch} ({batch}/rank); "
+            f"LR {lr.describe(cosine=cfg.SOLVER.LR_POLICY == 'cosine')}")
     if run.simulate > 1:
         run.log(f"simulating {run.ranks} ranks (DIST.SIMULATE_WORLD_SIZE): {run.simulate} per "
                 f"process, their batches of {batch} in turn, gradients accumulated, BatchNorm "
