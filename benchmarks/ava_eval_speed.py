@@ -1,8 +1,9 @@
 """Time `slowfast-dist ava-eval` as a whole process on ~50k detections / 4k GT boxes.
 
 With --reference-dir DIR (a PySlowFast checkout), also time the official evaluator
-(slowfast.utils.ava_eval_helper.evaluate_ava_from_files) on the same files and compare mAPs.
-Writes benchmarks/results/ava_eval_speed.json.
+(slowfast.utils.ava_eval_helper.evaluate_ava_from_files, through official_ava_eval.py) on the
+same files, interleaved with ours, and compare the mAPs. Writes
+benchmarks/results/ava_eval_speed.json.
 """
 
 import argparse
@@ -16,6 +17,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from slowfast_dist.profiling import host
 
 
 def make_case(d, seed, n_gt, n_det, n_cls=80):
@@ -43,16 +46,18 @@ def make_case(d, seed, n_gt, n_det, n_cls=80):
                     f"{min(1, x2 + j[2]):.3f},{min(1, y2 + j[3]):.3f},{c},{rng.random():.4f}\n")
 
 
-def timed(cmd, repeats, env=None):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - t)
-        if p.returncode != 0:
-            sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-        out = p.stdout
-    return statistics.median(times), times, out
+def timed_once(cmd):
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
+    return seconds, p.stdout
+
+
+def revision(reference_dir):
+    path = os.path.join(reference_dir, "REVISION")
+    return open(path).read().strip() if os.path.exists(path) else None
 
 
 def main():
@@ -68,35 +73,42 @@ def main():
         make_case(d, a.seed, a.gt, a.detections)
         files = [os.path.join(d, n) for n in ("gt.csv", "det.csv")]
         lm = os.path.join(d, "labels.pbtxt")
-        ours = [sys.executable, "-m", "slowfast_dist.cli", "ava-eval", *files, "--label-map", lm, "--json"]
-        med, times, out = timed(ours, a.repeats)
-        res = {"gt_boxes": a.gt, "detections": a.detections, "seed": a.seed, "ours_median_s": med,
+        ours = [sys.executable, "-m", "slowfast_dist.cli", "ava-eval", *files, "--label-map", lm,
+                "--json"]
+        # the official evaluator as a whole process too: import, read, score
+        code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import official_ava_eval as o; "
+                "m, pc = o.evaluate(o.load(sys.argv[2]), *sys.argv[3:]); "
+                "print(json.dumps({'mAP': m, 'per_class': pc}))")
+        here = os.path.dirname(os.path.abspath(__file__))
+        official = [sys.executable, "-c", code, here, a.reference_dir or "", lm, *files]
+        times, rtimes = [], []
+        for _ in range(a.repeats):  # interleaved: the machine's load moves both alike
+            seconds, out = timed_once(ours)
+            times.append(seconds)
+            if a.reference_dir:
+                seconds, rout = timed_once(official)
+                rtimes.append(seconds)
+        med = statistics.median(times)
+        res = {"command": "benchmarks/ava_eval_speed.py " + " ".join(sys.argv[1:]),
+               "gt_boxes": a.gt, "detections": a.detections, "seed": a.seed, "ours_median_s": med,
                "ours_times_s": times, "ours_mAP": json.loads(out)["mAP"],
                "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "cpus": os.cpu_count()}}
+                           "cpu": host.describe_cpu()}}
         if a.reference_dir:
-            # evaluate_ava_from_files returns None, so replay its body (same calls, same order)
-            # and print run_evaluation's metrics dict as JSON on the last line.
-            code = ("import sys, json; from slowfast.utils import ava_eval_helper as h; "
-                    "c, w = h.read_labelmap(sys.argv[1]); e = h.read_exclusions(None); "
-                    "m = h.run_evaluation(c, h.read_csv(sys.argv[2], w), "
-                    "h.read_csv(sys.argv[3], w, load_score=True), e); "
-                    "print(json.dumps({k: float(v) for k, v in m.items()}))")
-            env = dict(os.environ, PYTHONPATH=a.reference_dir)
-            rmed, rtimes, rout = timed([sys.executable, "-c", code, lm, files[0], files[1]], a.repeats, env)
             ref = json.loads(rout.strip().splitlines()[-1])
-            ref_map = ref["PascalBoxes_Precision/mAP@0.5IOU"]
-            pre = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
             ours_pc = json.loads(out)["per_class"]
-            diffs = [abs(v - ours_pc[k[len(pre):]]) for k, v in ref.items()
-                     if k.startswith(pre) and v == v]
-            res.update(reference_median_s=rmed, reference_times_s=rtimes, reference_mAP=ref_map,
-                       speedup=rmed / med, ratio_ours_over_reference=med / rmed,
-                       mAP_abs_diff=abs(ref_map - res["ours_mAP"]),
+            diffs = [abs(v - ours_pc[k]) for k, v in ref["per_class"].items() if v is not None]
+            rmed = statistics.median(rtimes)
+            pairs = sorted(r / o for r, o in zip(rtimes, times))
+            res.update(reference_median_s=rmed, reference_times_s=rtimes, reference_mAP=ref["mAP"],
+                       speedup=statistics.median(pairs), speedup_min_max=[pairs[0], pairs[-1]],
+                       mAP_abs_diff=abs(ref["mAP"] - res["ours_mAP"]),
                        per_class_max_abs_diff=max(diffs) if diffs else 0.0,
-                       reference_command=f"PYTHONPATH={a.reference_dir} python -c <replay of "
-                                         "evaluate_ava_from_files>",
-                       ours_command="python -m slowfast_dist.cli ava-eval GT DET --label-map LM --json")
+                       reference_command="python -c <official_ava_eval.evaluate: "
+                                         "evaluate_ava_from_files replayed>",
+                       reference_revision=revision(a.reference_dir),
+                       ours_command="python -m slowfast_dist.cli ava-eval GT DET --label-map LM "
+                                    "--json")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
