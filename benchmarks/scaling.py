@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,16 @@ def run_trainer(nprocs: int, data: Path, out: Path, batch: int, epochs: int) -> 
             "transfer_s": mean["transfer_s"], **summary["split"]}
 
 
+def median_row(runs: list) -> dict:
+    """The median of every figure over the rounds, with the speed-up's range (each round's own
+    1-process run is its reference)."""
+    row = {k: statistics.median(r[k] for r in runs) for k, v in runs[0].items()
+           if isinstance(v, (int, float)) and k != "round"}
+    row["speedup_min_max"] = [min(r["speedup"] for r in runs), max(r["speedup"] for r in runs)]
+    row["efficiency"] = row["speedup"] / row["processes"]
+    return row
+
+
 def plot(rows: list, path: Path, device: str) -> None:
     import matplotlib
 
@@ -86,29 +97,39 @@ def main() -> int:
     ap.add_argument("--max-procs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4, help="clips per process per step")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds of 1..N processes, interleaved; rows give the medians")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/scaling_cpu"))
     args = ap.parse_args()
 
     from slowfast_dist.data.synthetic import make_synthetic
 
+    counts = range(1, args.max_procs + 1)
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         make_synthetic(str(data), videos=12, seconds=16, seed=0)
-        rows = [run_trainer(n, data, Path(tmp) / f"run{n}", args.batch, args.epochs)
-                for n in range(1, args.max_procs + 1)]
-    for r in rows:
-        r["speedup"] = r["samples_per_s"] / rows[0]["samples_per_s"]
-        r["efficiency"] = r["speedup"] / r["processes"]
+        for rep in range(args.repeats):  # round by round: the machine's load moves all alike
+            one = None
+            for n in counts:
+                r = run_trainer(n, data, Path(tmp) / f"run{rep}_{n}", args.batch, args.epochs)
+                one = one or r
+                r.update(round=rep, speedup=r["samples_per_s"] / one["samples_per_s"])
+                runs.append(r)
+    rows = [median_row([r for r in runs if r["processes"] == n]) for n in counts]
     device = device_name()
-    result = {"device": device, "backend": "nccl" if "CPU" not in device else "gloo",
-              "model": "configs/demo.yaml (tiny SlowFast)", "rows": rows}
+    result = {"command": "benchmarks/scaling.py " + " ".join(sys.argv[1:]), "device": device,
+              "backend": "nccl" if "CPU" not in device else "gloo",
+              "model": "configs/demo.yaml (tiny SlowFast)", "repeats": args.repeats,
+              "rows": rows, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     plot(rows, out.with_suffix(".png"), device)
     for r in rows:
+        lo, hi = r["speedup_min_max"]
         print(f"{r['processes']} proc: step {r['step_s'] * 1e3:.1f} ms, {r['samples_per_s']:.1f} "
-              f"clips/s, speed-up {r['speedup']:.2f}, efficiency {r['efficiency']:.2f}, "
+              f"clips/s, speed-up {r['speedup']:.2f} ({lo:.2f}-{hi:.2f}), efficiency {r['efficiency']:.2f}, "
               f"compute {r['compute_share']:.0%} comm {r['comm_share']:.0%} data {r['data_share']:.0%}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
