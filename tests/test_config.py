@@ -1,3 +1,4 @@
+import os
 import re
 import warnings
 from pathlib import Path
@@ -307,3 +308,47 @@ def test_shipped_configs_load_and_pass_the_checks(path):
 def test_short_config_has_pyslowfasts_current_steps():
     cfg = load_config(str(ROOT / "configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml"), [])
     assert cfg.SOLVER.STEPS == [0, 10, 15, 20] and cfg.SOLVER.LRS == [1, 0.1, 0.01, 0.001]
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("DATA.NUM_FRAMES", "6", "a multiple of SLOWFAST.ALPHA"),
+    ("DATA.NUM_FRAMES", "0", "at least 1"),
+    ("DATA.SAMPLING_RATE", "0", "at least 1"),
+    ("DATA.TRAIN_CROP_SIZE", "0", "at least 1"),
+    ("MODEL.NUM_CLASSES", "0", "at least 1"),
+    ("DATA.TRAIN_JITTER_SCALES", "['a', 'b']", "two numbers"),
+    ("DATA.TRAIN_JITTER_SCALES", "[320, 256]", "two numbers, 0 < min <= max"),
+    ("DATA.MEAN", "[0.45, 0.45]", "three numbers"),
+    ("DATA.INPUT_CHANNEL_NUM", "[3]", "a channel count for each pathway"),
+    ("DATA_LOADER.NUM_WORKERS", "-1", "0 or more"),
+    ("DATA_LOADER.TIMEOUT_S", "-5.0", "0 .wait for ever. or more"),
+    ("SOLVER.MOMENTUM", "1.5", r"in \[0, 1\)"),
+    ("TRAIN.GRAD_ACCUM_STEPS", "0", "at least 1"),
+    ("TRAIN.CHECKPOINT_KEEP", "-1", "0 .keep all. or more"),
+    ("TEST.CHECKPOINT_TYPE", "caff2", "pytorch or caffe2"),
+    ("DIST.TIMEOUT_S", "0", "positive"),
+    ("PROFILE.ACTIVE", "0", "at least 1"),
+    ("MULTIGRID.LONG_CYCLE_FACTORS", "[0.5, 1]", r"a list of \[time factor, space factor\] pairs"),
+])
+def test_values_the_run_cannot_use_are_one_line_errors_where_they_were_set(tmp_path, key, value,
+                                                                          want):
+    with pytest.raises(UserError, match=rf"^command line: {re.escape(key)} .*: must be {want}"):
+        load_config("configs/demo.yaml", [key, value])
+    section, name = key.split(".")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"_BASE_: {os.path.abspath('configs/demo.yaml')}\n{section}:\n  {name}: {value}\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(cfg))}:3: {re.escape(key)} "):
+        load_config(str(cfg))
+
+
+def test_shipped_and_pyslowfast_style_values_pass_the_value_rules():
+    # a single-pathway model may keep the default [3, 3] channels (PySlowFast reads the first)
+    load_config("configs/demo.yaml", ["MODEL.ARCH", "slow", "DATA.NUM_FRAMES", "6"])
+    load_config("configs/demo.yaml", ["DATA_LOADER.TIMEOUT_S", "0", "TRAIN.CHECKPOINT_KEEP", "0"])
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    cfg = tmp_path / "latin1.yaml"
+    cfg.write_bytes("SOLVER:\n  # café\n  BASE_LR: 0.1\n".encode("latin-1"))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(cfg))}: not UTF-8 text \(byte 0xe9"):
+        load_config(str(cfg))

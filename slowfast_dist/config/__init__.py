@@ -205,6 +205,64 @@ def _check_solver(cfg, origin: dict, path) -> None:
         raise UserError(f"{_where(loc)}: {msg}{hint}")
 
 
+def _numbers(v, n=None) -> bool:
+    return (isinstance(v, (list, tuple)) and (n is None or len(v) == n)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+
+
+def _pathways(cfg) -> int:
+    return 2 if cfg.MODEL.ARCH == "slowfast" else 1
+
+
+# (key, the rule it breaks when this is true, what it must be): checked at load so that a value
+# the model or the loader cannot use is one line naming where it was set, not a traceback later
+_VALUE_RULES = (
+    ("MODEL.NUM_CLASSES", lambda c, v: v < 1, "at least 1"),
+    ("DATA.NUM_FRAMES", lambda c, v: v < 1, "at least 1"),
+    ("DATA.SAMPLING_RATE", lambda c, v: v < 1, "at least 1"),
+    ("DATA.TRAIN_CROP_SIZE", lambda c, v: v < 1, "at least 1"),
+    ("DATA.TEST_CROP_SIZE", lambda c, v: v < 1, "at least 1"),
+    ("DATA.TRAIN_JITTER_SCALES", lambda c, v: not _numbers(v, 2) or not 0 < v[0] <= v[1],
+     "two numbers, 0 < min <= max"),
+    ("DATA.MEAN", lambda c, v: not _numbers(v, 3), "three numbers (R, G, B)"),
+    ("DATA.STD", lambda c, v: not _numbers(v, 3) or min(v) <= 0, "three positive numbers"),
+    ("DATA.INPUT_CHANNEL_NUM", lambda c, v: not _numbers(v) or len(v) < _pathways(c) or min(v) < 1,
+     "a channel count for each pathway (2 for MODEL.ARCH slowfast, else 1)"),
+    ("SLOWFAST.ALPHA", lambda c, v: v < 1, "at least 1"),
+    ("DATA.NUM_FRAMES", lambda c, v: _pathways(c) == 2 and v % c.SLOWFAST.ALPHA != 0,
+     "a multiple of SLOWFAST.ALPHA (the slow pathway takes every ALPHA-th frame)"),
+    ("TRAIN.BATCH_SIZE", lambda c, v: v < 1, "at least 1"),
+    ("TEST.BATCH_SIZE", lambda c, v: v < 1, "at least 1"),
+    ("TRAIN.GRAD_ACCUM_STEPS", lambda c, v: v < 1, "at least 1"),
+    ("TRAIN.CHECKPOINT_KEEP", lambda c, v: v < 0, "0 (keep all) or more"),
+    ("TRAIN.CHECKPOINT_TYPE", lambda c, v: v not in ("pytorch", "caffe2"), "pytorch or caffe2"),
+    ("TEST.CHECKPOINT_TYPE", lambda c, v: v not in ("pytorch", "caffe2"), "pytorch or caffe2"),
+    ("SOLVER.MOMENTUM", lambda c, v: not 0 <= v < 1, "in [0, 1)"),
+    ("DATA_LOADER.NUM_WORKERS", lambda c, v: v < 0, "0 or more"),
+    ("DATA_LOADER.TIMEOUT_S", lambda c, v: v < 0, "0 (wait for ever) or more"),
+    ("DIST.TIMEOUT_S", lambda c, v: v <= 0, "positive"),
+    ("PROFILE.WAIT", lambda c, v: v < 0, "0 or more"),
+    ("PROFILE.WARMUP", lambda c, v: v < 0, "0 or more"),
+    ("PROFILE.ACTIVE", lambda c, v: v < 1, "at least 1"),
+    ("MULTIGRID.SHORT_CYCLE_FACTORS", lambda c, v: not _numbers(v, 2) or min(v) <= 0,
+     "two positive numbers"),
+    ("MULTIGRID.LONG_CYCLE_FACTORS",
+     lambda c, v: not v or not all(_numbers(f, 2) and min(f) > 0 for f in v),
+     "a list of [time factor, space factor] pairs of positive numbers"),
+)
+
+
+def _check_values(cfg, origin: dict, path) -> None:
+    """UserError for the first value in _VALUE_RULES that breaks its rule, located where it was
+    set (a default is reported without a place: another key it depends on was changed)."""
+    for key, broken, want in _VALUE_RULES:
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if broken(cfg, value):
+            loc = origin.get(key, None if path is None else (path, None))
+            raise UserError(f"{_where(loc)}: {key} {value!r}: must be {want}")
+
+
 def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNode:
     """Defaults, then the YAML at `path` (with `_BASE_`), then `KEY VALUE` opts; frozen."""
     cfg = get_cfg()
@@ -222,6 +280,9 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
             name = mark.name if mark and os.path.isfile(mark.name) else path
             loc = where(name, mark.line + 1 if mark else None)
             raise UserError(f"{loc}: malformed YAML ({getattr(e, 'problem', e)})") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                            f"{e.start}; this file or a _BASE_ it names): save it as UTF-8") from None
         except (OSError, KeyError) as e:
             raise UserError(f"{path}: cannot load config ({e})") from None
         except RecursionError:
@@ -262,6 +323,7 @@ def load_config(path: str | None = None, opts: list[str] | None = None) -> CfgNo
         if values[key] != only:
             raise UserError(f"{key} {values[key]!r}: not supported by slowfast-dist (only {only!r})")
     _check_solver(cfg, origin, path)
+    _check_values(cfg, origin, path)
     # Stored outside the key tree so dumps stay loadable; read with cfg_ignored_keys().
     object.__setattr__(cfg, _IGNORED_ATTR, tuple(sorted(set(ignored))))
     cfg.freeze()
