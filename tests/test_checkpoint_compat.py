@@ -45,6 +45,28 @@ def test_full_unpickling_only_behind_the_switch_and_with_a_warning(tmp_path, cap
     assert marker.exists() and "fully unpickled" in capsys.readouterr().err
 
 
+def test_a_file_that_is_no_checkpoint_is_not_called_code_carrying(tmp_path):
+    # a YAML given as a checkpoint: the unpickler stops at its first byte, asks for no class
+    path = tmp_path / "run.yaml"
+    path.write_text("_BASE_: a.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    for full in (False, True):  # and with the switch on: the same line, not a traceback
+        with pytest.raises(UserError) as err:
+            read_checkpoint_file(path, full_unpickle=full, switch="TEST.CHECKPOINT_FULL_UNPICKLE")
+        assert str(err.value).startswith(f"{path}: not a readable checkpoint (Unsupported operand")
+        assert "refused" not in str(err.value) and "FULL_UNPICKLE" not in str(err.value)
+
+
+def test_a_caffe2_zoo_pickle_read_as_pytorch_names_the_key_to_set(tmp_path):
+    import pickle
+
+    path = tmp_path / "SLOWFAST_8x8_R50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3)}}, protocol=2))
+    with pytest.raises(UserError, match=r"SLOWFAST_8x8_R50.pkl: not a readable checkpoint .*; a "
+                                        r"PySlowFast model-zoo .pkl is a Caffe2 checkpoint: set "
+                                        r"TEST.CHECKPOINT_TYPE caffe2$"):
+        read_checkpoint_file(path, switch="TEST.CHECKPOINT_FULL_UNPICKLE")
+
+
 def test_pyslowfast_layout_and_numpy_data_load_without_the_switch(tmp_path):
     """PySlowFast's layout (cfg as its YAML dump) and numpy values, as converted files hold."""
     path = tmp_path / "old.pyth"

@@ -51,18 +51,36 @@ def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "")
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        asked = re.search(r"(?:global|GLOBAL)\s+([\w.]+(?:\s+[\w.]+)?)", str(err))
+        if asked is None:  # not a class it refused: a file that is no checkpoint at all
+            raise UserError(_unreadable(path, err, switch)) from None
         if not full_unpickle:
-            asked = re.search(r"(?:global|GLOBAL)\s+([\w.]+(?:\s+[\w.]+)?)", str(err))
-            what = asked.group(1).replace(" ", ".") if asked else "a class outside the allowed list"
-            raise UserError(f"{path}: refused: its pickle asks for {what}, which would run code "
-                            f"from the file; if you made this file yourself, set "
-                            f"{switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
+            raise UserError(f"{path}: refused: its pickle asks for {asked.group(1).replace(' ', '.')}, "
+                            f"which would run code from the file; if you made this file "
+                            f"yourself, set {switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
         logs.get("checkpoint").warning(
             f"{path}: fully unpickled ({switch} True): any code in the file has run")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - as below
+            raise UserError(_unreadable(path, err, switch)) from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        raise UserError(_unreadable(path, err, switch)) from None
+
+
+def _unreadable(path: Path, err: Exception, switch: str) -> str:
+    """One line for a file torch.load cannot read: its reason (the unpickler's own line rather
+    than torch's paragraph about weights_only), and for a Caffe2 pickle, the key to set."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    hint = ""
+    if "magic number" in first and path.suffix == ".pkl":
+        section = switch.rsplit(".", 1)[0] + "." if "." in switch else ""
+        hint = (f"; a PySlowFast model-zoo .pkl is a Caffe2 checkpoint: set "
+                f"{section}CHECKPOINT_TYPE caffe2")
+    return f"{path}: not a readable checkpoint ({first[:160]}){hint}"
 
 
 def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print, full_unpickle=False,
