@@ -3,8 +3,10 @@ TRAIN.CHECKPOINT_KEEP prunes all but the newest and the best; through the real t
 import json
 import os
 
+import pytest
 import torch
 
+from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 from slowfast_dist.train import history, trainer
 
@@ -88,3 +90,10 @@ def test_training_twice_in_one_output_dir_keeps_both_attempts_and_the_pointers(d
     state = ckpt.read_checkpoint(folder / "best.pyth")  # the pointer reads as a checkpoint
     assert state["epoch"] == best_epoch - 1 and isinstance(state["model_state"], dict)
     assert torch.is_tensor(next(iter(state["model_state"].values())))
+    # another model in the same folder: refused, and the top config.yaml is still the one that
+    # wrote the checkpoints (the refused one is only in its own attempt)
+    with pytest.raises(UserError, match="made by another model config"):
+        trainer.train(support.cfg_for(data, out, "SOLVER.MAX_EPOCH", "5", "MODEL.NUM_CLASSES", "9",
+                                      *common))
+    assert "MAX_EPOCH: 4" in (out / "config.yaml").read_text()
+    assert "NUM_CLASSES: 9" in (out / "attempts/003/config.yaml").read_text()

@@ -487,11 +487,10 @@ def train(cfg, info=None) -> dict:
     grid = multigrid.MultigridSpec.from_cfg(cfg)
     if run.rank == 0 and not run.dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, str(out / "config.yaml"))
         run.attempt = history.new_attempt(out)  # this run's own copies of its files
-        history.keep(out / "config.yaml", run.attempt)
+        dump_config(cfg, str(run.attempt / "config.yaml"))
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
-    cfg_dump = cfg.dump()  # the checkpoints' config: as given, not multigrid's derived SOLVER
+    given, cfg_dump = cfg, cfg.dump()  # as given, not multigrid's derived SOLVER
     if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
         cfg = run.cfg = run.multigrid(grid, batch)
     if run.dry_run and not os.path.isdir(cfg.AVA.FRAME_LIST_DIR):
@@ -547,6 +546,10 @@ def train(cfg, info=None) -> dict:
                                     epoch_reset=t.CHECKPOINT_EPOCH_RESET,
                                     clear_name_patterns=list(t.CHECKPOINT_CLEAR_NAME_PATTERN),
                                     log=run.log)
+    if run.rank == 0 and not run.dry_run:
+        # only once the checkpoints have loaded: a resume refused above (another model config)
+        # leaves the config that wrote them
+        dump_config(given, str(out / "config.yaml"))
     if cfg.TRAIN.EVAL_PERIOD > 0 and not run.dry_run:
         run.eval_files(warn=True)
     model = run.wrap_ddp()
