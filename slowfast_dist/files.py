@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,12 @@ from typing import Callable
 from slowfast_dist.errors import UserError
 
 # what a user fixes (space, quota, permissions, a read-only mount), not a bug to trace
-_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                errno.ENOTDIR, errno.EEXIST}
+# what the system's own words leave unsaid about a path the user gave
+_WHY = {errno.ENOTDIR: "a file where a folder is needed, on the way to this path",
+        errno.EEXIST: "a file where a folder is needed",
+        errno.EISDIR: "a folder where a file is needed"}
 
 
 def umask_mode(base: int = 0o666) -> int:
@@ -46,11 +52,23 @@ def atomic_write(path, write: Callable, *, prefix: str = ".partial_", fsync: boo
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException as err:
+        # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos"),
+        # not as an OSError: look at the disk before the partial file frees its space
+        full = isinstance(err, RuntimeError) and _nearly_full(path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise UserError(f"{path}: cannot write: No space left on device") from None
         if isinstance(err, OSError):
             raise user_error_for(err, path) or err
         raise
     return path
+
+
+def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def user_error_for(err: OSError, path=None) -> UserError | None:
@@ -58,4 +76,5 @@ def user_error_for(err: OSError, path=None) -> UserError | None:
     if err.errno not in _USER_ERRNOS:
         return None
     where = path or err.filename or "output"
-    return UserError(f"{where}: cannot write: {err.strerror or err}")
+    why = f" ({_WHY[err.errno]})" if err.errno in _WHY else ""
+    return UserError(f"{where}: cannot write: {err.strerror or err}{why}")

@@ -383,3 +383,17 @@ def test_convert_checkpoint_exits_2_with_one_line_on_a_mismatching_file(tmp_path
     assert "t_conv1_w -> s1.pathway1_stem.conv.weight: [2, 3, 5, 7, 7] in the file, " \
            "[1, 3, 5, 7, 7] in this model" in err[0]
     assert not (tmp_path / "out.pyth").exists()
+
+
+def test_convert_checkpoint_refuses_to_write_over_its_input(tmp_path, source):
+    _, state = source
+    pkl = _write_pkl(tmp_path / "k400.pkl", _blobs(state))
+    before = pkl.read_bytes()
+    for out in (pkl, tmp_path / "." / "k400.pkl"):
+        done = _convert(pkl, out, "--cfg", DEMO, *TINY)
+        assert done.returncode == 2 and "is the input checkpoint" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert pkl.read_bytes() == before
+    (tmp_path / "a_folder").mkdir()  # a folder given as the output: one line, exit 2
+    done = _convert(pkl, tmp_path / "a_folder", "--cfg", DEMO, *TINY)
+    assert done.returncode == 2 and "a folder where a file is needed" in done.stderr, done.stderr

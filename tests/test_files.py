@@ -49,3 +49,53 @@ def test_a_read_only_output_dir_is_one_line_and_exit_2(capfd):
     err = capfd.readouterr().err
     assert err == ("slowfast-dist: error: /data/run/summary.json: cannot write: Read-only file "
                    "system\n")
+
+
+def test_paths_that_cross_a_file_are_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"afile/run/summary.json: cannot write: Not a directory "
+                                        r"\(a file where a folder is needed, on the way"):
+        atomic_write(tmp_path / "afile" / "run" / "summary.json", lambda f: f.write(b"{}"))
+    import subprocess
+    import sys
+
+    for out, why in ((tmp_path / "afile", "a file where a folder is needed"),
+                     (tmp_path / "afile" / "run", "on the way to this path")):
+        done = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "train", "--cfg",
+                               "configs/demo.yaml", "OUTPUT_DIR", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"{out}: cannot write" in done.stderr and why in done.stderr
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB file system of its own (root only): a disk that really fills up."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount to make a small file system")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_checkpoint_that_fills_the_disk_is_one_line_and_keeps_the_last(small_tmpfs):
+    small = torch.nn.Linear(3, 2)
+    kept = ckpt.save_checkpoint(ckpt.checkpoint_path(small_tmpfs, 0), model=small,
+                                optimizer=torch.optim.SGD(small.parameters(), lr=0.1), epoch=0,
+                                cfg_dump="")
+    big = torch.nn.Linear(1024, 1024)  # 4 MiB of weights on a 2 MiB disk: torch's zip writer
+    # fails with a RuntimeError, not an OSError
+    target = ckpt.checkpoint_path(small_tmpfs, 1)
+    with pytest.raises(UserError, match=rf"^{target}: cannot write: No space left on device$"):
+        ckpt.save_checkpoint(target, model=big, optimizer=torch.optim.SGD(big.parameters(), lr=0.1),
+                             epoch=1, cfg_dump="")
+    assert sorted(os.listdir(kept.parent)) == [kept.name]
+    assert ckpt.read_checkpoint(kept)["epoch"] == 0

@@ -28,11 +28,13 @@ def _config_path(given):
 
 
 def run(args) -> int:
+    import os
     import sys
 
     import torch
 
     from slowfast_dist.config import load_config
+    from slowfast_dist.errors import UserError
     from slowfast_dist.files import atomic_write
     from slowfast_dist.models import build_model
     from slowfast_dist.models.caffe2_weights import read_caffe2_weights
@@ -41,6 +43,9 @@ def run(args) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+        raise UserError(f"{args.output}: is the input checkpoint; writing it would replace the "
+                        "Caffe2 file (give the .pyth another name)")
     cfg = load_config(_config_path(args.cfg), list(args.opts))
     cfg.defrost()
     cfg.MODEL.COMPILE = False  # only the state dict's names and shapes are needed
