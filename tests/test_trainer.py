@@ -310,6 +310,14 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
     assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
+    # PySlowFast's test-only recipe through `train`: TRAIN.ENABLE False tests, trains nothing
+    from slowfast_dist.train import cli
+
+    only_test = cli.entry(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False"))
+    assert only_test(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False"))["mAP"] == summary["mAP"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint_epoch_00001.pyth"]
+    with pytest.raises(trainer.UserError, match="^TRAIN.ENABLE False and TEST.ENABLE False: "):
+        cli.entry(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False", "TEST.ENABLE", "False"))
 
 
 def test_two_ranks_evaluate_the_checkpoint_s_bn_statistics(data, tmp_path):

@@ -37,8 +37,23 @@ def config_from_args(args):
     return load_config(args.cfg, opts)
 
 
+def entry(cfg):
+    """What `train` runs for `cfg`: training, or with TRAIN.ENABLE False the test pass only, as
+    PySlowFast's run_net does (its test-only recipe sets TRAIN.ENABLE False)."""
+    from functools import partial
+
+    from slowfast_dist.errors import UserError
+    from slowfast_dist.train.trainer import test, train
+
+    if cfg.TRAIN.ENABLE:
+        return train
+    if not cfg.TEST.ENABLE:
+        raise UserError("TRAIN.ENABLE False and TEST.ENABLE False: nothing to run")
+    return partial(test, why="TRAIN.ENABLE False: testing only, as PySlowFast's run_net does")
+
+
 def run(args) -> int:
     from slowfast_dist.train.launch import launch
-    from slowfast_dist.train.trainer import train
 
-    return launch(train, config_from_args(args))
+    cfg = config_from_args(args)
+    return launch(entry(cfg), cfg)

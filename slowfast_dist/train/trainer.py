@@ -685,9 +685,12 @@ def train(cfg, info=None) -> dict:
     return run.summary(meter.last_loss, last["mAP"])
 
 
-def test(cfg, info=None) -> dict:
-    """Score a checkpoint (TEST.CHECKPOINT_FILE_PATH, else the newest in OUTPUT_DIR)."""
+def test(cfg, info=None, why: str = "") -> dict:
+    """Score a checkpoint (TEST.CHECKPOINT_FILE_PATH, else the newest in OUTPUT_DIR); `why`, a
+    line for the log, says why a `train` command runs this."""
     run = Run(cfg, info)
+    if why:
+        run.log(why)
     run.eval_files(warn=True)
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if path and cfg.TEST.CHECKPOINT_TYPE == "caffe2":  # a PySlowFast zoo .pkl
