@@ -3,6 +3,7 @@
 import contextlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -302,6 +303,32 @@ def test_missing_evaluation_files_fail_before_training(data, tmp_path, capsys):
     assert not ckpt.list_checkpoints(tmp_path)  # no epoch ran
     with pytest.raises(trainer.UserError, match="AVA.LABEL_MAP_FILE not found"):
         trainer.test(cfg_for(data, tmp_path, "AVA.LABEL_MAP_FILE", "nope.pbtxt"))
+
+
+def test_bad_evaluation_rows_fail_before_training(data, tmp_path):
+    import shutil
+
+    for name, row in (("ava_val_v2.2.csv", "vid,0902,a,b,c,d,1,0"),
+                      ("ava_val_predicted_boxes.csv", "vid,0902,0.1,0.1"),
+                      ("ava_action_list_v2.2.pbtxt", None)):
+        ann = tmp_path / name / "annotations"
+        shutil.copytree(Path(data) / "annotations", ann)
+        with open(ann / name, "a" if row else "w") as f:
+            f.write(row + "\n" if row else "")
+        out = tmp_path / name / "run"
+        with pytest.raises(trainer.UserError, match=re.escape(name)):
+            trainer.train(cfg_for(data, out, "TRAIN.EVAL_PERIOD", "1",
+                                  "AVA.ANNOTATION_DIR", str(ann)))
+        assert not ckpt.list_checkpoints(out), name  # no epoch ran
+
+
+def test_a_last_epoch_trained_but_not_scored_is_scored_on_the_rerun(data, tmp_path):
+    trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"))
+    assert not (tmp_path / "map_epoch00001.json").exists()
+    summary = trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1",
+                                    "TRAIN.EVAL_PERIOD", "1"))
+    assert summary["mAP"] is not None and (tmp_path / "map_epoch00001.json").exists()
+    assert "epoch 1 was trained but not evaluated" in (tmp_path / "train.log").read_text()
 
 
 def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):

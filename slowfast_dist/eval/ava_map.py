@@ -321,6 +321,16 @@ def frame_ap(gt_keys, gt_boxes, gt_ids, det_keys, det_boxes, det_ids, det_scores
     return ap, mean
 
 
+def check_inputs(gt_csv, label_map, exclusions=None) -> None:
+    """Read what `evaluate` reads besides the detections, under its rules (a UserError naming
+    the file and line): a training run checks its evaluation files before it trains."""
+    read_label_map(label_map)
+    _, gb, _, _, gl = read_boxes(gt_csv, with_score=False)
+    _check_boxes(gt_csv, gb, gl)
+    if exclusions:
+        read_exclusions(exclusions)
+
+
 def evaluate(gt_csv, detections_csv, label_map_pbtxt, exclusions_csv=None):
     """Score an AVA detections CSV: {"mAP": float, "per_class": {name: float | None}}."""
     labels = read_label_map(label_map_pbtxt)

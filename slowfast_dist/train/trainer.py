@@ -550,8 +550,14 @@ def train(cfg, info=None) -> dict:
         # only once the checkpoints have loaded: a resume refused above (another model config)
         # leaves the config that wrote them
         dump_config(given, str(out / "config.yaml"))
+    test, precise = {}, {}
     if cfg.TRAIN.EVAL_PERIOD > 0 and not run.dry_run:
-        run.eval_files(warn=True)
+        # the evaluation's files are read now, not after the first epochs: a bad row fails the
+        # run before it trains
+        from slowfast_dist.eval.ava_map import check_inputs
+
+        check_inputs(**run.eval_files(warn=True))
+        test["set"], test["loader"], _ = run.loader("val")
     model = run.wrap_ddp()
     if run.dry_run:
         return dry_run_report(run, model, optimizer, lr_at, global_batch, len(train_loader))
@@ -577,7 +583,6 @@ def train(cfg, info=None) -> dict:
     if run.rank == 0 and cfg.TENSORBOARD.ENABLE:
         meter.board = run.board(meter.global_step, global_batch, base_lr)
         meter.watch_gradients(optimizer)
-    test, precise = {}, {}
     last = {"mAP": None}
 
     def save(epoch, step=0):
@@ -628,6 +633,16 @@ def train(cfg, info=None) -> dict:
         run.log(f"precise BN: statistics over {n} batches at the default shape "
                 f"({time.perf_counter() - t0:.1f} s)")
 
+    def evaluate(epoch):
+        last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}",
+                                   f"epoch {epoch + 1}/{s.MAX_EPOCH}")
+        saved = ckpt.checkpoint_path(out, epoch)
+        if run.rank == 0 and saved.exists() and not math.isnan(last["mAP"]):
+            if history.record_best(out, epoch + 1, last["mAP"], saved):
+                run.log(f"best so far: {saved.name} (mAP {last['mAP']:.4f})")
+        if meter.board is not None:
+            meter.board.evaluated(meter.global_step, last["mAP"])
+
     def on_epoch_end(epoch, stats):
         final = epoch + 1 == s.MAX_EPOCH
         if stats["stopped_at"]:
@@ -651,19 +666,16 @@ def train(cfg, info=None) -> dict:
         if meter.stop_agreed and not final:
             raise preempted(f"at the end of epoch {epoch + 1}")
         if evaluating:
-            if not test:
-                test["set"], test["loader"], _ = run.loader("val")
-            last["mAP"] = run.evaluate(model, test["set"], test["loader"], f"epoch{epoch + 1:05d}",
-                                       f"epoch {epoch + 1}/{s.MAX_EPOCH}")
-            saved = ckpt.checkpoint_path(out, epoch)
-            if run.rank == 0 and saved.exists() and not math.isnan(last["mAP"]):
-                if history.record_best(out, epoch + 1, last["mAP"], saved):
-                    run.log(f"best so far: {saved.name} (mAP {last['mAP']:.4f})")
-            if meter.board is not None:
-                meter.board.evaluated(meter.global_step, last["mAP"])
+            evaluate(epoch)
         if run.world > 1:
             dist.barrier()  # no rank starts the next epoch while rank 0 is still scoring
 
+    if (start_epoch == s.MAX_EPOCH and not start_step and test
+            and not (out / f"map_epoch{s.MAX_EPOCH:05d}.json").exists()):
+        # the run before trained to the end and stopped while scoring it (a file it could not
+        # read, a node lost): score that last checkpoint now instead of ending without an mAP
+        run.log(f"epoch {s.MAX_EPOCH} was trained but not evaluated: evaluating it now")
+        evaluate(s.MAX_EPOCH - 1)
     with stop, maybe_profile(p.ENABLE, out, run.rank, p.WAIT, p.WARMUP, p.ACTIVE,
                              p.REPEAT) as prof:
         meter.profiler = prof
