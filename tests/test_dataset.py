@@ -334,3 +334,41 @@ def test_boxes_and_pixels_at_a_multigrid_crop_equal_the_float_reference(tree, cr
         fast = tf.from_yuv420(batch["luma"], batch["chroma"], batch["geometry"])[1][0]
         assert fast.shape == want["inputs"][1].shape
         assert (fast - want["inputs"][1]).abs().mean() < 3 * grey
+
+
+def test_a_run_of_bad_samples_is_read_warned_and_counted_once_per_epoch(tree, tmp_path, capfd):
+    import shutil
+
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    mp4 = root / "videos" / "syn000.mp4"
+    mp4.write_bytes(mp4.read_bytes()[:1000])  # a training video cut short: all its keyframes
+    ds = AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
+                    [str(root / "annotations/ava_train_predicted_boxes.csv")],
+                    str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=False,
+                    clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=48, output="uint8"),
+                    detect_thresh=0.8, pixel_source="video", video_dir=str(root / "videos"))
+    bad = [i for i, (v, _, _) in enumerate(ds.keys) if ds.video_names[v] == "syn000"]
+    assert len(bad) >= 2 and len(bad) < len(ds)
+    capfd.readouterr()
+    for epoch in (0, 1):  # tried again in the next epoch: a file may have been mended
+        skipped = sum(ds[(i, epoch, 0)]["skipped"] for i in range(len(ds)))
+        warned = [line for line in capfd.readouterr().err.splitlines()
+                  if "skipping sample syn000" in line]
+        assert skipped == len(bad) and len(warned) == len(bad), (epoch, skipped, warned)
+
+
+def test_a_frame_of_another_size_is_named_itself(tree, tmp_path, capfd):
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    ds = _ds(root, "frames", output="uint8")
+    vidx, sec, _ = ds.keys[0]
+    odd = ds.frame_path(vidx, sec, 5)
+    Image.new("RGB", (80, 60), (90, 120, 30)).save(odd, quality=90)
+    assert ds[0]["skipped"] == 1
+    err = capfd.readouterr().err
+    assert f"{odd}: not the size of the clip's first frame (64x48, " in err

@@ -151,6 +151,7 @@ class AvaDataset(torch.utils.data.Dataset):
         self.skipped = 0  # in this process only; the batches carry the per-sample counts
         self._rng = None  # the draws' RNG, set per sample by __getitem__ (None: `random`)
         self._shape = None  # the key's ClipShape, set per sample (None: the attributes above)
+        self._bad, self._bad_epoch = set(), None  # indices that failed in this epoch, here
 
     def __len__(self):
         return len(self.keys)
@@ -219,8 +220,10 @@ class AvaDataset(torch.utils.data.Dataset):
             frames = [decode(d, p, need_short=need) for d, p in zip(data, paths)]
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
-        if any(f[0].shape != frames[0][0].shape or f[-1] != full for f in frames):
-            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
+        odd = next((p for f, p in zip(frames, paths)
+                    if f[0].shape != frames[0][0].shape or f[-1] != full), None)
+        if odd is not None:
+            raise _Skip(_size_differs(odd, full, paths[0]))
         return frames, full
 
     def _draw(self, h, w):
@@ -297,11 +300,12 @@ class AvaDataset(torch.utils.data.Dataset):
         paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
         try:
             data = [jpeg.read_bytes(p) for p in paths]
-            sizes = {jpeg.check_complete(d, p) for d, p in zip(data, paths)}
+            sizes = [jpeg.check_complete(d, p) for d, p in zip(data, paths)]
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
-        if len(sizes) != 1:
-            raise _Skip(f"{paths[0]}: frames of one clip differ in size")
+        odd = next((p for size, p in zip(sizes, paths) if size != sizes[0]), None)
+        if odd is not None:
+            raise _Skip(_size_differs(odd, sizes[0], paths[0]))
         full = sizes.pop()
         resized, offset, out_hw, flip = self._draw(*full)
         geo, _ = T.ClipGeometry.plan(full, resized, offset, out_hw, flip)
@@ -382,17 +386,31 @@ class AvaDataset(torch.utils.data.Dataset):
             self._rng = random.Random(f"{seed}/{epoch}/{idx}")
             if shape:
                 self._shape = self._checked(shape[0])
+            if self._bad_epoch != (epoch, seed):
+                self._bad, self._bad_epoch = set(), (epoch, seed)
+            bad = self._bad
         else:
             idx, self._rng = key, None  # a module would not pickle (spawned loader workers)
-        # a bad sample is replaced by the next readable one so batches stay full
+            epoch = seed = None
+            bad = set()
+        # A bad sample is replaced by the next readable one so batches stay full, and counted
+        # once: the sample asked for, not each bad one passed over. The indices that failed in
+        # this epoch are not tried again here, so a run of K bad samples (a missing video) costs
+        # K failed reads and warnings, not K(K+1)/2; the next epoch tries them again.
         for k in range(len(self)):
+            j = (idx + k) % len(self)
+            if j in bad:
+                continue
+            if k and epoch is not None:  # draws that do not depend on what failed before
+                self._rng = random.Random(f"{seed}/{epoch}/{idx}/{j}")
             try:
-                sample = self._load((idx + k) % len(self))
-                sample["skipped"] = k
+                sample = self._load(j)
+                sample["skipped"] = int(k > 0)
                 return sample
             except _Skip as e:
+                bad.add(j)
                 self.skipped += 1
-                vidx, sec, _ = self.keys[(idx + k) % len(self)]
+                vidx, sec, _ = self.keys[j]
                 _warn(f"skipping sample {self.video_names[vidx]} sec {sec}: {e}")
         raise UserError("no readable sample in the data set (every clip failed to load)")
 
@@ -409,6 +427,11 @@ class AvaDataset(torch.utils.data.Dataset):
 
 class _Skip(Exception):
     pass
+
+
+def _size_differs(odd: str, size, first: str) -> str:
+    return (f"{odd}: not the size of the clip's first frame ({size[1]}x{size[0]}, "
+            f"{os.path.basename(first)}): frames of one clip differ in size")
 
 
 def _check_yuv420(frames):
