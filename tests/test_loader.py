@@ -230,6 +230,29 @@ def test_a_stuck_loader_worker_is_named_after_the_timeout(persistent, tmp_path):
     assert len(got) == 3 and took < 15
 
 
+class _Killed(_Idx):
+    def __getitem__(self, i):
+        import os
+        import signal
+        if i == 5:  # what the kernel's out-of-memory killer does to a worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        return torch.tensor(i)
+
+
+def test_a_killed_loader_worker_is_one_error_naming_it_and_the_signal():
+    from slowfast_dist.data.loader import LoaderWorkerDied
+
+    ld = build_loader(_Killed(), 4, shuffle=False, drop_last=False, num_workers=1,
+                      pin_memory=False, persistent=False, rank=0, world_size=1, seed=7,
+                      timeout_s=60)
+    ld.set_epoch(0)
+    with pytest.raises(LoaderWorkerDied, match=r"^loader worker \(pid \d+\) died \(killed by "
+                                               r"signal: Killed\); .*DATA_LOADER.NUM_WORKERS"):
+        for _ in ld:
+            pass
+    ld.close()
+
+
 # --- multigrid: a per-epoch plan of batch sizes and clip shapes ---
 
 def test_cut_batches_and_batch_count_agree_for_every_length():

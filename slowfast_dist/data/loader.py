@@ -1,4 +1,5 @@
 """Batch collation for detection samples (see DEVELOPERS.md, data contract)."""
+import re
 from functools import partial
 
 import numpy as np
@@ -178,15 +179,31 @@ class LoaderTimeout(RuntimeError):
     """A loader worker did not deliver a batch within DATA_LOADER.TIMEOUT_S; names the worker."""
 
 
+class LoaderWorkerDied(LoaderTimeout):
+    """A loader worker ended without its batch (killed, crashed); the rank stops as for a stuck
+    one, with one line instead of torch's two chained tracebacks."""
+
+
 def _next_batch(it, timeout_s):
-    """next(it), a DataLoader's own timeout turned into a LoaderTimeout naming the worker."""
+    """next(it), a DataLoader's own timeout or a dead worker turned into one error naming the
+    worker."""
     try:
         return next(it)
     except RuntimeError as err:
-        if "timed out" not in str(err):
+        chain = f"{err} {err.__context__ or ''}"
+        died = "exited unexpectedly" in chain or "killed by signal" in chain
+        if not died and "timed out" not in chain:
             raise
     # raised out here, not inside `except`: the frame would hold torch's error, whose
     # traceback holds the frame, a cycle that keeps the workers until a garbage collection
+    if died:
+        pids = re.search(r"pid\(s\) ([\d, ]+)", chain) or re.search(r"pid (\d+)", chain)
+        how = re.search(r"killed by signal: ([\w ]+)", chain)
+        raise LoaderWorkerDied(
+            f"loader worker (pid {pids.group(1).strip() if pids else '?'}) died"
+            f"{f' (killed by signal: {how.group(1).strip()})' if how else ''}; the kernel's "
+            "out-of-memory killer is the usual cause: fewer DATA_LOADER.NUM_WORKERS or a "
+            "smaller batch; stopping this rank")
     who = "a loader worker"
     try:  # the worker that owns the awaited batch (torch's bookkeeping; may change)
         worker = it._task_info[it._rcvd_idx][0]
