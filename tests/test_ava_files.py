@@ -94,3 +94,41 @@ def test_exclusions_read_by_the_evaluator_rules(tmp_path):
         af.read_exclusions(str(ex))
     with pytest.raises(UserError, match="nope.csv"):
         af.read_exclusions(str(tmp_path / "nope.csv"))
+
+
+def test_frame_lists_without_header_gaps_and_missing_paths(tmp_path):
+    rows = [f'v1 0 {i} v1/v1_{i + 1:06d}.jpg ""' for i in range(4)]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("\n".join(rows) + "\n")  # no header: the first frame is a frame
+    names, frames = af.read_frame_lists([str(bare)], "/f")
+    assert names == ["v1"] and frames[0][0] == "/f/v1/v1_000001.jpg" and len(frames[0]) == 4
+    cut = tmp_path / "cut.csv"  # lines lost from the middle: said once, naming file and line
+    cut.write_text("original_vido_id video_idx frame_id path labels\n"
+                   + "\n".join(rows[:1] + rows[3:]) + "\n")
+    said = []
+    af.read_frame_lists([str(cut)], "/f", warn=said.append)
+    assert said == [f"{cut}:3: frame_id 3 of v1 where 1 was next: frames missing from the list "
+                    "(or out of order); clips near them read other frames"]
+    no_path = tmp_path / "no_path.csv"  # the path column left out: the labels are no path
+    no_path.write_text('original_vido_id video_idx frame_id path labels\nv1 0 0 ""\n')
+    with pytest.raises(UserError, match=rf"^{no_path}:2: expected 'original_vido_id"):
+        af.read_frame_lists([str(no_path)], "/f")
+
+
+def test_annotated_videos_missing_from_the_frame_lists_are_counted(tmp_path, caplog):
+    import logging
+
+    from slowfast_dist.data.dataset import AvaDataset, ClipSpec
+    from slowfast_dist.data.synthetic import make_synthetic
+
+    make_synthetic(str(tmp_path), videos=4, seconds=2, seed=0)
+    ann = tmp_path / "annotations" / "ava_train_predicted_boxes.csv"
+    ann.write_text(ann.read_text().replace("syn000,", "SYN000,"))  # an id in another case
+    with caplog.at_level(logging.WARNING):
+        ds = AvaDataset([str(tmp_path / "frame_lists/train.csv")], str(tmp_path / "frames"),
+                        [str(ann)], str(tmp_path / "annotations/ava_action_list_v2.2.pbtxt"),
+                        train=False, clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=48),
+                        detect_thresh=0.8)
+    said = [r.getMessage() for r in caplog.records if "not in the frame lists" in r.getMessage()]
+    assert len(said) == 1 and "of 1 video(s)" in said[0] and "'SYN000'" in said[0], said
+    assert all(ds.video_names[v] != "syn000" for v, _, _ in ds.keys)

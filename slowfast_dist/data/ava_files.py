@@ -26,27 +26,42 @@ def get_sequence(center: int, half_len: int, sample_rate: int, num_frames: int) 
             for i in range(center - half_len, center + half_len, sample_rate)]
 
 
-def read_frame_lists(paths, frame_dir):
-    """Read frame lists; returns (video_names, frame_paths per video index)."""
-    name_to_idx, frames = {}, []
+def read_frame_lists(paths, frame_dir, warn=None):
+    """Read frame lists; returns (video_names, frame_paths per video index). `warn(msg)` gets a
+    line for a video whose frame ids skip some (a list cut short: clips near the gap would read
+    other frames)."""
+    name_to_idx, frames, gaps = {}, [], []
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{where(path)}: frame list not found")
         with open(path) as f:
             for lineno, line in enumerate(f, 1):
-                if lineno == 1 or not line.strip():  # header
-                    continue
                 row = line.split()
-                if len(row) not in (4, 5):
+                if not row or (lineno == 1 and not _frame_row(row)):  # the header
+                    continue
+                if len(row) not in (4, 5) or not _frame_row(row):
                     raise UserError(f"{where(path, lineno)}: expected "
                                     "'original_vido_id video_idx frame_id path labels'")
                 vid = row[0]
                 if vid not in name_to_idx:
                     name_to_idx[vid] = len(frames)
                     frames.append([])
-                frames[name_to_idx[vid]].append(os.path.join(frame_dir, row[3]))
+                listed = frames[name_to_idx[vid]]
+                if int(row[2]) != len(listed) and not gaps:
+                    gaps.append(f"{where(path, lineno)}: frame_id {row[2]} of {vid} where "
+                                f"{len(listed)} was next: frames missing from the list (or "
+                                "out of order); clips near them read other frames")
+                listed.append(os.path.join(frame_dir, row[3]))
+    if gaps and warn is not None:
+        warn(gaps[0])
     names = sorted(name_to_idx, key=name_to_idx.get)
     return names, frames
+
+
+def _frame_row(row) -> bool:
+    """A data row: integer video_idx and frame_id, and a path (not the empty labels `""`)."""
+    return (len(row) >= 4 and row[1].isdigit() and row[2].isdigit()
+            and row[3] not in ('""', "''"))
 
 
 def read_box_csvs(paths, gt_paths=(), detect_thresh=0.0, full_test_on_val=True,

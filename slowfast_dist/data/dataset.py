@@ -111,7 +111,8 @@ class AvaDataset(torch.utils.data.Dataset):
         self.pixel_source, self.video_dir, self.fps = pixel_source, video_dir, fps
         lists_given = any(os.path.isfile(p) for p in frame_lists)
         if pixel_source == "frames" or lists_given:
-            self.video_names, self.frames = af.read_frame_lists(frame_lists, frame_dir)
+            self.video_names, self.frames = af.read_frame_lists(
+                frame_lists, frame_dir, warn=lambda msg: _warn(msg, every_rank=True))
             self.frame_counts = [len(f) for f in self.frames]
             if self.decoder == "yuv420":
                 _check_yuv420(self.frames)
@@ -139,6 +140,12 @@ class AvaDataset(torch.utils.data.Dataset):
         # PySlowFast's dataset does not drop AVA.EXCLUSION_FILE keyframes; only the evaluator does
         self.keys = af.keyframe_index_list(boxes, self.video_names,
                                            af.read_exclusions(exclusions))
+        unlisted = sorted(set(boxes) - set(self.video_names))
+        if unlisted:  # PySlowFast drops them without a word; a case or id typo drops them all
+            n = sum(len(boxes[v]) for v in unlisted)
+            listed = f"; the lists have e.g. {self.video_names[0]!r}" if self.video_names else ""
+            _warn(f"{n} annotated keyframe(s) of {len(unlisted)} video(s) not in the frame "
+                  f"lists, left out (e.g. {unlisted[0]!r}{listed})", every_rank=True)
         self.train, self.num_frames, self.rate = train, clip.num_frames, clip.sampling_rate
         self.alpha, self.slowfast = clip.alpha, clip.slowfast
         self.mean, self.std = list(clip.mean), list(clip.std)
