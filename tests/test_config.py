@@ -352,3 +352,9 @@ def test_a_config_that_is_not_utf8_is_one_line_naming_it(tmp_path):
     cfg.write_bytes("SOLVER:\n  # café\n  BASE_LR: 0.1\n".encode("latin-1"))
     with pytest.raises(UserError, match=rf"^{re.escape(str(cfg))}: not UTF-8 text \(byte 0xe9"):
         load_config(str(cfg))
+
+
+def test_an_option_after_the_overrides_says_where_options_go():
+    with pytest.raises(UserError, match=r"^command line: unknown config key --num_shards; options "
+                                        r"go before the KEY VALUE overrides"):
+        load_config("configs/demo.yaml", ["SOLVER.BASE_LR", "0.1", "--num_shards", "2"])

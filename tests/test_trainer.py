@@ -269,6 +269,8 @@ def test_study_config_resolves_to_the_linear_scaling_recipe(nodes):
     gpus = nodes * cfg.NUM_GPUS
     lr, lr_at = trainer.resolve_lr(cfg, world_size=gpus, global_batch=8 * gpus)
     assert trainer.per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS) == 8
+    with pytest.raises(trainer.UserError, match="^TEST.BATCH_SIZE 2 is smaller than NUM_GPUS 4"):
+        trainer.per_process_batch(2, 4, "TEST.BATCH_SIZE")
     assert lr.base_lr == pytest.approx(0.05 * nodes)
     start = 0.000125 * nodes
     assert lr_at(0.0) == pytest.approx(start)
@@ -329,6 +331,8 @@ def test_a_last_epoch_trained_but_not_scored_is_scored_on_the_rerun(data, tmp_pa
                                     "TRAIN.EVAL_PERIOD", "1"))
     assert summary["mAP"] is not None and (tmp_path / "map_epoch00001.json").exists()
     assert "epoch 1 was trained but not evaluated" in (tmp_path / "train.log").read_text()
+    again = trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1"))
+    assert again["mAP"] == summary["mAP"]  # started once more: nothing to do, the same mAP
 
 
 def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):

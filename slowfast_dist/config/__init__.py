@@ -147,6 +147,8 @@ def _classify(flat: dict, ours: set, locate) -> tuple[dict, list]:
         else:
             close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
+            if key.startswith("-"):  # argparse leaves an option after the overrides among them
+                hint = "; options go before the KEY VALUE overrides (and before --opts)"
             raise UserError(f"{_where(locate(key))}: unknown config key {key}{hint}")
     return keep, ignored
 

@@ -44,10 +44,10 @@ def seed_everything(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
-def per_process_batch(batch_size: int, num_gpus: int) -> int:
+def per_process_batch(batch_size: int, num_gpus: int, key: str = "TRAIN.BATCH_SIZE") -> int:
     per = batch_size // max(1, num_gpus)
     if per < 1:
-        raise UserError(f"TRAIN.BATCH_SIZE {batch_size} is smaller than NUM_GPUS {num_gpus}")
+        raise UserError(f"{key} {batch_size} is smaller than NUM_GPUS {num_gpus}")
     return per
 
 
@@ -340,7 +340,7 @@ class Run:
         cfg, train = self.cfg, split == "train"
         dataset = build_ava_dataset(cfg, split)
         batch = per_process_batch(cfg.TRAIN.BATCH_SIZE if train else cfg.TEST.BATCH_SIZE,
-                                  cfg.NUM_GPUS)
+                                  cfg.NUM_GPUS, "TRAIN.BATCH_SIZE" if train else "TEST.BATCH_SIZE")
         if train and len(dataset) < batch * self.ranks:
             raise UserError(f"training set has {len(dataset)} keyframes, fewer than one global "
                             f"batch ({batch} x {self.ranks} ranks)")
@@ -670,12 +670,17 @@ def train(cfg, info=None) -> dict:
         if run.world > 1:
             dist.barrier()  # no rank starts the next epoch while rank 0 is still scoring
 
-    if (start_epoch == s.MAX_EPOCH and not start_step and test
-            and not (out / f"map_epoch{s.MAX_EPOCH:05d}.json").exists()):
-        # the run before trained to the end and stopped while scoring it (a file it could not
-        # read, a node lost): score that last checkpoint now instead of ending without an mAP
-        run.log(f"epoch {s.MAX_EPOCH} was trained but not evaluated: evaluating it now")
-        evaluate(s.MAX_EPOCH - 1)
+    final_map = out / f"map_epoch{s.MAX_EPOCH:05d}.json"
+    if start_epoch == s.MAX_EPOCH and not start_step and test:
+        if final_map.exists():  # a finished run started again: its summary keeps its mAP
+            last["mAP"] = json.loads(final_map.read_text())["mAP"]
+            run.log(f"epoch {s.MAX_EPOCH} was trained and evaluated already (mAP "
+                    f"{last['mAP']:.4f}); nothing to do")
+        else:
+            # the run before trained to the end and stopped while scoring it (a file it could
+            # not read, a node lost): score that last checkpoint now, not end without an mAP
+            run.log(f"epoch {s.MAX_EPOCH} was trained but not evaluated: evaluating it now")
+            evaluate(s.MAX_EPOCH - 1)
     with stop, maybe_profile(p.ENABLE, out, run.rank, p.WAIT, p.WARMUP, p.ACTIVE,
                              p.REPEAT) as prof:
         meter.profiler = prof
