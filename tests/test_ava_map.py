@@ -158,6 +158,10 @@ def test_random_against_slow_reference(tmp_path):
         gt = [("v%d" % rnd.randint(0, 1), rnd.randint(0, 3), *box(), rnd.randint(1, 3)) for _ in range(rnd.randint(0, 8))]
         det = [("v%d" % rnd.randint(0, 1), rnd.randint(0, 3), *box(), rnd.randint(1, 3),
                 rnd.choice([0.1, 0.5, 0.9, rnd.random()])) for _ in range(rnd.randint(0, 20))]
+        if not gt:  # nothing to score: one line, not an mAP of NaN
+            with pytest.raises(UserError, match="no ground-truth box of a class in"):
+                _run(tmp_path, gt, det)
+            continue
         r = _run(tmp_path, gt, det)
         ref = _slow_reference(gt, det, 3)
         for name, want in zip("abc", ref):
@@ -212,3 +216,13 @@ def test_inverted_gt_box(tmp_path):
     # Elsewhere it is still counted: 2 GT, the only detection is an FP on frame 2 -> AP 0.
     r = _run(tmp_path, [inv, ("v", 1, *B, 1)], [("v", 2, *B, 1, 0.9)])
     assert r["per_class"]["a"] == 0.0
+
+
+def test_a_byte_order_mark_is_dropped_with_a_warning(tmp_path, capsys):
+    gt = [("v", 902, 0.1, 0.1, 0.5, 0.5, 1)]
+    det = [("v", 902, 0.1, 0.1, 0.5, 0.5, 1, 0.9)]
+    plain = _run(tmp_path, gt, det)["mAP"]
+    g = tmp_path / "gt.csv"
+    g.write_bytes(b"\xef\xbb\xbf" + g.read_bytes())
+    assert evaluate(g, tmp_path / "det.csv", tmp_path / "l.pbtxt")["mAP"] == plain == 1.0
+    assert "starts with a UTF-8 byte-order mark; ignored" in capsys.readouterr().err

@@ -62,3 +62,13 @@ def test_a_broken_quote_is_one_line_naming_file_line(tmp_path):
                         *_files(tmp_path, det='v,0902,0,0,0.5,0.5,1,0.9\nv,0902,"0,0,0.5\n')],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "det.csv:" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_ground_truth_with_nothing_to_score_is_exit_2(tmp_path):
+    for gt in ("", "v,902,0,0,0.5,0.5,7,0\n"):  # empty; only ids outside the label map
+        files = _files(tmp_path)
+        (tmp_path / "gt.csv").write_text(gt)
+        p = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "ava-eval", *files],
+                           capture_output=True, text=True)
+        assert p.returncode == 2 and "no ground-truth box of a class in" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1

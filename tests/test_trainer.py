@@ -324,6 +324,14 @@ def test_bad_evaluation_rows_fail_before_training(data, tmp_path):
         assert not ckpt.list_checkpoints(out), name  # no epoch ran
 
 
+def test_an_evaluation_set_with_nothing_to_score_fails_before_training(data, tmp_path):
+    with pytest.raises(trainer.UserError, match=r"^the val set has no keyframe to score: .* at "
+                                                r"AVA.DETECTION_SCORE_THRESH 1.5$"):
+        trainer.train(cfg_for(data, tmp_path, "TRAIN.EVAL_PERIOD", "1",
+                              "AVA.DETECTION_SCORE_THRESH", "1.5"))
+    assert not ckpt.list_checkpoints(tmp_path)
+
+
 def test_a_last_epoch_trained_but_not_scored_is_scored_on_the_rerun(data, tmp_path):
     trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0"))
     assert not (tmp_path / "map_epoch00001.json").exists()

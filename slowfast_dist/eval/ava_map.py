@@ -78,6 +78,11 @@ def csv_rows(path, what):
             if not raw:
                 return
             n += 1
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                # a spreadsheet's export: left in, the mark joins the first video's name and
+                # its rows match nothing (the official reader keeps it)
+                _warn(f"{path}: starts with a UTF-8 byte-order mark; ignored")
+                raw = raw[3:]
             if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
                 raise UserError(f"{where(path, n)}: line longer than {MAX_LINE} characters "
                                 f"(not a {what} row)")
@@ -173,7 +178,7 @@ def _read_boxes_fast(path, with_score):
             text = f.read()
     except (OSError, UnicodeDecodeError):
         return None
-    if '"' in text or "\r" in text:
+    if '"' in text or "\r" in text or text.startswith("\ufeff"):
         return None
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -324,11 +329,19 @@ def frame_ap(gt_keys, gt_boxes, gt_ids, det_keys, det_boxes, det_ids, det_scores
 def check_inputs(gt_csv, label_map, exclusions=None) -> None:
     """Read what `evaluate` reads besides the detections, under its rules (a UserError naming
     the file and line): a training run checks its evaluation files before it trains."""
-    read_label_map(label_map)
-    _, gb, _, _, gl = read_boxes(gt_csv, with_score=False)
+    labels = read_label_map(label_map)
+    _, gb, gi, _, gl = read_boxes(gt_csv, with_score=False)
     _check_boxes(gt_csv, gb, gl)
+    _check_scorable(gt_csv, gi, labels, label_map)
     if exclusions:
         read_exclusions(exclusions)
+
+
+def _check_scorable(gt_csv, gt_ids, labels, label_map) -> None:
+    """No ground truth of any class in the map: every AP would be undefined, the mAP NaN."""
+    if not np.isin(gt_ids, [c for c, _ in labels]).any():
+        raise UserError(f"{gt_csv}: no ground-truth box of a class in {label_map} (of "
+                        f"{len(gt_ids)} rows): nothing to score")
 
 
 def evaluate(gt_csv, detections_csv, label_map_pbtxt, exclusions_csv=None):
@@ -339,6 +352,7 @@ def evaluate(gt_csv, detections_csv, label_map_pbtxt, exclusions_csv=None):
                                     whitelist={c for c, _ in labels})
     _check_boxes(gt_csv, gb, gl)
     _check_boxes(detections_csv, db, dl)
+    _check_scorable(gt_csv, gi, labels, label_map_pbtxt)
     gbad = (gb[:, 0] >= gb[:, 2]) | (gb[:, 1] >= gb[:, 3])
     if gbad.any():
         _warn(f"{where(gt_csv, int(gl[gbad][0]))}: {int(gbad.sum())} GT box(es) with x1 >= x2 "

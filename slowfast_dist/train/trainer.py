@@ -344,6 +344,12 @@ class Run:
         if train and len(dataset) < batch * self.ranks:
             raise UserError(f"training set has {len(dataset)} keyframes, fewer than one global "
                             f"batch ({batch} x {self.ranks} ranks)")
+        if not train and not len(dataset):  # an mAP of NaN on nothing, otherwise
+            a = cfg.AVA
+            raise UserError(f"the {split} set has no keyframe to score: AVA.TEST_LISTS "
+                            f"{list(a.TEST_LISTS)}, AVA.TEST_PREDICT_BOX_LISTS "
+                            f"{list(a.TEST_PREDICT_BOX_LISTS)} at AVA.DETECTION_SCORE_THRESH "
+                            f"{a.DETECTION_SCORE_THRESH:g}")
         cuda = self.device.type == "cuda"
         transform = build_device_transform(cfg)
         loader = build_loader(
