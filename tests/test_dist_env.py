@@ -254,3 +254,24 @@ def test_the_rendezvous_store_listens_on_the_master_address_only():
     assert store.get("k") == b"v"
     assert _listening_addresses(port) == {"127.0.0.1"}  # torch's own: 0.0.0.0 (or ::)
     assert bound_store("192.0.2.1", port + 1, 2, datetime.timedelta(seconds=1)) is None
+
+
+def test_a_rendezvous_port_in_use_or_out_of_range_is_one_line():
+    import socket
+
+    from slowfast_dist.dist.env import init_distributed
+    from slowfast_dist.errors import UserError
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(UserError, match=rf"^127.0.0.1:{port}: the rendezvous port is in use"):
+            init_distributed("gloo", f"tcp://127.0.0.1:{port}", timeout_s=5, env={}, rank=0,
+                             world_size=2)
+    finally:
+        busy.close()
+    with pytest.raises(UserError, match="port 99999 is outside 1-65535"):
+        init_distributed("gloo", "tcp://localhost:99999", timeout_s=5, env={}, rank=0,
+                         world_size=2)

@@ -11,6 +11,7 @@ that check `dist.is_initialized()`); a launcher reporting world size 1 still get
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import re
 import socket
@@ -229,7 +230,9 @@ def bound_store(host: str, port: int, world_size: int, timeout):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((addr, port))
         sock.listen(max(128, world_size))
-    except OSError:
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise _port_in_use(host, port) from None
         return None
     try:
         # the libuv server takes no listening socket; the classic one does
@@ -242,6 +245,12 @@ def bound_store(host: str, port: int, world_size: int, timeout):
     # it at exit would make the thread abort the process, so Python lets go of it.
     sock.detach()
     return store
+
+
+def _port_in_use(host: str, port: int) -> UserError:
+    return UserError(f"{host}:{port}: the rendezvous port is in use on this host (another job, "
+                     "or a run that has not ended): give another port (INIT_METHOD "
+                     "tcp://host:PORT or MASTER_PORT)")
 
 
 def _check_reachable(host: str, port: int, timeout_s: float) -> None:
@@ -289,7 +298,7 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     cuda = torch.cuda.is_available()
     backend = backend or ("nccl" if cuda else "gloo")
     if backend == "nccl" and not cuda:
-        raise UserError(f"backend nccl needs CUDA; none available (use gloo)")
+        raise UserError("backend nccl needs CUDA; none available (use gloo)")
     if cuda:
         # One GPU per task (srun --gpus-per-task, CUDA_VISIBLE_DEVICES per rank) shows device 0 only.
         gpu = info.local_rank % torch.cuda.device_count()
@@ -314,6 +323,8 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     m = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", init_method)
     if m is None and not init_method.startswith(("env://", "file://")):
         raise UserError(f"INIT_METHOD {init_method!r}: expected tcp://host:port, env:// or file://")
+    if m is not None and not 0 < int(m.group(2)) < 65536:
+        raise UserError(f"INIT_METHOD {init_method!r}: port {m.group(2)} is outside 1-65535")
     if m is not None and info.rank != 0:
         _check_reachable(m.group(1), int(m.group(2)), min(timeout_s, 60))
     timeout = datetime.timedelta(seconds=timeout_s)
@@ -325,7 +336,12 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
         dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=0,
                                 world_size=info.world_size, timeout=timeout)
     else:
-        dist.init_process_group(backend, init_method=init_method, rank=info.rank,
-                                world_size=info.world_size, timeout=timeout)
+        try:
+            dist.init_process_group(backend, init_method=init_method, rank=info.rank,
+                                    world_size=info.world_size, timeout=timeout)
+        except RuntimeError as err:  # torch's DistNetworkError: the same, for its own store
+            if m is not None and "EADDRINUSE" in str(err):
+                raise _port_in_use(m.group(1), int(m.group(2))) from None
+            raise
     return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, device,
                     backend, info.launcher)
