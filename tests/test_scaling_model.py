@@ -148,3 +148,32 @@ def test_bad_ddp_block_is_a_user_error(tmp_path):
         bad.write_text(good.replace(old, new))
         with pytest.raises(UserError, match=message):
             load_params(str(bad))
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("gpus_per_node: 4 ", "gpus_per_node: 0 ", "gpus_per_node: expected a positive integer, got 0"),
+    ("gpus_per_node: 4 ", "gpus_per_node: four ", "gpus_per_node: expected a positive integer"),
+    ("inter_bw_gbs: 12.5", "inter_bw_gbs: -1", "inter_bw_gbs: expected a positive number"),
+    ("backward_fraction: 0.67", "backward_fraction: 1.5", r"backward_fraction: expected a number in"),
+    ("nodes: [1, 16, 32, 64, 128]", "nodes: 16", "nodes: expected a list of positive node counts"),
+    ("nodes: [1, 16, 32, 64, 128]", "nodes: [0, 16]", "nodes: expected a list"),
+    ("compute_s: 0.761", "compute_sec: 0.761", r"compute_sec: unknown key \(did you mean compute_s"),
+    ("run_min: {32: 22.0, 64: 15.5}", "run_min: 22", "study: expected run_min"),
+])
+def test_values_the_model_cannot_use_are_one_line(tmp_path, old, new, message):
+    bad = tmp_path / "bad.yaml"
+    text = CFG.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new))
+    with pytest.raises(UserError, match=message):
+        load_params(str(bad))
+
+
+def test_png_must_be_a_png_file_in_a_folder_that_exists(tmp_path):
+    for path, message in ((tmp_path, "expected a file name ending in .png"),
+                          (tmp_path / "x.txt", "expected a file name ending in .png"),
+                          (tmp_path / "no" / "x.png", "not found")):
+        done = subprocess.run([sys.executable, "-m", "slowfast_dist.cli", "scaling-model",
+                               str(CFG), "--png", str(path)], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path.parent / (tmp_path.name + ".png")).exists()

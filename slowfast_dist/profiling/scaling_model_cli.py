@@ -56,6 +56,38 @@ def _check_ddp(path, block):
         raise UserError(f"{path}: DDP.GRADIENT_AS_BUCKET_VIEW: expected true or false")
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _by_workers(v) -> bool:
+    return (isinstance(v, dict) and bool(v)
+            and all(isinstance(k, int) and k >= 0 and _number(x) and x >= 0 for k, x in v.items()))
+
+
+# key -> (check, what it must be): a value the model cannot use is one line naming it, not a
+# ZeroDivisionError (or a silently negative bandwidth) further on
+_VALUES = {
+    **{k: (_count, "a positive integer")
+       for k in ("gpus_per_node", "batch_per_gpu", "labels", "epochs")},
+    **{k: (lambda v: _number(v) and v > 0, "a positive number")
+       for k in ("grad_mb", "compute_s", "intra_bw_gbs", "inter_bw_gbs", "hbm_bw_gbs")},
+    **{k: (lambda v: _number(v) and v >= 0, "a number >= 0")
+       for k in ("alpha_hop_s", "persistent_stall_s", "nccl_call_base_s", "nccl_call_hop_s")},
+    "backward_fraction": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "workers_baseline": (lambda v: _count(v) or v == 0, "an integer >= 0"),
+    "workers_persistent": (lambda v: _count(v) or v == 0, "an integer >= 0"),
+    "nodes": (lambda v: isinstance(v, list) and bool(v) and all(map(_count, v)),
+              "a list of positive node counts"),
+    "loader_step_s": (_by_workers, "a mapping of worker count to seconds >= 0"),
+    "epoch_stall_s": (_by_workers, "a mapping of worker count to seconds >= 0"),
+}
+
+
 def load_params(path):
     import yaml
     from slowfast_dist.errors import UserError
@@ -68,9 +100,23 @@ def load_params(path):
         raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
     if not isinstance(p, dict):
         raise UserError(f"{path}: expected a mapping")
+    for key in p:
+        if key not in REQUIRED and key != "study":
+            close = difflib.get_close_matches(str(key), REQUIRED, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"{path}: {key}: unknown key{hint}")
     missing = [k for k in REQUIRED if k not in p]
     if missing:
         raise UserError(f"{path}: missing key(s): {', '.join(missing)}")
+    for key, (ok, want) in _VALUES.items():
+        if not ok(p[key]):
+            raise UserError(f"{path}: {key}: expected {want}, got {p[key]!r}")
+    study = p.get("study", {})
+    if not isinstance(study, dict) or any(
+            k not in ("run_min", "comm_share") or not isinstance(v, dict)
+            or not all(_count(n) and _number(x) for n, x in v.items()) for k, v in study.items()):
+        raise UserError(f"{path}: study: expected run_min and/or comm_share, each a mapping of "
+                        f"node count to a number, got {study!r}")
     for k in ("workers_baseline", "workers_persistent"):
         if p[k] not in p["loader_step_s"] or p[k] not in p["epoch_stall_s"]:
             raise UserError(f"{path}: {k}={p[k]} has no entry in loader_step_s/epoch_stall_s")
@@ -92,6 +138,17 @@ def given_options(p, args):
     return dataclasses.replace(study_ddp(p), **{k: v for k, v in changes.items() if v is not None})
 
 
+def _check_png(path):
+    """Before any work: matplotlib would add `.png` to a folder's name, or fail on a suffix."""
+    import os
+
+    from slowfast_dist.errors import UserError
+    if os.path.isdir(path) or not path.lower().endswith(".png"):
+        raise UserError(f"--png {path}: expected a file name ending in .png")
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        raise UserError(f"--png {path}: folder {os.path.dirname(path)} not found")
+
+
 def _png(pred, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -105,8 +162,13 @@ def _png(pred, path):
     ax.set_title("SlowFast R50 AVA on ABCI V100: analytic model")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as err:
+        from slowfast_dist.files import user_error_for
+        raise user_error_for(err, path) or err
+    finally:
+        plt.close(fig)
 
 
 def _study_row(study, nodes):
@@ -137,6 +199,8 @@ def run(args) -> int:
     from slowfast_dist.profiling.scaling_model import (ddp_options_table, hook_cast_s, option_sets,
                                                        predictions, study_ddp, table, view_copy_bound_s)
     p = load_params(args.config)
+    if args.png:
+        _check_png(args.png)
     given = given_options(p, args)
     ddp = given or study_ddp(p)
     rows = table(p, persistent=not args.no_persistent_loader, ddp=ddp)
