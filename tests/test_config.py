@@ -328,7 +328,6 @@ def test_short_config_has_pyslowfasts_current_steps():
     ("TEST.CHECKPOINT_TYPE", "caff2", "pytorch or caffe2"),
     ("DIST.TIMEOUT_S", "0", "positive"),
     ("PROFILE.ACTIVE", "0", "at least 1"),
-    ("MULTIGRID.LONG_CYCLE_FACTORS", "[0.5, 1]", r"a list of \[time factor, space factor\] pairs"),
 ])
 def test_values_the_run_cannot_use_are_one_line_errors_where_they_were_set(tmp_path, key, value,
                                                                           want):

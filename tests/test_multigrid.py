@@ -126,6 +126,10 @@ def test_multigrid_keys_are_read_and_checked(tmp_path):
                                             "MULTIGRID.SHORT_CYCLE_FACTORS", "[0.5]"])
     with pytest.raises(UserError, match="MULTIGRID.SHORT_CYCLE_FACTORS"):
         M.MultigridSpec.from_cfg(bad)
+    pair = load_config("configs/demo.yaml", ["MULTIGRID.LONG_CYCLE", "True",
+                                             "MULTIGRID.LONG_CYCLE_FACTORS", "[0.5, 1]"])
+    with pytest.raises(UserError, match=r"^MULTIGRID.LONG_CYCLE_FACTORS \[0.5, 1\]: must be \(T, S\)"):
+        M.MultigridSpec.from_cfg(pair)
 
 
 @pytest.mark.parametrize("scaling,power", [("sqrt", 0.5), ("none", 0.0)])

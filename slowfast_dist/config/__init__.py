@@ -246,12 +246,7 @@ _VALUE_RULES = (
     ("PROFILE.WAIT", lambda c, v: v < 0, "0 or more"),
     ("PROFILE.WARMUP", lambda c, v: v < 0, "0 or more"),
     ("PROFILE.ACTIVE", lambda c, v: v < 1, "at least 1"),
-    ("MULTIGRID.SHORT_CYCLE_FACTORS", lambda c, v: not _numbers(v, 2) or min(v) <= 0,
-     "two positive numbers"),
-    ("MULTIGRID.LONG_CYCLE_FACTORS",
-     lambda c, v: not v or not all(_numbers(f, 2) and min(f) > 0 for f in v),
-     "a list of [time factor, space factor] pairs of positive numbers"),
-)
+)  # MULTIGRID.* values: multigrid.MultigridSpec checks them where they are read
 
 
 def _check_values(cfg, origin: dict, path) -> None:

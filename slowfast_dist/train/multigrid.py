@@ -52,10 +52,19 @@ class MultigridSpec:
     @classmethod
     def from_cfg(cls, cfg) -> MultigridSpec:
         m = cfg.MULTIGRID
+        try:
+            long_factors = tuple(tuple(float(x) for x in f) for f in m.LONG_CYCLE_FACTORS)
+        except (TypeError, ValueError):  # [0.5, 1]: a pair where a list of pairs belongs
+            raise UserError(f"MULTIGRID.LONG_CYCLE_FACTORS {list(m.LONG_CYCLE_FACTORS)}: must be "
+                            "(T, S) pairs of positive factors") from None
+        try:
+            short_factors = tuple(float(x) for x in m.SHORT_CYCLE_FACTORS)
+        except (TypeError, ValueError):
+            raise UserError(f"MULTIGRID.SHORT_CYCLE_FACTORS {list(m.SHORT_CYCLE_FACTORS)}: must "
+                            "be two positive spatial factors") from None
         spec = cls(long_cycle=bool(m.LONG_CYCLE), short_cycle=bool(m.SHORT_CYCLE),
-                   long_cycle_factors=tuple(tuple(float(x) for x in f)
-                                            for f in m.LONG_CYCLE_FACTORS),
-                   short_cycle_factors=tuple(float(x) for x in m.SHORT_CYCLE_FACTORS),
+                   long_cycle_factors=long_factors,
+                   short_cycle_factors=short_factors,
                    epoch_factor=float(m.EPOCH_FACTOR), bn_base_size=int(m.BN_BASE_SIZE),
                    eval_freq=int(m.EVAL_FREQ), lr_scaling=str(m.LR_SCALING))
         spec.check(cfg.SOLVER.LR_POLICY)
