@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,10 +59,18 @@ def atomic_write(path, write: Callable, *, prefix: str = ".partial_", fsync: boo
         Path(tmp).unlink(missing_ok=True)
         if full:
             raise UserError(f"{path}: cannot write: No space left on device") from None
+        if isinstance(err, RuntimeError) and re.search(_TORCH_WRITE_FAILED, str(err)):
+            # a quota, or one full storage target of a parallel file system: free space looks
+            # fine from here, and torch says only that its write stopped short
+            first = str(err).strip().splitlines()[0][:160]
+            raise UserError(f"{path}: cannot write (a full disk or quota? torch: {first})") from None
         if isinstance(err, OSError):
             raise user_error_for(err, path) or err
         raise
     return path
+
+
+_TORCH_WRITE_FAILED = r"unexpected pos|PytorchStreamWriter failed|file write failed"
 
 
 def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:

@@ -59,12 +59,27 @@ def test_a_file_that_is_no_checkpoint_is_not_called_code_carrying(tmp_path):
 def test_a_caffe2_zoo_pickle_read_as_pytorch_names_the_key_to_set(tmp_path):
     import pickle
 
-    path = tmp_path / "SLOWFAST_8x8_R50.pkl"
-    path.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3)}}, protocol=2))
-    with pytest.raises(UserError, match=r"SLOWFAST_8x8_R50.pkl: not a readable checkpoint .*; a "
-                                        r"PySlowFast model-zoo .pkl is a Caffe2 checkpoint: set "
-                                        r"TEST.CHECKPOINT_TYPE caffe2$"):
-        read_checkpoint_file(path, switch="TEST.CHECKPOINT_FULL_UNPICKLE")
+    # a Python 3 pickle, and what the zoo ships: a Python 2 pickle naming numpy.core, which a
+    # weights-only load refuses (it must not send the user to FULL_UNPICKLE)
+    py3 = tmp_path / "py3.pkl"
+    py3.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3)}}, protocol=2))
+    py2 = tmp_path / "SLOWFAST_8x8_R50.pkl"
+    py2.write_bytes(b"\x80\x02}q\x00U\x05blobsq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02s.")
+    for path in (py3, py2):
+        with pytest.raises(UserError) as err:
+            read_checkpoint_file(path, switch="TEST.CHECKPOINT_FULL_UNPICKLE")
+        assert str(err.value) == (f"{path}: not a torch checkpoint; a PySlowFast model-zoo .pkl is "
+                                  "a Caffe2 checkpoint: set TEST.CHECKPOINT_TYPE caffe2")
+
+
+def test_the_refused_class_is_named_as_torch_words_it():
+    from slowfast_dist.models.checkpoint_compat import _asked_global
+
+    assert _asked_global("Unsupported global: GLOBAL numpy.core.multiarray._reconstruct was not "
+                         "an allowed global") == "numpy.core.multiarray._reconstruct"
+    assert _asked_global("unsupported GLOBAL posix.system whose module posix is blocked") == \
+        "posix.system"
+    assert _asked_global("Unsupported class GLOBAL os system") == "os.system"
 
 
 def test_pyslowfast_layout_and_numpy_data_load_without_the_switch(tmp_path):

@@ -311,13 +311,12 @@ def test_short_config_has_pyslowfasts_current_steps():
 
 
 @pytest.mark.parametrize("key,value,want", [
-    ("DATA.NUM_FRAMES", "6", "a multiple of SLOWFAST.ALPHA"),
+    ("DATA.NUM_FRAMES", "6", "a multiple of SLOWFAST.ALPHA 4"),
     ("DATA.NUM_FRAMES", "0", "at least 1"),
     ("DATA.SAMPLING_RATE", "0", "at least 1"),
     ("DATA.TRAIN_CROP_SIZE", "0", "at least 1"),
     ("MODEL.NUM_CLASSES", "0", "at least 1"),
-    ("DATA.TRAIN_JITTER_SCALES", "['a', 'b']", "two numbers"),
-    ("DATA.TRAIN_JITTER_SCALES", "[320, 256]", "two numbers, 0 < min <= max"),
+    ("DATA.TRAIN_JITTER_SCALES", "['a', 'b']", r"two numbers \[min, max\]"),
     ("DATA.MEAN", "[0.45, 0.45]", "three numbers"),
     ("DATA.INPUT_CHANNEL_NUM", "[3]", "a channel count for each pathway"),
     ("DATA_LOADER.NUM_WORKERS", "-1", "0 or more"),

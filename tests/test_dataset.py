@@ -372,3 +372,50 @@ def test_a_frame_of_another_size_is_named_itself(tree, tmp_path, capfd):
     assert ds[0]["skipped"] == 1
     err = capfd.readouterr().err
     assert f"{odd}: not the size of the clip's first frame (64x48, " in err
+
+
+def test_annotated_videos_missing_from_the_frame_lists_are_counted(tmp_path, caplog):
+    import logging
+
+    from slowfast_dist.data.dataset import AvaDataset, ClipSpec
+    from slowfast_dist.data.synthetic import make_synthetic
+
+    make_synthetic(str(tmp_path), videos=4, seconds=2, seed=0)
+    ann = tmp_path / "annotations" / "ava_train_predicted_boxes.csv"
+    ann.write_text(ann.read_text().replace("syn000,", "SYN000,"))  # an id in another case
+    with caplog.at_level(logging.WARNING):
+        ds = AvaDataset([str(tmp_path / "frame_lists/train.csv")], str(tmp_path / "frames"),
+                        [str(ann)], str(tmp_path / "annotations/ava_action_list_v2.2.pbtxt"),
+                        train=False, clip=ClipSpec(num_frames=4, sampling_rate=2, crop_size=48),
+                        detect_thresh=0.8)
+    said = [r.getMessage() for r in caplog.records if "not in the frame lists" in r.getMessage()]
+    assert len(said) == 1 and "of 1 video(s)" in said[0] and "'SYN000'" in said[0], said
+    assert all(ds.video_names[v] != "syn000" for v, _, _ in ds.keys)
+
+
+def test_a_replacement_sample_draws_the_same_whatever_failed_before_it(tree, tmp_path, capfd):
+    """Workers meet bad samples in different orders (the memo of one epoch's failures is per
+    worker): the sample that replaces a bad one must not depend on which were tried."""
+    import shutil
+
+    root = tmp_path / "t"
+    shutil.copytree(tree, root)
+    for jpg in (root / "frames" / "syn000").iterdir():  # JPEGs fail after the draws are made
+        jpg.write_bytes(jpg.read_bytes()[:200])
+
+    def dataset():
+        return AvaDataset([str(root / "frame_lists/train.csv")], str(root / "frames"),
+                          [str(root / "annotations/ava_train_v2.2.csv")],
+                          str(root / "annotations/ava_action_list_v2.2.pbtxt"), train=True,
+                          clip=ClipSpec(num_frames=8, sampling_rate=2, crop_size=32,
+                                        jitter_scales=(32, 48)))
+
+    fresh, worn = dataset(), dataset()
+    bad = [i for i, (v, _, _) in enumerate(fresh.keys) if fresh.video_names[v] == "syn000"]
+    assert len(bad) >= 2
+    for i in bad[1:]:  # this worker has already failed on the later bad samples this epoch
+        worn[(i, 3, 11)]
+    a, b = fresh[(bad[0], 3, 11)], worn[(bad[0], 3, 11)]
+    assert a["skipped"] == b["skipped"] == 1 and a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]) if torch.is_tensor(value) else value == b[key], key

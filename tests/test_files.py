@@ -99,3 +99,18 @@ def test_a_checkpoint_that_fills_the_disk_is_one_line_and_keeps_the_last(small_t
                              epoch=1, cfg_dump="")
     assert sorted(os.listdir(kept.parent)) == [kept.name]
     assert ckpt.read_checkpoint(kept)["epoch"] == 0
+
+
+def test_a_torch_write_that_stops_short_with_room_left_is_one_line(tmp_path):
+    # a quota or a full storage target: the disk shows free space, torch a short write
+    def short(f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1997568 "
+                           "vs 1997456")
+
+    target = tmp_path / "checkpoint_epoch_00001.pyth"
+    with pytest.raises(UserError, match=rf"^{target}: cannot write \(a full disk or quota\? "
+                                        r"torch: \[enforce fail"):
+        atomic_write(target, short)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError, match="another failure"):  # others are not hidden
+        atomic_write(target, lambda f: (_ for _ in ()).throw(RuntimeError("another failure")))

@@ -310,14 +310,17 @@ def test_missing_evaluation_files_fail_before_training(data, tmp_path, capsys):
 def test_bad_evaluation_rows_fail_before_training(data, tmp_path):
     import shutil
 
-    for name, row in (("ava_val_v2.2.csv", "vid,0902,a,b,c,d,1,0"),
-                      ("ava_val_predicted_boxes.csv", "vid,0902,0.1,0.1"),
-                      ("ava_action_list_v2.2.pbtxt", None)):
-        ann = tmp_path / name / "annotations"
+    for case, (name, row) in enumerate((
+            ("ava_val_v2.2.csv", "vid,0902,a,b,c,d,1,0"),  # the evaluator's own inputs
+            ("ava_val_excluded_timestamps_v2.2.csv", "vid,09x2"),
+            ("ava_val_v2.2.csv", None),  # no ground truth: nothing to score
+            ("ava_val_predicted_boxes.csv", "vid,0902,0.1,0.1"),  # the val set's (its loader)
+            ("ava_action_list_v2.2.pbtxt", None))):
+        ann = tmp_path / str(case) / "annotations"
         shutil.copytree(Path(data) / "annotations", ann)
         with open(ann / name, "a" if row else "w") as f:
             f.write(row + "\n" if row else "")
-        out = tmp_path / name / "run"
+        out = tmp_path / str(case) / "run"
         with pytest.raises(trainer.UserError, match=re.escape(name)):
             trainer.train(cfg_for(data, out, "TRAIN.EVAL_PERIOD", "1",
                                   "AVA.ANNOTATION_DIR", str(ann)))
@@ -341,6 +344,7 @@ def test_a_last_epoch_trained_but_not_scored_is_scored_on_the_rerun(data, tmp_pa
     assert "epoch 1 was trained but not evaluated" in (tmp_path / "train.log").read_text()
     again = trainer.train(cfg_for(data, tmp_path, "SOLVER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "1"))
     assert again["mAP"] == summary["mAP"]  # started once more: nothing to do, the same mAP
+    assert "was trained and evaluated already" in (tmp_path / "train.log").read_text()
 
 
 def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
@@ -349,14 +353,6 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
     assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
-    # PySlowFast's test-only recipe through `train`: TRAIN.ENABLE False tests, trains nothing
-    from slowfast_dist.train import cli
-
-    only_test = cli.entry(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False"))
-    assert only_test(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False"))["mAP"] == summary["mAP"]
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint_epoch_00001.pyth"]
-    with pytest.raises(trainer.UserError, match="^TRAIN.ENABLE False and TEST.ENABLE False: "):
-        cli.entry(cfg_for(data, tmp_path, "TRAIN.ENABLE", "False", "TEST.ENABLE", "False"))
 
 
 def test_two_ranks_evaluate_the_checkpoint_s_bn_statistics(data, tmp_path):

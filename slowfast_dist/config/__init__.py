@@ -147,7 +147,8 @@ def _classify(flat: dict, ours: set, locate) -> tuple[dict, list]:
         else:
             close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
-            if key.startswith("-"):  # argparse leaves an option after the overrides among them
+            if key.startswith("-") and locate(key) is None:
+                # argparse leaves an option given after the overrides among them
                 hint = "; options go before the KEY VALUE overrides (and before --opts)"
             raise UserError(f"{_where(locate(key))}: unknown config key {key}{hint}")
     return keep, ignored
@@ -224,15 +225,16 @@ _VALUE_RULES = (
     ("DATA.SAMPLING_RATE", lambda c, v: v < 1, "at least 1"),
     ("DATA.TRAIN_CROP_SIZE", lambda c, v: v < 1, "at least 1"),
     ("DATA.TEST_CROP_SIZE", lambda c, v: v < 1, "at least 1"),
-    ("DATA.TRAIN_JITTER_SCALES", lambda c, v: not _numbers(v, 2) or not 0 < v[0] <= v[1],
-     "two numbers, 0 < min <= max"),
+    # the order of the two (crop <= min <= max) the training set checks, where it uses them
+    ("DATA.TRAIN_JITTER_SCALES", lambda c, v: not _numbers(v, 2), "two numbers [min, max]"),
     ("DATA.MEAN", lambda c, v: not _numbers(v, 3), "three numbers (R, G, B)"),
     ("DATA.STD", lambda c, v: not _numbers(v, 3) or min(v) <= 0, "three positive numbers"),
     ("DATA.INPUT_CHANNEL_NUM", lambda c, v: not _numbers(v) or len(v) < _pathways(c) or min(v) < 1,
      "a channel count for each pathway (2 for MODEL.ARCH slowfast, else 1)"),
     ("SLOWFAST.ALPHA", lambda c, v: v < 1, "at least 1"),
     ("DATA.NUM_FRAMES", lambda c, v: _pathways(c) == 2 and v % c.SLOWFAST.ALPHA != 0,
-     "a multiple of SLOWFAST.ALPHA (the slow pathway takes every ALPHA-th frame)"),
+     lambda c: f"a multiple of SLOWFAST.ALPHA {c.SLOWFAST.ALPHA} (the slow pathway takes every "
+               "ALPHA-th frame)"),
     ("TRAIN.BATCH_SIZE", lambda c, v: v < 1, "at least 1"),
     ("TEST.BATCH_SIZE", lambda c, v: v < 1, "at least 1"),
     ("TRAIN.GRAD_ACCUM_STEPS", lambda c, v: v < 1, "at least 1"),
@@ -257,6 +259,7 @@ def _check_values(cfg, origin: dict, path) -> None:
         value = cfg[section][name]
         if broken(cfg, value):
             loc = origin.get(key, None if path is None else (path, None))
+            want = want(cfg) if callable(want) else want
             raise UserError(f"{_where(loc)}: {key} {value!r}: must be {want}")
 
 

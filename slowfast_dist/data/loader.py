@@ -184,6 +184,17 @@ class LoaderWorkerDied(LoaderTimeout):
     one, with one line instead of torch's two chained tracebacks."""
 
 
+# the usual cause by torch's name of the signal: the kernel's OOM killer sends SIGKILL; a full
+# /dev/shm (batches pass through shared memory) gives SIGBUS
+_WHY_WORKERS_DIE = {
+    "Killed": "the kernel's out-of-memory killer is the usual cause: fewer "
+              "DATA_LOADER.NUM_WORKERS or a smaller batch",
+    "Bus error": "shared memory (/dev/shm) ran out: a larger /dev/shm (docker --shm-size) or "
+                 "fewer DATA_LOADER.NUM_WORKERS",
+    "": "a crash in the worker (a decoder, say): its own error, if any, is above",
+}
+
+
 def _next_batch(it, timeout_s):
     """next(it), a DataLoader's own timeout or a dead worker turned into one error naming the
     worker."""
@@ -199,11 +210,11 @@ def _next_batch(it, timeout_s):
     if died:
         pids = re.search(r"pid\(s\) ([\d, ]+)", chain) or re.search(r"pid (\d+)", chain)
         how = re.search(r"killed by signal: ([\w ]+)", chain)
+        signal = how.group(1).strip() if how else ""
         raise LoaderWorkerDied(
             f"loader worker (pid {pids.group(1).strip() if pids else '?'}) died"
-            f"{f' (killed by signal: {how.group(1).strip()})' if how else ''}; the kernel's "
-            "out-of-memory killer is the usual cause: fewer DATA_LOADER.NUM_WORKERS or a "
-            "smaller batch; stopping this rank")
+            f"{f' (killed by signal: {signal})' if signal else ''}; "
+            f"{_WHY_WORKERS_DIE.get(signal, _WHY_WORKERS_DIE[''])}; stopping this rank")
     who = "a loader worker"
     try:  # the worker that owns the awaited batch (torch's bookkeeping; may change)
         worker = it._task_info[it._rcvd_idx][0]

@@ -324,7 +324,8 @@ def init_distributed(backend: str | None = None, init_method: str | None = None,
     if m is None and not init_method.startswith(("env://", "file://")):
         raise UserError(f"INIT_METHOD {init_method!r}: expected tcp://host:port, env:// or file://")
     if m is not None and not 0 < int(m.group(2)) < 65536:
-        raise UserError(f"INIT_METHOD {init_method!r}: port {m.group(2)} is outside 1-65535")
+        raise UserError(f"rendezvous {init_method!r} (INIT_METHOD, or MASTER_ADDR/MASTER_PORT): "
+                        f"port {m.group(2)} is outside 1-65535")
     if m is not None and info.rank != 0:
         _check_reachable(m.group(1), int(m.group(2)), min(timeout_s, 60))
     timeout = datetime.timedelta(seconds=timeout_s)

@@ -326,13 +326,19 @@ def frame_ap(gt_keys, gt_boxes, gt_ids, det_keys, det_boxes, det_ids, det_scores
     return ap, mean
 
 
-def check_inputs(gt_csv, label_map, exclusions=None) -> None:
-    """Read what `evaluate` reads besides the detections, under its rules (a UserError naming
-    the file and line): a training run checks its evaluation files before it trains."""
+def _ground_truth(gt_csv, label_map):
+    """(label map, (keys, boxes, ids, lines)) of the ground truth, checked as `evaluate` needs."""
     labels = read_label_map(label_map)
-    _, gb, gi, _, gl = read_boxes(gt_csv, with_score=False)
+    gk, gb, gi, _, gl = read_boxes(gt_csv, with_score=False)
     _check_boxes(gt_csv, gb, gl)
     _check_scorable(gt_csv, gi, labels, label_map)
+    return labels, (gk, gb, gi, gl)
+
+
+def check_inputs(gt_csv, label_map, exclusions=None) -> None:
+    """Read what `evaluate` reads besides the detections, under its rules (a UserError naming
+    the file and line): training and testing check their evaluation files before they run."""
+    _ground_truth(gt_csv, label_map)
     if exclusions:
         read_exclusions(exclusions)
 
@@ -346,13 +352,10 @@ def _check_scorable(gt_csv, gt_ids, labels, label_map) -> None:
 
 def evaluate(gt_csv, detections_csv, label_map_pbtxt, exclusions_csv=None):
     """Score an AVA detections CSV: {"mAP": float, "per_class": {name: float | None}}."""
-    labels = read_label_map(label_map_pbtxt)
-    gk, gb, gi, _, gl = read_boxes(gt_csv, with_score=False)
+    labels, (gk, gb, gi, gl) = _ground_truth(gt_csv, label_map_pbtxt)
     dk, db, di, ds, dl = read_boxes(detections_csv, with_score=True,
                                     whitelist={c for c, _ in labels})
-    _check_boxes(gt_csv, gb, gl)
     _check_boxes(detections_csv, db, dl)
-    _check_scorable(gt_csv, gi, labels, label_map_pbtxt)
     gbad = (gb[:, 0] >= gb[:, 2]) | (gb[:, 1] >= gb[:, 3])
     if gbad.any():
         _warn(f"{where(gt_csv, int(gl[gbad][0]))}: {int(gbad.sum())} GT box(es) with x1 >= x2 "

@@ -51,13 +51,13 @@ def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "")
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        asked = re.search(r"(?:global|GLOBAL)\s+([\w.]+(?:\s+[\w.]+)?)", str(err))
-        if asked is None:  # not a class it refused: a file that is no checkpoint at all
+        asked = _asked_global(str(err))
+        if asked is None or _caffe2_like(path):  # no class refused, or not a torch file at all
             raise UserError(_unreadable(path, err, switch)) from None
         if not full_unpickle:
-            raise UserError(f"{path}: refused: its pickle asks for {asked.group(1).replace(' ', '.')}, "
-                            f"which would run code from the file; if you made this file "
-                            f"yourself, set {switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
+            raise UserError(f"{path}: refused: its pickle asks for {asked}, which would run code "
+                            f"from the file; if you made this file yourself, set "
+                            f"{switch or 'CHECKPOINT_FULL_UNPICKLE'} True") from None
         logs.get("checkpoint").warning(
             f"{path}: fully unpickled ({switch} True): any code in the file has run")
         try:
@@ -68,19 +68,32 @@ def read_checkpoint_file(path, *, full_unpickle: bool = False, switch: str = "")
         raise UserError(_unreadable(path, err, switch)) from None
 
 
+def _asked_global(text: str) -> str | None:
+    """The class a weights-only load refused, as module.name. torch has written it as
+    "GLOBAL os system", "GLOBAL posix.system whose module..." and "GLOBAL a.b was not...": the
+    second word is part of the name only when it is not torch's own next word."""
+    m = re.search(r"(?:global|GLOBAL)\s+([\w.]+)(?:\s+(?!was\b|whose\b|is\b)([\w.]+))?", text)
+    return None if m is None else ".".join(g for g in m.groups() if g)
+
+
+def _caffe2_like(path: Path) -> bool:
+    """A `.pkl` that is no torch.save zip: what PySlowFast's model zoo ships (a Python 2 pickle
+    of Caffe2 blobs), read under CHECKPOINT_TYPE pytorch by mistake."""
+    return path.suffix == ".pkl" and not zipfile.is_zipfile(path)
+
+
 def _unreadable(path: Path, err: Exception, switch: str) -> str:
     """One line for a file torch.load cannot read: its reason (the unpickler's own line rather
     than torch's paragraph about weights_only), and for a Caffe2 pickle, the key to set."""
+    if _caffe2_like(path):
+        section = switch.rsplit(".", 1)[0] + "." if "." in switch else ""
+        return (f"{path}: not a torch checkpoint; a PySlowFast model-zoo .pkl is a Caffe2 "
+                f"checkpoint: set {section}CHECKPOINT_TYPE caffe2")
     text = str(err).strip()
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].strip()
     first = text.splitlines()[0] if text else type(err).__name__
-    hint = ""
-    if "magic number" in first and path.suffix == ".pkl":
-        section = switch.rsplit(".", 1)[0] + "." if "." in switch else ""
-        hint = (f"; a PySlowFast model-zoo .pkl is a Caffe2 checkpoint: set "
-                f"{section}CHECKPOINT_TYPE caffe2")
-    return f"{path}: not a readable checkpoint ({first[:160]}){hint}"
+    return f"{path}: not a readable checkpoint ({first[:160]})"
 
 
 def load_pyslowfast_checkpoint(model, path, *, skip_head=None, log=print, full_unpickle=False,

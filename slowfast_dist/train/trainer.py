@@ -366,9 +366,18 @@ class Run:
                   if dataset.decoder in jpeg.BATCH_DECODERS else None)
         return dataset, DeviceLoader(loader, self.device, transform, decode), batch
 
+    def checked_eval_files(self) -> dict:
+        """`eval_files`, read and checked on every rank at start-up: a typo or a bad row fails
+        before hours of training or inference (and before the other ranks wait in a barrier
+        for a rank 0 that died scoring)."""
+        from slowfast_dist.eval.ava_map import check_inputs
+
+        files = self.eval_files(warn=True)
+        check_inputs(**files)
+        return files
+
     def eval_files(self, warn: bool = False) -> dict:
-        """The evaluator's inputs. Checked at start-up, so a typo fails before hours of training
-        (and before the other ranks wait in a barrier for a rank 0 that died scoring)."""
+        """The evaluator's inputs (paths; missing ones are UserErrors)."""
         a = self.cfg.AVA
         files = {"gt_csv": os.path.join(a.ANNOTATION_DIR, a.GROUNDTRUTH_FILE),
                  "label_map": os.path.join(a.ANNOTATION_DIR, a.LABEL_MAP_FILE), "exclusions": None}
@@ -392,9 +401,26 @@ class Run:
         result = {"mAP": math.nan}
         if self.rank == 0:
             result = score(rows, self.out / f"detections_{tag}.csv", **self.eval_files())
-            (self.out / f"map_{tag}.json").write_text(json.dumps(result, indent=1))
+            from slowfast_dist.files import atomic_write
+
+            text = json.dumps(result, indent=1).encode()  # whole or absent: a rerun reads it
+            atomic_write(self.out / f"map_{tag}.json", lambda f: f.write(text), fsync=False)
             self.log(f"{label or tag}: mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
+
+    def final_map(self, path: Path) -> float | None:
+        """The mAP a finished run recorded at `path`, as rank 0 reads it, on every rank: all
+        must agree on whether to evaluate again, a collective (file systems can show ranks
+        different views)."""
+        value = [None]
+        if self.rank == 0:
+            try:
+                value = [float(json.loads(path.read_text())["mAP"])]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # absent or unreadable: evaluate it again
+        if self.world > 1:
+            dist.broadcast_object_list(value, src=0)
+        return value[0]
 
     def finish(self) -> None:
         """This rank is done: the others' watchers stop expecting its heartbeat."""
@@ -558,11 +584,7 @@ def train(cfg, info=None) -> dict:
         dump_config(given, str(out / "config.yaml"))
     test, precise = {}, {}
     if cfg.TRAIN.EVAL_PERIOD > 0 and not run.dry_run:
-        # the evaluation's files are read now, not after the first epochs: a bad row fails the
-        # run before it trains
-        from slowfast_dist.eval.ava_map import check_inputs
-
-        check_inputs(**run.eval_files(warn=True))
+        run.checked_eval_files()  # and the val set's own files, read by its loader now
         test["set"], test["loader"], _ = run.loader("val")
     model = run.wrap_ddp()
     if run.dry_run:
@@ -676,12 +698,12 @@ def train(cfg, info=None) -> dict:
         if run.world > 1:
             dist.barrier()  # no rank starts the next epoch while rank 0 is still scoring
 
-    final_map = out / f"map_epoch{s.MAX_EPOCH:05d}.json"
-    if start_epoch == s.MAX_EPOCH and not start_step and test:
-        if final_map.exists():  # a finished run started again: its summary keeps its mAP
-            last["mAP"] = json.loads(final_map.read_text())["mAP"]
+    if found and start_epoch == s.MAX_EPOCH and not start_step and test:
+        scored = run.final_map(out / f"map_epoch{s.MAX_EPOCH:05d}.json")
+        if scored is not None:  # a finished run started again: its summary keeps its mAP
+            last["mAP"] = scored
             run.log(f"epoch {s.MAX_EPOCH} was trained and evaluated already (mAP "
-                    f"{last['mAP']:.4f}); nothing to do")
+                    f"{scored:.4f}); nothing to do")
         else:
             # the run before trained to the end and stopped while scoring it (a file it could
             # not read, a node lost): score that last checkpoint now, not end without an mAP
@@ -714,7 +736,7 @@ def test(cfg, info=None, why: str = "") -> dict:
     run = Run(cfg, info)
     if why:
         run.log(why)
-    run.eval_files(warn=True)
+    run.checked_eval_files()
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if path and cfg.TEST.CHECKPOINT_TYPE == "caffe2":  # a PySlowFast zoo .pkl
         from slowfast_dist.train.finetune import load_caffe2_for_test
