@@ -356,3 +356,15 @@ def test_an_option_after_the_overrides_says_where_options_go():
     with pytest.raises(UserError, match=r"^command line: unknown config key --num_shards; options "
                                         r"go before the KEY VALUE overrides"):
         load_config("configs/demo.yaml", ["SOLVER.BASE_LR", "0.1", "--num_shards", "2"])
+
+
+def test_a_key_written_twice_is_named_at_its_second_line(tmp_path):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("SOLVER:\n  BASE_LR: 0.1\n  MAX_EPOCH: 5\n  BASE_LR: 0.2\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(cfg))}:4: config key SOLVER.BASE_LR "
+                                        r"given twice in one mapping \(first at line 2"):
+        load_config(str(cfg))
+    # the same leaf name in two sections is two keys, not one written twice
+    both = tmp_path / "both.yaml"
+    both.write_text("TRAIN:\n  BATCH_SIZE: 8\nTEST:\n  BATCH_SIZE: 4\n")
+    assert load_config(str(both)).TEST.BATCH_SIZE == 4

@@ -55,13 +55,25 @@ _BASE_KEY = "_BASE_"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
 
-def _node_tree(node, file, loader) -> dict:
-    """{key: (file, line, subtree or None)} of a YAML mapping node, keys as safe_load makes them."""
+def _node_tree(node, file, loader, prefix="") -> dict:
+    """{key: (file, line, subtree or None)} of a YAML mapping node, keys as safe_load makes them.
+    A key written twice in one mapping is a UserError: YAML keeps the last without a word."""
+    first = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<:` brings keys that the mapping's own may override
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, str) and key in first:
+            raise UserError(f"{file}:{line}: config key {prefix}{key} given twice in one mapping "
+                            f"(first at line {first[key]}; YAML would keep this one silently)")
+        if isinstance(key, str):
+            first[key] = line
     loader.flatten_mapping(node)  # `<<: *anchor` merge keys, applied as safe_load applies them
     tree = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
-        sub = (_node_tree(value_node, file, loader)
+        sub = (_node_tree(value_node, file, loader, f"{prefix}{key}.")
                if isinstance(value_node, yaml.MappingNode) and value_node.tag == _MAP_TAG else None)
         tree[key] = (file, key_node.start_mark.line + 1, sub)
     return tree
