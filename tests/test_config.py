@@ -368,3 +368,9 @@ def test_a_key_written_twice_is_named_at_its_second_line(tmp_path):
     both = tmp_path / "both.yaml"
     both.write_text("TRAIN:\n  BATCH_SIZE: 8\nTEST:\n  BATCH_SIZE: 4\n")
     assert load_config(str(both)).TEST.BATCH_SIZE == 4
+
+
+def test_a_value_given_to_a_section_says_it_is_a_section(tmp_path):
+    with pytest.raises(UserError, match=r"^command line: unknown config key SOLVER; SOLVER is a "
+                                        r"section: give its keys \(SOLVER.NAME\), not a value$"):
+        load_config("configs/demo.yaml", ["SOLVER", "0.1"])

@@ -159,6 +159,8 @@ def _classify(flat: dict, ours: set, locate) -> tuple[dict, list]:
         else:
             close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
+            if any(k.startswith(key + ".") for k in ours):
+                hint = f"; {key} is a section: give its keys ({key}.NAME), not a value"
             if key.startswith("-") and locate(key) is None:
                 # argparse leaves an option given after the overrides among them
                 hint = "; options go before the KEY VALUE overrides (and before --opts)"
