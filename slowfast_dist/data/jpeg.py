@@ -248,9 +248,10 @@ def decode(data: bytes, path: str, decoder: str, need_short: int | None = None):
             raise ValueError(f"{decoder} is not a CPU JPEG decoder")
     except (OSError, ValueError, RuntimeError) as e:
         raise DecodeError(f"{path}: {e}") from None
-    if img is None or img.ndim != 3 or img.shape[2] != 3:
-        raise DecodeError(f"{path}: decoded to an unexpected shape "
-                          f"{None if img is None else img.shape}")
+    if img is None:  # OpenCV's way of saying the bytes did not decode
+        raise DecodeError(f"{path}: {decoder} could not decode it (not a JPEG, or damaged)")
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise DecodeError(f"{path}: decoded to an unexpected shape {img.shape}")
     return img, size
 
 
