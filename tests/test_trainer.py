@@ -353,6 +353,13 @@ def test_eval_at_the_end_of_training_equals_the_test_command(data, tmp_path):
     rows = (tmp_path / "detections_epoch00001.csv").read_text().splitlines()
     assert rows and len(rows[0].split(",")) == 8  # AVA detection rows
     assert trainer.test(cfg_for(data, tmp_path))["mAP"] == summary["mAP"]
+    # each test run keeps its own summary, detections and mAP in its attempt folder
+    trainer.test(cfg_for(data, tmp_path))
+    tests = sorted((tmp_path / "attempts").iterdir())[-2:]
+    for attempt in tests:
+        assert {"config.yaml", "summary.json", "detections_test.csv", "map_test.json"} <= {
+            p.name for p in attempt.iterdir()}, attempt
+    assert (tests[0] / "map_test.json").read_text() == (tmp_path / "map_test.json").read_text()
 
 
 def test_two_ranks_evaluate_the_checkpoint_s_bn_statistics(data, tmp_path):

@@ -125,7 +125,7 @@ class Run:
         from slowfast_dist.models import build_model
 
         self.cfg, self.t0 = cfg, time.time()
-        self.attempt = None  # attempts/NNN under OUTPUT_DIR, on rank 0 of a training run
+        self.attempt = None  # attempts/NNN under OUTPUT_DIR, on rank 0 (train and test)
         self.dry_run = cfg.DIST.DRY_RUN_WORLD_SIZE > 0
         # `info` is given when `launch` already joined the group (PySlowFast's layout).
         self.info = info or init_distributed(init_method=cfg.INIT_METHOD or None,
@@ -405,6 +405,9 @@ class Run:
 
             text = json.dumps(result, indent=1).encode()  # whole or absent: a rerun reads it
             atomic_write(self.out / f"map_{tag}.json", lambda f: f.write(text), fsync=False)
+            if tag == "test":  # every test run writes these names; an epoch's are its own
+                for name in (f"detections_{tag}.csv", f"map_{tag}.json"):
+                    history.keep(self.out / name, self.attempt)
             self.log(f"{label or tag}: mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
 
@@ -736,6 +739,12 @@ def test(cfg, info=None, why: str = "") -> dict:
     run = Run(cfg, info)
     if why:
         run.log(why)
+    if run.rank == 0:  # its summary, detections and mAP are kept there as a training run's are
+        from slowfast_dist.config import dump_config
+
+        run.out.mkdir(parents=True, exist_ok=True)
+        run.attempt = history.new_attempt(run.out)
+        dump_config(cfg, str(run.attempt / "config.yaml"))
     run.checked_eval_files()
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if path and cfg.TEST.CHECKPOINT_TYPE == "caffe2":  # a PySlowFast zoo .pkl
