@@ -15,7 +15,7 @@ def add_arguments(parser):
     parser.add_argument("--short-side", type=int, default=360, metavar="N",
                         help="downscale to this short side, 0 keeps the source size (default 360: "
                              "the smallest size above the largest training scale, 320; a clip "
-                             "costs the loader 4.5x less CPU than at 1080p)")
+                             "costs the loader 4-7x less CPU than at 1080p)")
     parser.add_argument("--gop", type=int, default=32, metavar="N",
                         help="keyframe interval of the H.264 cuts (default 32: a clip read decodes "
                              "at most 31 frames before its first)")
