@@ -162,11 +162,10 @@ def main(argv=None) -> int:
                 print(f"{case + 1}/{a.cases} cases, {agree} agree", file=sys.stderr, flush=True)
             for name in files:
                 os.remove(os.path.join(tmp, name))
-    revision = Path(a.reference_dir, "REVISION")
     result = {
         "command": "benchmarks/ava_eval_agreement.py " + " ".join(argv or sys.argv[1:]),
         "reference": {"dir": a.reference_dir,
-                      "revision": revision.read_text().strip() if revision.exists() else None},
+                      "revision": official_ava_eval.revision(a.reference_dir)},
         "cases": a.cases, "seed": a.seed, "agree": agree, "mAP_bit_identical": bit_identical,
         "max_per_class_ap_difference": worst, "tolerance": TOLERANCE,
         "cases_exercising": dict(sorted(coverage.items())),

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+import official_ava_eval
 
 from slowfast_dist.profiling import host
 
@@ -53,11 +54,6 @@ def timed_once(cmd):
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
     return seconds, p.stdout
-
-
-def revision(reference_dir):
-    path = os.path.join(reference_dir, "REVISION")
-    return open(path).read().strip() if os.path.exists(path) else None
 
 
 def main():
@@ -106,7 +102,7 @@ def main():
                        per_class_max_abs_diff=max(diffs) if diffs else 0.0,
                        reference_command="python -c <official_ava_eval.evaluate: "
                                          "evaluate_ava_from_files replayed>",
-                       reference_revision=revision(a.reference_dir),
+                       reference_revision=official_ava_eval.revision(a.reference_dir),
                        ours_command="python -m slowfast_dist.cli ava-eval GT DET --label-map LM "
                                     "--json")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

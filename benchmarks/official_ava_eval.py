@@ -44,6 +44,12 @@ def load(reference_dir: str):
     return importlib.import_module("slowfast.utils.ava_eval_helper")
 
 
+def revision(reference_dir: str) -> str | None:
+    """The commit a checkout says it is (its REVISION file), for the results' JSON."""
+    path = os.path.join(reference_dir, "REVISION")
+    return open(path).read().strip() if os.path.exists(path) else None
+
+
 def evaluate(helper, label_map: str, gt: str, detections: str, exclusions: str | None = None):
     """(mAP, {class name: AP or None}) as `evaluate_ava_from_files` computes them (that function
     returns nothing, so its body is replayed: the same calls in the same order)."""

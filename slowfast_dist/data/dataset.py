@@ -313,7 +313,7 @@ class AvaDataset(torch.utils.data.Dataset):
         odd = next((p for size, p in zip(sizes, paths) if size != sizes[0]), None)
         if odd is not None:
             raise _Skip(_size_differs(odd, sizes[0], paths[0]))
-        full = sizes.pop()
+        full = sizes[0]
         resized, offset, out_hw, flip = self._draw(*full)
         geo, _ = T.ClipGeometry.plan(full, resized, offset, out_hw, flip)
         return {"jpegs": torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8),

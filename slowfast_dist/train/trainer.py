@@ -411,6 +411,14 @@ class Run:
             self.log(f"{label or tag}: mAP {result['mAP']:.4f} on {len(dataset)} keyframes")
         return result["mAP"]
 
+    def start_attempt(self) -> None:
+        """attempts/NNN for this run's own copies of its files (rank 0), its config first."""
+        from slowfast_dist.config import dump_config
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.attempt = history.new_attempt(self.out)
+        dump_config(self.cfg, str(self.attempt / "config.yaml"))
+
     def final_map(self, path: Path) -> float | None:
         """The mAP a finished run recorded at `path`, as rank 0 reads it, on every rank: all
         must agree on whether to evaluate again, a collective (file systems can show ranks
@@ -521,9 +529,7 @@ def train(cfg, info=None) -> dict:
     cfg, out = run.cfg, run.out
     grid = multigrid.MultigridSpec.from_cfg(cfg)
     if run.rank == 0 and not run.dry_run:
-        out.mkdir(parents=True, exist_ok=True)
-        run.attempt = history.new_attempt(out)  # this run's own copies of its files
-        dump_config(cfg, str(run.attempt / "config.yaml"))
+        run.start_attempt()
     batch = per_process_batch(cfg.TRAIN.BATCH_SIZE, cfg.NUM_GPUS)
     given, cfg_dump = cfg, cfg.dump()  # as given, not multigrid's derived SOLVER
     if grid.enabled:  # SOLVER.STEPS, LRS and MAX_EPOCH re-derived over the stretched epochs
@@ -740,11 +746,7 @@ def test(cfg, info=None, why: str = "") -> dict:
     if why:
         run.log(why)
     if run.rank == 0:  # its summary, detections and mAP are kept there as a training run's are
-        from slowfast_dist.config import dump_config
-
-        run.out.mkdir(parents=True, exist_ok=True)
-        run.attempt = history.new_attempt(run.out)
-        dump_config(cfg, str(run.attempt / "config.yaml"))
+        run.start_attempt()
     run.checked_eval_files()
     path = cfg.TEST.CHECKPOINT_FILE_PATH
     if path and cfg.TEST.CHECKPOINT_TYPE == "caffe2":  # a PySlowFast zoo .pkl
