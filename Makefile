@@ -19,10 +19,13 @@ GPU_SITE ?= /tmp/slowfast_gpu_site
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py builds DATA.DECODER libjpeg (data/_libjpeg.c) where gcc and libjpeg-turbo's headers
+# are found; without them the install goes on and DATA.DECODER auto uses simplejpeg
+$(VENV)/.installed: pyproject.toml setup.py slowfast_dist/data/_libjpeg.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c "from slowfast_dist.data import jpeg; print('DATA.DECODER auto decodes JPEG frames with', jpeg.resolve_decoder('auto'))"
 	touch $@
 
 test: venv $(VENV)/.dali
@@ -51,6 +54,7 @@ demo: venv $(DEMO_DATA)/annotations/ava_action_list_v2.2.pbtxt
 gpu-check:
 	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: no wheels in $(WHEELS)/ (see README, Checking on a GPU)"; exit 2; }
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl
+	$(GPU_PYTHON) setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "gpu-check: DATA.DECODER libjpeg not built here (no gcc or libjpeg-turbo headers): auto is simplejpeg"
 	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(OUT) $(GPU_CHECK_ARGS)
 
 clean:

@@ -8,9 +8,9 @@ Stages, each bounded in time, each result written to OUT/gpu_check.json as soon 
    fp32 eager, bf16, bf16 + channels_last_3d, bf16 + torch.compile, fp16; clips/s and MFU.
 3. loader_fed: the same model trained by the real loop, fed by the real loader (uint8 workers,
    device-side resample, prefetch to the GPU) from photo-like 640x360 JPEG frames, against the
-   same loop on one batch already in GPU memory; for the CPU decoder (simplejpeg), the 4:2:0
-   planes (DATA.DECODER yuv420) and nvJPEG on the GPU (DATA.DECODER nvjpeg), at most 12 loader
-   processes.
+   same loop on one batch already in GPU memory; for the CPU decoder (`auto`: libjpeg where
+   it was built, else simplejpeg), the 4:2:0 planes (DATA.DECODER yuv420) and nvJPEG on the
+   GPU (DATA.DECODER nvjpeg), at most 12 loader processes.
 4. train_nccl: `torchrun --nproc_per_node 1` training end to end with the nccl backend on a
    synthetic set: finite loss, a checkpoint, mAP, a profiler trace with the step phases.
 5. multigrid: the real-size train step at every shape of PySlowFast's multigrid plan for the
@@ -326,8 +326,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     ap.add_argument("--minutes", type=float, default=11, help="time budget for all stages")
     ap.add_argument("--decoders", dest="decoders_arg",
-                    help="loader_fed runs as DECODER:WORKERS,... (default: simplejpeg:12,"
-                         "yuv420:12,nvjpeg:6, and dali:6 where installed)")
+                    help="loader_fed runs as DECODER:WORKERS,... (default: AUTO:12,"
+                         "yuv420:12,nvjpeg:6, and dali:6 where installed; AUTO is what "
+                         "DATA.DECODER auto picks)")
     ap.add_argument("--prefetch-thread", choices=("on", "off"),
                     help="loader_fed: the device prefetcher's thread (default: on with CUDA)")
     args = ap.parse_args(argv)
@@ -350,9 +351,11 @@ def main(argv=None) -> int:
     args.budget = lambda cap: max(10.0, min(cap, args.deadline - time.time()))
     # (decoder, loader processes); nvjpeg workers only read bytes, so fewer of them suffice
     # yuv420: the workers ship 4:2:0 planes (half the bytes), converted on the GPU
-    args.decoders = ([("simplejpeg", 2), ("yuv420", 2)] if args.quick else
-                     [("simplejpeg", 12), ("yuv420", 12), ("nvjpeg", 6)])
     from slowfast_dist.data import jpeg
+
+    cpu = jpeg.resolve_decoder("auto")  # libjpeg where it was built, else simplejpeg
+    args.decoders = ([(cpu, 2), ("yuv420", 2)] if args.quick else
+                     [(cpu, 12), ("yuv420", 12), ("nvjpeg", 6)])
 
     if not args.quick and jpeg.installed("dali"):  # where DALI is installed (1 GB)
         args.decoders += [("dali", 6)]

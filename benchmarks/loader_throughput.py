@@ -18,6 +18,8 @@ Variants:
 - uint8_pil / uint8_simplejpeg / uint8_opencv: `output="uint8"`, only the source window of the
   crop shipped (reduced DCT decode when the frame is at least twice the drawn scale; then, and
   for windows of twice the crop's area, the worker resamples it to the crop and ships that);
+- uint8_libjpeg: `DATA.DECODER libjpeg` (the default where it is built): as the others, but
+  only the crop's window of each frame is decoded, into the array that ships;
 - uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libavcodec through PyAV)
   shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of twice the
   drawn scale, as at 1080p, are decoded to RGB as `auto` does and resampled in the worker);
@@ -62,7 +64,7 @@ import torch  # noqa: E402
 
 from slowfast_dist.data import jpeg  # noqa: E402
 from slowfast_dist.data import transforms as T  # noqa: E402
-from slowfast_dist.data.dataset import AvaDataset, ClipSpec  # noqa: E402
+from slowfast_dist.data.dataset import AvaDataset, ClipSpec, WindowPlan  # noqa: E402
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader  # noqa: E402
 from slowfast_dist.data.loader import build_loader, collate_detection  # noqa: E402
 from slowfast_dist.data.video import find_video  # noqa: E402
@@ -76,6 +78,7 @@ TODAY = "today_float_pil"
 # name -> (pixel source, decoder, output)
 OURS = {TODAY: ("frames", "pil", "float"),
         "uint8_pil": ("frames", "pil", "uint8"),
+        "uint8_libjpeg": ("frames", "libjpeg", "uint8"),
         "uint8_simplejpeg": ("frames", "simplejpeg", "uint8"),
         "uint8_opencv": ("frames", "opencv", "uint8"),
         "uint8_yuv420": ("frames", "yuv420", "uint8"),
@@ -85,9 +88,12 @@ try:
 except ImportError:  # OpenCV is optional (PySlowFast's reference needs it too): left out
     cv2 = None
     del OURS["uint8_opencv"]
+if not jpeg.installed("libjpeg"):  # our C module, not built where there is no compiler
+    del OURS["uint8_libjpeg"]
 REFERENCE = "pyslowfast_cv2"
 PLANES = "uint8_yuv420"
-LABELS = {TODAY: "today: float, PIL", "uint8_pil": "uint8, PIL", "uint8_simplejpeg":
+LABELS = {TODAY: "today: float, PIL", "uint8_pil": "uint8, PIL",
+          "uint8_libjpeg": "uint8, libjpeg (window decode)", "uint8_simplejpeg":
           "uint8, simplejpeg", "uint8_opencv": "uint8, OpenCV", "uint8_yuv420":
           "uint8, yuv420 planes (PyAV)", "uint8_video_pyav":
           "uint8, video (PyAV)", REFERENCE: "PySlowFast Ava (cv2)"}
@@ -211,7 +217,7 @@ class Stages:
 def staged_ours(ds, idx):
     """The sample `ds[idx]` again, step by step through the library's functions (the order of
     AvaDataset._load), each step timed: {stage: ms} and the sample."""
-    st, planes_kept = Stages(), False
+    st, planes_kept, win = Stages(), False, None
     vidx, sec, boxes = ds.keys[idx]
     indices = ds.frame_indices(vidx, sec)
     if ds.pixel_source == "video":
@@ -235,7 +241,10 @@ def staged_ours(ds, idx):
         need = None if ds.output == "float" else min(plan[0])
         # yuv420 decodes sources of twice the drawn scale to RGB (AvaDataset._load_planes)
         planes_kept = ds.decoder == "yuv420" and jpeg.reduced_target(*full, need) is None
-        if planes_kept:
+        if ds.decoder == "libjpeg" and need:  # AvaDataset._load_window
+            win = WindowPlan.of(full, plan)
+            frames = st("jpeg_decode", win.decode, data, paths, full)
+        elif planes_kept:
             planes = st("jpeg_decode", lambda: [jpeg.decode_yuv420(d, p, need)[:3]
                                                 for d, p in zip(data, paths)])
         else:
@@ -271,6 +280,9 @@ def staged_ours(ds, idx):
             return (torch.from_numpy(luma), torch.from_numpy(chroma),
                     torch.from_numpy(dataclasses.replace(geo, top=top, left=left).as_array()))
         sample["luma"], sample["chroma"], sample["geometry"] = st("window_copy", plane_windows)
+    elif win is not None and not win.whole:  # decoded into the window: nothing to copy
+        sample["clip"] = torch.from_numpy(frames)
+        sample["geometry"] = torch.from_numpy(win.geometry.as_array())
     else:
         geo, (top, bottom, left, right) = T.ClipGeometry.plan(frames.shape[1:3], resized,
                                                               offset, out_hw, flip)
@@ -686,7 +698,8 @@ def environment():
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
             "simplejpeg": simplejpeg.__version__, "opencv": cv2.__version__ if cv2 else None,
-            "av": av.__version__, "torch_threads": torch.get_num_threads(),
+            "av": av.__version__, "libjpeg_turbo": jpeg.libjpeg_version(),
+            "torch_threads": torch.get_num_threads(),
             "load_avg_1m_start": os.getloadavg()[0]}
 
 

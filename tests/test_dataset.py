@@ -274,9 +274,8 @@ def test_a_key_with_a_clip_shape_sets_the_frames_rate_crop_and_jitter(tree):
 
     ds = _train_ds(tree, jitter_scales=[32, 40])  # 4 frames at rate 2, crop 32
     read = []
-    real_read = ds._read
-    ds._read = lambda vidx, indices, need_short: read.append(indices) or real_read(
-        vidx, indices, need_short)
+    real_indices = ds.frame_indices  # the frames a sample reads, whatever the decoder
+    ds.frame_indices = lambda vidx, sec: read.append(real_indices(vidx, sec)) or read[-1]
     shape = ClipShape(num_frames=2, sampling_rate=6, crop_size=16, jitter_scales=(16, 20))
     for seed in range(8):
         s = ds[(1, 0, seed, shape)]

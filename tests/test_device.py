@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from slowfast_dist.data import AvaDataset, ClipSpec
+from slowfast_dist.data import AvaDataset, ClipSpec, jpeg
 from slowfast_dist.data import transforms as T
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader
 from slowfast_dist.data.loader import build_loader, collate_detection
@@ -65,9 +65,19 @@ def assert_same_sample(ref, sample, tf):
         assert torch.equal(ref[key], sample[key]), key
 
 
-@pytest.mark.parametrize("source", ["frames", "video"])
-def test_uint8_path_equals_float_reference_in_training_with_pinned_draws(textured, source):
-    ref, fast = dataset(textured, "float", source=source), dataset(textured, "uint8", source=source)
+def needs_libjpeg(decoder):
+    if decoder == "libjpeg" and not jpeg.installed("libjpeg"):
+        pytest.skip("DATA.DECODER libjpeg was not built here (pip install -e . builds it where "
+                    "gcc and libjpeg-turbo's headers are found)")
+
+
+@pytest.mark.parametrize("source,decoder", [("frames", "pil"), ("frames", "libjpeg"),
+                                            ("video", "pil")])
+def test_uint8_path_equals_float_reference_in_training_with_pinned_draws(textured, source,
+                                                                         decoder):
+    needs_libjpeg(decoder)
+    ref = dataset(textured, "float", source=source)
+    fast = dataset(textured, "uint8", source=source, decoder=decoder)
     tf = transform()
     flips, in_worker = set(), set()
     for i in range(len(ref)):
@@ -84,13 +94,41 @@ def test_uint8_path_equals_float_reference_in_training_with_pinned_draws(texture
     assert in_worker == {True, False}  # windows shipped as they are and resampled in the worker
 
 
+@pytest.mark.parametrize("decoder", ["pil", "libjpeg"])
 @pytest.mark.parametrize("center_crop", [False, True])
-def test_uint8_path_equals_float_reference_in_test_and_val_mode(textured, center_crop):
+def test_uint8_path_equals_float_reference_in_test_and_val_mode(textured, center_crop, decoder):
+    needs_libjpeg(decoder)
     ref = dataset(textured, "float", train=False, center_crop=center_crop)
-    fast = dataset(textured, "uint8", train=False, center_crop=center_crop)
+    fast = dataset(textured, "uint8", train=False, center_crop=center_crop, decoder=decoder)
     tf = transform()
     for i in range(0, len(ref), 3):
         assert_same_sample(ref[i], fast[i], tf)
+
+
+@pytest.mark.parametrize("mode", ["train", "test", "val", "reduced"])
+def test_libjpeg_decodes_only_the_window_and_ships_the_whole_decoders_sample(textured, mode):
+    """DATA.DECODER libjpeg decodes each frame's window straight into the clip; the sample is
+    exactly simplejpeg's (which decodes whole frames and copies the window out), in training,
+    test and val, and for sources of twice the drawn scale (decoded reduced, resampled here)."""
+    needs_libjpeg("libjpeg")
+    kw = {"train": mode in ("train", "reduced"), "center_crop": mode == "val"}
+    whole, window = (dataset(textured, "uint8", decoder=d, **kw) for d in ("simplejpeg",
+                                                                            "libjpeg"))
+    if mode == "reduced":
+        whole, window = _small_crop(whole, [24, 28]), _small_crop(window, [24, 28])
+    elif mode != "train":  # a scale at which the whole frame's window ships as it is
+        whole.crop_size = window.crop_size = 56
+    kinds = set()
+    for i in range(len(whole)):
+        random.seed(i)
+        a = whole[i]
+        random.seed(i)
+        b = window[i]
+        kinds.add(resampled_in_worker(b))
+        for key in ("clip", "geometry", "boxes", "labels", "ori_boxes", "metadata"):
+            assert torch.equal(a[key], b[key]), (i, key)
+    # training ships windows as they are and resampled in the worker; reduced ones resampled
+    assert kinds == {"train": {True, False}, "reduced": {True}}.get(mode, {False})
 
 
 def test_a_batch_of_windows_of_different_sizes_equals_one_by_one(textured):
@@ -295,6 +333,26 @@ def _damaged_copy(textured, tmp_path, decoder, k, damage):
     path_bytes = open(path, "rb").read()
     open(path, "wb").write(damage(path_bytes))
     return ds, path
+
+
+def test_libjpeg_skips_a_sample_with_a_damaged_or_cut_frame_naming_it(textured, tmp_path,
+                                                                    capfd):
+    """A frame whose scan data is damaged (libjpeg would decode grey blocks) or cut short skips
+    its sample with one warning naming the file, and is counted."""
+    needs_libjpeg("libjpeg")
+
+    def stray_marker(data):
+        sos = data.index(b"\xff\xda")
+        return data[:sos + 200] + b"\xff\xd3" + data[sos + 202:]
+
+    for damage, said in ((stray_marker, "Corrupt JPEG data"),
+                         (lambda d: d[:len(d) // 2], "truncated JPEG")):
+        ds, path = _damaged_copy(textured, tmp_path / said[:7], "libjpeg", 3, damage)
+        capfd.readouterr()
+        sample = ds[0]
+        assert sample["skipped"] == 1 and ds.skipped == 1
+        err = capfd.readouterr().err
+        assert err.count("skipping sample") == 1 and f"{path}: {said}" in err, err
 
 
 def test_gpu_decoding_skips_truncated_frames_in_the_worker(textured, tmp_path, capfd):

@@ -27,6 +27,9 @@ def photo():
 def needs(decoder):
     if decoder == "opencv":  # optional: not a dependency of the package
         pytest.importorskip("cv2")
+    if decoder == "libjpeg" and not jpeg.installed("libjpeg"):
+        pytest.skip("DATA.DECODER libjpeg was not built here (pip install -e . builds it where "
+                    "gcc and libjpeg-turbo's headers are found)")
 
 
 def pil_decode(data):
@@ -34,7 +37,7 @@ def pil_decode(data):
         return np.asarray(im.convert("RGB")).astype(np.int16)
 
 
-@pytest.mark.parametrize("decoder", ["simplejpeg", "opencv", "pil"])
+@pytest.mark.parametrize("decoder", ["libjpeg", "simplejpeg", "opencv", "pil"])
 def test_each_cpu_decoder_agrees_with_pil(photo, decoder):
     needs(decoder)
     img, size = jpeg.decode(photo, "x.jpg", decoder)
@@ -44,7 +47,7 @@ def test_each_cpu_decoder_agrees_with_pil(photo, decoder):
     assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
 
 
-@pytest.mark.parametrize("decoder", ["simplejpeg", "opencv", "pil"])
+@pytest.mark.parametrize("decoder", ["libjpeg", "simplejpeg", "opencv", "pil"])
 def test_reduced_decode_only_at_twice_the_needed_scale_and_never_below_it(photo, decoder):
     needs(decoder)
     full, _ = jpeg.decode(photo, "x.jpg", decoder, need_short=100)  # 180 < 2 x 100: in full
@@ -87,7 +90,7 @@ def test_header_size_without_decoding(photo):
     assert jpeg.check_complete(photo, "x.jpg") == (180, 320)
 
 
-@pytest.mark.parametrize("decoder", ["simplejpeg", "opencv", "pil"])
+@pytest.mark.parametrize("decoder", ["libjpeg", "simplejpeg", "opencv", "pil"])
 def test_bad_files_are_decode_errors_naming_the_file(photo, decoder):
     needs(decoder)
     with pytest.raises(jpeg.DecodeError, match="^a.jpg: not a JPEG"):
@@ -100,8 +103,18 @@ def test_bad_files_are_decode_errors_naming_the_file(photo, decoder):
         jpeg.read_bytes("d.jpg")
 
 
-def test_decoder_choice_errors_name_the_key():
+def test_decoder_choice_errors_name_the_key(monkeypatch):
+    assert jpeg.resolve_decoder("auto") == ("libjpeg" if jpeg.installed("libjpeg")
+                                            else "simplejpeg")
+    # where the C module was not built: auto falls back, naming it asks for what builds it
+    real = jpeg.installed
+    monkeypatch.setattr(jpeg, "installed", lambda d: d != "libjpeg" and real(d))
     assert jpeg.resolve_decoder("auto") == "simplejpeg"
+    with pytest.raises(UserError, match="DATA.DECODER libjpeg: slowfast_dist.data._libjpeg does "
+                                        "not import; install a C compiler and libjpeg-turbo's "
+                                        "headers .* pip install -e . again"):
+        jpeg.resolve_decoder("libjpeg")
+    monkeypatch.undo()
     assert jpeg.resolve_decoder("yuv420") == "yuv420"
     with pytest.raises(UserError, match="DATA.DECODER: 'turbo' is not one of auto, .*yuv420"):
         jpeg.resolve_decoder("turbo")
@@ -113,6 +126,73 @@ def test_decoder_choice_errors_name_the_key():
     if not jpeg.installed("dali"):
         with pytest.raises(UserError, match="DATA.DECODER dali: .* install NVIDIA DALI"):
             jpeg.resolve_decoder("dali")
+
+
+def _photo(rng, h, w, **save):
+    small = rng.integers(0, 255, (h // 15 + 1, w // 15 + 1, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)).astype(np.int16)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img if save.pop("colour", True) else img[:, :, 0]).save(
+        buf, format="JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("save", [{}, {"subsampling": 0}, {"subsampling": 1},
+                                  {"progressive": True}, {"colour": False}],
+                         ids=["4:2:0", "4:4:4", "4:2:2", "progressive", "grey"])
+def test_libjpeg_window_decode_is_bit_identical_to_the_whole_frame(save):
+    """DATA.DECODER libjpeg decodes only a window (libjpeg-turbo's column crop and row skip):
+    every window, at full and reduced scales, is exactly that part of the whole decode, which
+    is PIL's and simplejpeg's pixels (same library; reduced: simplejpeg's scale). Without the
+    C module's margin around the window, the chroma upsampling at its edges differs: 4:2:0
+    windows mismatched in about half of the cases below."""
+    needs("libjpeg")
+    import simplejpeg
+
+    rng = np.random.default_rng(len(save))
+    data = _photo(rng, 183, 331, **save)  # sizes that are not whole MCUs
+    whole, size = jpeg.decode(data, "x.jpg", "libjpeg")
+    assert size == (183, 331) and np.array_equal(whole, pil_decode(data))
+    assert np.array_equal(whole, simplejpeg.decode_jpeg(data, colorspace="RGB"))
+    for need in (None, 45, 30, 20):  # full, then 1/2, 3/8, 1/4 (simplejpeg's choices)
+        target = jpeg.reduced_target(*size, need)
+        scale = jpeg.libjpeg_scale(size, target)
+        frame, _ = jpeg.decode(data, "x.jpg", "libjpeg", need_short=need)
+        assert frame.shape[:2] == jpeg.scaled_size(size, scale)
+        if need:
+            assert scale < 8 and np.array_equal(frame, jpeg.decode(
+                data, "x.jpg", "simplejpeg", need_short=need)[0])
+        h, w = frame.shape[:2]
+        for _ in range(40):
+            top, left = int(rng.integers(0, h)), int(rng.integers(0, w))
+            oh, ow = int(rng.integers(1, h - top + 1)), int(rng.integers(1, w - left + 1))
+            out = np.empty((oh, ow, 3), np.uint8)
+            jpeg.decode_window(data, "x.jpg", out, top, left, scale)
+            assert np.array_equal(out, frame[top:top + oh, left:left + ow]), (top, left, oh, ow)
+
+
+def test_libjpeg_refuses_damaged_scans_and_windows_that_do_not_fit(photo):
+    """libjpeg calls damaged entropy-coded data a warning and decodes grey blocks; DATA.DECODER
+    libjpeg makes it an error naming the file, so the sample is skipped and counted."""
+    needs("libjpeg")
+    sos = photo.index(b"\xff\xda")
+    damaged = bytearray(photo)
+    damaged[sos + 400:sos + 402] = b"\xff\xd3"  # a stray restart marker inside the scan
+    with pytest.raises(jpeg.DecodeError, match="^d.jpg: Corrupt JPEG data"):
+        jpeg.decode(bytes(damaged), "d.jpg", "libjpeg")
+    cut = photo[: len(photo) * 2 // 3]
+    with pytest.raises(jpeg.DecodeError, match="^c.jpg: Premature end of JPEG file"):
+        jpeg.decode(cut, "c.jpg", "libjpeg")
+    out = np.empty((20, 30, 3), np.uint8)
+    with pytest.raises(jpeg.DecodeError, match="^c.jpg: truncated JPEG"):
+        jpeg.decode_window(cut, "c.jpg", out, 0, 0)  # cut below the rows it reads: all the same
+    with pytest.raises(jpeg.DecodeError, match="^x.jpg: a 30x20 window at x=0, y=170 is "
+                                               "outside the 320x180 frame$"):
+        jpeg.decode_window(photo, "x.jpg", out, 170, 0)
+    with pytest.raises(ValueError, match="writable contiguous buffer of 20 x 30 x 3"):
+        from slowfast_dist.data import _libjpeg
+        _libjpeg.decode(photo, np.empty((20, 31, 3), np.uint8), 0, 0, 20, 30, 8)
 
 
 def _yuv420_rgb(data, need_short=None):

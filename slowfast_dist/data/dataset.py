@@ -269,6 +269,8 @@ class AvaDataset(torch.utils.data.Dataset):
             return self._load_undecoded(vidx, sec, boxes)
         if self.decoder in jpeg.PLANE_DECODERS:
             return self._load_planes(vidx, sec, boxes)
+        if self.decoder == "libjpeg" and self.output != "float" and self.pixel_source == "frames":
+            return self._load_window(vidx, sec, boxes)
         draws = {}
 
         def need_short(full_hw):
@@ -298,6 +300,27 @@ class AvaDataset(torch.utils.data.Dataset):
             sample["clip"] = torch.from_numpy(
                 np.ascontiguousarray(frames[:, top:bottom, left:right]))
         sample["geometry"] = torch.from_numpy(geo.as_array())
+        return sample
+
+    def _load_window(self, vidx, sec, boxes):
+        """DATA.DECODER libjpeg: the geometry is drawn from the first frame's header, then each
+        frame's window alone is decoded, straight into the clip that ships (no whole frames, no
+        copies). Frames decoded at a reduced size, or whose window would be resampled here,
+        are decoded whole (into one buffer) and go the way `_ship_rgb` sends them."""
+        paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
+        try:
+            data = [jpeg.read_bytes(p) for p in paths]
+            full = jpeg.header_size(data[0], paths[0])
+            plan = self._draw(*full)
+            win = WindowPlan.of(full, plan)
+            clip = win.decode(data, paths, full)
+        except jpeg.DecodeError as e:
+            raise _Skip(str(e)) from None
+        sample = self._targets(vidx, sec, boxes, full, plan)
+        if win.whole:
+            return self._ship_rgb(sample, clip, plan, dct_reduced=win.scale < 8)
+        sample["clip"] = torch.from_numpy(clip)
+        sample["geometry"] = torch.from_numpy(win.geometry.as_array())
         return sample
 
     def _load_undecoded(self, vidx, sec, boxes):
@@ -434,6 +457,39 @@ class AvaDataset(torch.utils.data.Dataset):
 
 class _Skip(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """What DATA.DECODER libjpeg decodes of each frame of a sample: the scale (k/8; below 8 for
+    sources of twice the drawn scale, as `jpeg.reduced_target` says), the window
+    [top:bottom, left:right] of the frame at that scale and its geometry; `whole` when the
+    whole frames are decoded instead, for `_ship_rgb` to resample in the worker."""
+
+    scale: int
+    geometry: T.ClipGeometry
+    window: tuple
+    whole: bool
+
+    @classmethod
+    def of(cls, full_hw, plan) -> "WindowPlan":
+        scale = jpeg.libjpeg_scale(full_hw, jpeg.reduced_target(*full_hw, min(plan[0])))
+        decoded = jpeg.scaled_size(full_hw, scale)
+        geo, window = T.ClipGeometry.plan(decoded, *plan)
+        top, bottom, left, right = window
+        whole = T.resamples_in_worker((bottom - top, right - left), plan[2], scale < 8)
+        return cls(scale, geo, (0, decoded[0], 0, decoded[1]) if whole else window, whole)
+
+    def decode(self, data, paths, full_hw) -> np.ndarray:
+        """uint8 [T, h, w, 3]: each frame's window decoded into one new array; a frame whose
+        header is not the first's size is a sample to skip."""
+        top, bottom, left, right = self.window
+        clip = np.empty((len(data), bottom - top, right - left, 3), np.uint8)
+        for k, (d, p) in enumerate(zip(data, paths)):
+            if k and jpeg.header_size(d, p) != tuple(full_hw):
+                raise _Skip(_size_differs(p, full_hw, paths[0]))
+            jpeg.decode_window(d, p, clip[k], top, left, self.scale)
+        return clip
 
 
 def _size_differs(odd: str, size, first: str) -> str:

@@ -1,8 +1,12 @@
 """The one JPEG reader: frame files to uint8 RGB arrays, with the decoder chosen in the config
 (`DATA.DECODER`), optionally decoded at a reduced size through the DCT.
 
-Decoders: `simplejpeg` (libjpeg-turbo, no extra copies; the fastest here, see
-benchmarks/loader_throughput.py), `pil`, `opencv`; `auto` = simplejpeg when it imports, else PIL.
+Decoders: `libjpeg` (our own small C module over the system's libjpeg-turbo, `_libjpeg.c`, built
+by `pip install` where a C compiler and libjpeg-turbo's headers are found: it decodes only the
+window of the frame that the sample's crop needs, straight into the clip's buffer, with the same
+pixels as a whole decode), `simplejpeg` (libjpeg-turbo, no extra copies), `pil`, `opencv`;
+`auto` = libjpeg when it was built, else simplejpeg when it imports, else PIL (the fastest first:
+benchmarks/loader_throughput.py).
 Batch decoders run after collation, on the training device, on the whole frames of a batch:
 `nvjpeg` (torchvision.io.decode_jpeg on the GPU) and `dali` (NVIDIA DALI's image decoder: its
 "mixed" backend on a GPU, which uses the hardware JPEG engines of an A100/H100, and its CPU
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CPU_DECODERS = ("simplejpeg", "pil", "opencv")
+CPU_DECODERS = ("libjpeg", "simplejpeg", "pil", "opencv")
 BATCH_DECODERS = ("nvjpeg", "dali")
 PLANE_DECODERS = ("yuv420",)
 ALL_DECODERS = CPU_DECODERS + PLANE_DECODERS + BATCH_DECODERS
@@ -47,11 +51,13 @@ def resolve_decoder(name: str) -> str:
     from slowfast_dist.errors import UserError
 
     if name == "auto":
-        return "simplejpeg" if installed("simplejpeg") else "pil"
+        return next(d for d in ("libjpeg", "simplejpeg", "pil") if installed(d))
     if name not in ALL_DECODERS:
         raise UserError(f"DATA.DECODER: {name!r} is not one of auto, {', '.join(ALL_DECODERS)}")
     if not installed(name):
-        pkg = {"simplejpeg": "simplejpeg", "pil": "pillow", "opencv": "opencv-python-headless",
+        pkg = {"libjpeg": "a C compiler and libjpeg-turbo's headers (Debian: apt install gcc "
+                          "libjpeg62-turbo-dev), then pip install -e . again to build it",
+               "simplejpeg": "simplejpeg", "pil": "pillow", "opencv": "opencv-python-headless",
                "yuv420": "av",
                "nvjpeg": "torchvision (pip install 'slowfast-dist[gpu]')",
                "dali": f"NVIDIA DALI ({DALI_INSTALL})"}[name]
@@ -65,7 +71,7 @@ def resolve_decoder(name: str) -> str:
     return name
 
 
-_MODULES = {"simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2", "yuv420": "av",
+_MODULES = {"libjpeg": "slowfast_dist.data._libjpeg", "simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2", "yuv420": "av",
             "nvjpeg": "torchvision.io", "dali": "nvidia.dali.fn"}
 
 
@@ -78,6 +84,16 @@ def installed(decoder: str) -> bool:
         return True
     except Exception:  # a broken install (torchvision with a CPU torch) counts as missing
         return False
+
+
+def libjpeg_version() -> str | None:
+    """The libjpeg-turbo DATA.DECODER libjpeg was built against ("2.1.5"), None if not built."""
+    if not installed("libjpeg"):
+        return None
+    from slowfast_dist.data import _libjpeg
+
+    v = _libjpeg.LIBJPEG_TURBO_VERSION
+    return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
 
 
 def read_bytes(path: str) -> bytes:
@@ -136,9 +152,14 @@ def check_complete(data: bytes, path: str) -> tuple[int, int]:
     and its data must end with the end-of-image marker, which catches truncated and garbage
     files in the worker, where the sample can still be skipped and counted."""
     size = header_size(data, path)
-    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise DecodeError(f"{path}: truncated JPEG (no end-of-image marker)")
+    check_end(data, path)
     return size
+
+
+def check_end(data: bytes, path: str) -> None:
+    """A JPEG cut short (a copy that did not finish) has no end-of-image marker."""
+    if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
+        raise DecodeError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
 def batch_decoder(name: str):
@@ -234,7 +255,9 @@ def decode(data: bytes, path: str, decoder: str, need_short: int | None = None):
     size = header_size(data, path)
     target = reduced_target(*size, need_short)
     try:
-        if decoder == "simplejpeg":
+        if decoder == "libjpeg":
+            img = _decode_libjpeg(data, size, target)
+        elif decoder == "simplejpeg":
             import simplejpeg
 
             mh, mw = target or (0, 0)
@@ -253,6 +276,47 @@ def decode(data: bytes, path: str, decoder: str, need_short: int | None = None):
     if img.ndim != 3 or img.shape[2] != 3:
         raise DecodeError(f"{path}: decoded to an unexpected shape {img.shape}")
     return img, size
+
+
+def libjpeg_scale(size, target) -> int:
+    """DATA.DECODER libjpeg decodes at scale/8 of the frame: 8 in full; for a reduced decode the
+    smallest of 1/8, 1/4, 3/8, 1/2 whose size reaches `target`, as simplejpeg picks with
+    `min_factor=2`."""
+    if not target:
+        return 8
+    return next(m for m in (1, 2, 3, 4) if scaled_size(size, m)[0] >= target[0]
+                and scaled_size(size, m)[1] >= target[1])
+
+
+def scaled_size(size, scale: int) -> tuple[int, int]:
+    """libjpeg's output size at scale/8 (it rounds up)."""
+    return -(-size[0] * scale // 8), -(-size[1] * scale // 8)
+
+
+def _decode_libjpeg(data, size, target):
+    scale = libjpeg_scale(size, target)
+    h, w = scaled_size(size, scale)
+    img = np.empty((h, w, 3), np.uint8)
+    decode_window(data, "", img, 0, 0, scale)
+    return img
+
+
+def decode_window(data: bytes, path: str, out: np.ndarray, top: int, left: int,
+                  scale: int = 8) -> None:
+    """DATA.DECODER libjpeg: rows `top`.. and columns `left`.. of the frame decoded at scale/8,
+    as many as `out` (uint8 [h, w, 3], C-contiguous) holds, written into `out`. A file cut
+    short is an error even when the rows below the window, which are not read, are the ones
+    missing: as under the other decoders."""
+    from slowfast_dist.data import _libjpeg
+
+    if path:
+        check_end(data, path)
+    try:
+        _libjpeg.decode(data, out, top, left, out.shape[0], out.shape[1], scale)
+    except ValueError as e:
+        if not path:
+            raise
+        raise DecodeError(f"{path}: {e}") from None
 
 
 def _decode_pil(data, size, target):
