@@ -20,8 +20,9 @@ Variants:
   for windows of twice the crop's area, the worker resamples it to the crop and ships that);
 - uint8_libjpeg: `DATA.DECODER libjpeg` (the default where it is built): as the others, but
   only the crop's window of each frame is decoded, into the array that ships;
-- uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libavcodec through PyAV)
-  shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of twice the
+- uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libjpeg's raw data, each
+  frame's window only, where libjpeg was built; uint8_yuv420_pyav: libavcodec through PyAV, the
+  fallback) shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of twice the
   drawn scale, as at 1080p, are decoded to RGB as `auto` does and resampled in the worker);
 - uint8_video_pyav: `AVA.PIXEL_SOURCE video`, frames decoded from the H.264 file by PyAV;
 - pyslowfast_cv2 (--reference-dir): PySlowFast's `Ava` (cv2 backend, its default) and its
@@ -82,6 +83,7 @@ OURS = {TODAY: ("frames", "pil", "float"),
         "uint8_simplejpeg": ("frames", "simplejpeg", "uint8"),
         "uint8_opencv": ("frames", "opencv", "uint8"),
         "uint8_yuv420": ("frames", "yuv420", "uint8"),
+        "uint8_yuv420_pyav": ("frames", "yuv420", "uint8", "pyav"),
         "uint8_video_pyav": ("video", "auto", "uint8")}
 try:
     import cv2
@@ -89,15 +91,16 @@ except ImportError:  # OpenCV is optional (PySlowFast's reference needs it too):
     cv2 = None
     del OURS["uint8_opencv"]
 if not jpeg.installed("libjpeg"):  # our C module, not built where there is no compiler
-    del OURS["uint8_libjpeg"]
+    del OURS["uint8_libjpeg"], OURS["uint8_yuv420_pyav"]  # (uint8_yuv420 reads with PyAV)
 REFERENCE = "pyslowfast_cv2"
-PLANES = "uint8_yuv420"
+PLANES = ("uint8_yuv420", "uint8_yuv420_pyav")
 LABELS = {TODAY: "today: float, PIL", "uint8_pil": "uint8, PIL",
           "uint8_libjpeg": "uint8, libjpeg (window decode)", "uint8_simplejpeg":
           "uint8, simplejpeg", "uint8_opencv": "uint8, OpenCV", "uint8_yuv420":
-          "uint8, yuv420 planes (PyAV)", "uint8_video_pyav":
+          "uint8, yuv420 planes ({})".format("libjpeg" if "uint8_yuv420_pyav" in OURS else "PyAV"),
+          "uint8_yuv420_pyav": "uint8, yuv420 planes (PyAV)", "uint8_video_pyav":
           "uint8, video (PyAV)", REFERENCE: "PySlowFast Ava (cv2)"}
-TARGETS = {"per_clip_vs_pyslowfast_360p": 2.0, "per_clip_vs_today_360p": 3.0,
+TARGETS = {"per_clip_vs_pyslowfast_360p": 2.0, "per_clip_vs_pyslowfast_360p_yuv420": 2.0, "per_clip_vs_today_360p": 3.0,
            "per_clip_vs_today_1080p": 3.0, "bytes_per_clip_max_mb": 5.0}
 LOADER_WORKERS = 2
 METHOD = " ".join(" ".join(__doc__.split("\n\n")[1:3]).split())
@@ -137,17 +140,20 @@ def keyframes(path):
     return {"frames": len(flags), "keyframe_positions": [i for i, k in enumerate(flags) if k]}
 
 
-def build_ours(data, source, decoder, output):
+def build_ours(data, source, decoder, output, plane_reader=None):
     j = lambda p: os.path.join(data, p)  # noqa: E731
     s = SETTINGS
     clip = ClipSpec(num_frames=s["num_frames"], sampling_rate=s["sampling_rate"],
                     crop_size=s["crop_size"], jitter_scales=tuple(s["jitter_scales"]),
                     random_flip=s["random_flip"], alpha=s["alpha"], slowfast=s["slowfast"],
                     mean=tuple(s["mean"]), std=tuple(s["std"]), decoder=decoder, output=output)
-    return AvaDataset([j("frame_lists/train.csv")], j("frames"), [],
-                      j("annotations/ava_action_list_v2.2.pbtxt"), train=s["train"], clip=clip,
-                      num_classes=s["num_classes"], pixel_source=source, video_dir=j("videos"),
-                      gt_box_csvs=[j("annotations/ava_train_v2.2.csv")])
+    ds = AvaDataset([j("frame_lists/train.csv")], j("frames"), [],
+                    j("annotations/ava_action_list_v2.2.pbtxt"), train=s["train"], clip=clip,
+                    num_classes=s["num_classes"], pixel_source=source, video_dir=j("videos"),
+                    gt_box_csvs=[j("annotations/ava_train_v2.2.csv")])
+    if plane_reader:
+        ds.plane_reader = plane_reader
+    return ds
 
 
 def data_info(data, ds):
@@ -217,7 +223,7 @@ class Stages:
 def staged_ours(ds, idx):
     """The sample `ds[idx]` again, step by step through the library's functions (the order of
     AvaDataset._load), each step timed: {stage: ms} and the sample."""
-    st, planes_kept, win = Stages(), False, None
+    st, planes_kept, libjpeg_planes, win = Stages(), False, False, None
     vidx, sec, boxes = ds.keys[idx]
     indices = ds.frame_indices(vidx, sec)
     if ds.pixel_source == "video":
@@ -241,9 +247,13 @@ def staged_ours(ds, idx):
         need = None if ds.output == "float" else min(plan[0])
         # yuv420 decodes sources of twice the drawn scale to RGB (AvaDataset._load_planes)
         planes_kept = ds.decoder == "yuv420" and jpeg.reduced_target(*full, need) is None
-        if ds.decoder == "libjpeg" and need:  # AvaDataset._load_window
+        libjpeg_planes = planes_kept and ds.plane_reader == "libjpeg"
+        if need and (ds.decoder == "libjpeg" or libjpeg_planes):  # AvaDataset._load_window
             win = WindowPlan.of(full, plan)
-            frames = st("jpeg_decode", win.decode, data, paths, full)
+            if libjpeg_planes:
+                planes = st("jpeg_decode", win.decode_yuv420, data, paths, full)
+            else:
+                frames = st("jpeg_decode", win.decode, data, paths, full)
         elif planes_kept:
             planes = st("jpeg_decode", lambda: [jpeg.decode_yuv420(d, p, need)[:3]
                                                 for d, p in zip(data, paths)])
@@ -273,6 +283,11 @@ def staged_ours(ds, idx):
         clip = st("crop_flip", crop_flip, clip)
         sample["inputs"] = st("normalise_pack", lambda: T.pack_pathway(
             T.normalize(clip, ds.mean, ds.std), ds.alpha, ds.slowfast))
+    elif libjpeg_planes:  # decoded into the windows: nothing to copy
+        luma, chroma, top, left = planes
+        sample["luma"], sample["chroma"] = torch.from_numpy(luma), torch.from_numpy(chroma)
+        sample["geometry"] = torch.from_numpy(
+            dataclasses.replace(win.geometry, top=top, left=left).as_array())
     elif planes_kept:
         def plane_windows():
             geo, win = T.ClipGeometry.plan(planes[0][0].shape, resized, offset, out_hw, flip)
@@ -563,7 +578,7 @@ def run_size(data, samples, reference_dir, seed, batch_size, loader_clips, loade
     # the other kind of batch too (RGB windows or yuv420 planes): the planes' conversion
     # costs the device (or, training on CPUs, the workers) more
     other = [n for n in OURS if n != TODAY and OURS[n][0] == "frames"
-             and (n == PLANES) != (best == PLANES) and variants[n].get("worker_ms")]
+             and (n in PLANES) != (best in PLANES) and variants[n].get("worker_ms")]
     if other:
         alt = min(other, key=lambda n: variants[n]["worker_ms"]["median"])
         out["device_transform_alt"] = device_transform_cost(alt, datasets[alt], ids, batch_size)
@@ -616,6 +631,7 @@ def ratios(variants, rows, best):
     out = {f"{n}_vs_today": pair(n, TODAY) for n in OURS if n != TODAY}
     out["best_uint8_vs_today"] = pair(best, TODAY)
     out["best_uint8_vs_pyslowfast"] = pair(best, REFERENCE)
+    out["yuv420_vs_pyslowfast"] = pair(PLANES[0], REFERENCE)  # the decoder of the bytes target
     out["today_vs_pyslowfast"] = pair(TODAY, REFERENCE)
     return out
 
@@ -727,6 +743,8 @@ def targets(sizes):
     rows = []
     for key, size, ratio_key in (("per_clip_vs_pyslowfast_360p", small,
                                   "best_uint8_vs_pyslowfast"),
+                                 ("per_clip_vs_pyslowfast_360p_yuv420", small,
+                                  "yuv420_vs_pyslowfast"),
                                  ("per_clip_vs_today_360p", small, "best_uint8_vs_today"),
                                  ("per_clip_vs_today_1080p", big, "best_uint8_vs_today")):
         got = ratio(size, ratio_key) if size else None

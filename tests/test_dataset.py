@@ -237,14 +237,21 @@ def test_yuv420_on_frames_that_are_not_4_2_0_fails_at_build_naming_the_fix(tree,
         _ds(tree, "video", output="uint8", decoder="yuv420")
 
 
-def test_yuv420_skips_a_sample_with_a_bad_frame_naming_it(tree, tmp_path, capfd):
+@pytest.mark.parametrize("reader", ["libjpeg", "pyav"])
+def test_yuv420_skips_a_sample_with_a_bad_frame_naming_it(tree, tmp_path, capfd, reader):
     """As under the other decoders: a frame that does not decode, or (past the first frame's
-    check) is not 4:2:0, skips its sample with one warning naming the file."""
+    check) is not 4:2:0, skips its sample with one warning naming the file; whether the planes
+    come from libjpeg or from libavcodec."""
     import shutil
 
+    from slowfast_dist.data import jpeg
+
+    if reader == "libjpeg" and not jpeg.installed("libjpeg"):
+        pytest.skip("DATA.DECODER libjpeg was not built here")
     root = tmp_path / "t"
     shutil.copytree(tree, root)
     ds = _ds(root, "frames", output="uint8", decoder="yuv420")
+    ds.plane_reader = reader
     vidx, sec, _ = ds.keys[0]
     bad = ds.frame_path(vidx, sec, 2)
     _resave(bad, subsampling=1)  # 4:2:2

@@ -497,7 +497,8 @@ def test_a_prefetch_thread_that_dies_is_an_error_not_a_hang(textured, monkeypatc
 
 # libavcodec's IDCT is not libjpeg's: the converted frames are 0.37 grey levels from PIL's on
 # average, up to ~4 (tests/test_jpeg.py); resampled to the crop, measured here mean 0.33 and
-# max 3.0 grey levels. A chroma window off by one pixel or a wrong matrix is far more.
+# max 3.0 grey levels (libjpeg's planes: less). A chroma window off by one pixel or a wrong
+# matrix is far more.
 YUV_MEAN, YUV_MAX = 0.6 * GREY, 5 * GREY
 
 
@@ -512,8 +513,18 @@ def assert_close_yuv420(ref, sample, tf):
         assert torch.equal(ref[key], sample[key]), key
 
 
-def test_yuv420_path_equals_float_reference_in_training_with_pinned_draws(textured):
-    ref, planes = dataset(textured, "float"), dataset(textured, "uint8", decoder="yuv420")
+def planes_dataset(root, reader, **kw):
+    """DATA.DECODER yuv420 with its planes read by `reader`: libjpeg's raw data (where it was
+    built, the default) or libavcodec through PyAV (the fallback)."""
+    needs_libjpeg(reader)
+    ds = dataset(root, "uint8", decoder="yuv420", **kw)
+    ds.plane_reader = reader
+    return ds
+
+
+@pytest.mark.parametrize("reader", ["libjpeg", "pyav"])
+def test_yuv420_path_equals_float_reference_in_training_with_pinned_draws(textured, reader):
+    ref, planes = dataset(textured, "float"), planes_dataset(textured, reader)
     tf, flips = transform(), set()
     for i in range(len(ref)):
         random.seed(100 + i)
@@ -526,10 +537,11 @@ def test_yuv420_path_equals_float_reference_in_training_with_pinned_draws(textur
     assert flips == {True, False}
 
 
+@pytest.mark.parametrize("reader", ["libjpeg", "pyav"])
 @pytest.mark.parametrize("center_crop", [False, True])
-def test_yuv420_path_equals_float_reference_in_test_and_val_mode(textured, center_crop):
+def test_yuv420_path_equals_float_reference_in_test_and_val_mode(textured, center_crop, reader):
     ref = dataset(textured, "float", train=False, center_crop=center_crop)
-    planes = dataset(textured, "uint8", train=False, center_crop=center_crop, decoder="yuv420")
+    planes = planes_dataset(textured, reader, train=False, center_crop=center_crop)
     tf = transform()
     for i in range(0, len(ref), 3):
         assert_close_yuv420(ref[i], planes[i], tf)

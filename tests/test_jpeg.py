@@ -190,9 +190,55 @@ def test_libjpeg_refuses_damaged_scans_and_windows_that_do_not_fit(photo):
     with pytest.raises(jpeg.DecodeError, match="^x.jpg: a 30x20 window at x=0, y=170 is "
                                                "outside the 320x180 frame$"):
         jpeg.decode_window(photo, "x.jpg", out, 170, 0)
-    with pytest.raises(ValueError, match="writable contiguous buffer of 20 x 30 x 3"):
+    with pytest.raises(ValueError, match=r"out must be a writable contiguous buffer of 1800 "
+                                         r"bytes \(got 1860\)"):
         from slowfast_dist.data import _libjpeg
         _libjpeg.decode(photo, np.empty((20, 31, 3), np.uint8), 0, 0, 20, 30, 8)
+
+
+def _libjpeg_planes(data, window):
+    """decode_yuv420_window: (luma, chroma) of `window` (top, bottom, left, right)."""
+    from slowfast_dist.data.transforms import yuv420_bounds
+
+    top, left, ctop, cleft, c_h, c_w = yuv420_bounds(window)
+    luma = np.empty((window[1] - top, window[3] - left), np.uint8)
+    chroma = np.empty((2, c_h, c_w), np.uint8)
+    jpeg.decode_yuv420_window(data, "x.jpg", luma, chroma, top, left, ctop, cleft)
+    return luma, chroma
+
+
+def test_libjpeg_yuv420_windows_are_its_whole_planes_cut_and_one_grey_level_from_pil():
+    """DATA.DECODER yuv420 where libjpeg was built: the planes come from libjpeg's raw data,
+    windowed in C. Every window is exactly `yuv420_windows` of the whole planes (edge rows and
+    columns repeated); converted on the device the frame is within one grey level of PIL's
+    (libavcodec's planes: up to 3), and the planes within one level of libavcodec's (its
+    IDCT)."""
+    needs("libjpeg")
+    import torch
+
+    from slowfast_dist.data.device import yuv420_to_rgb
+    from slowfast_dist.data.transforms import yuv420_windows
+
+    rng = np.random.default_rng(5)
+    data = _photo(rng, 183, 331)  # odd sizes: the chroma planes are ceil(size / 2)
+    luma, chroma = _libjpeg_planes(data, (0, 183, 0, 331))
+    y, cb, cr = luma, chroma[0, 1:-1, 1:-1], chroma[1, 1:-1, 1:-1]
+    assert y.shape == (183, 331) and cb.shape == (92, 166)
+    rgb = yuv420_to_rgb(torch.from_numpy(luma)[None, None], torch.from_numpy(chroma)[None, None])
+    diff = np.abs(rgb[0, :, 0].permute(1, 2, 0).numpy().astype(np.int16) - pil_decode(data))
+    assert diff.max() <= 1 and diff.mean() < 0.4, (diff.max(), diff.mean())
+    for mine, theirs in zip((y, cb, cr), jpeg.decode_yuv420(data, "x.jpg")[:3]):
+        step = np.abs(mine.astype(np.int16) - theirs)
+        assert step.max() <= 1 and step.mean() < 0.05
+    for _ in range(60):
+        top, left = int(rng.integers(0, 183)), int(rng.integers(0, 331))
+        bottom, right = int(rng.integers(top + 1, 184)), int(rng.integers(left + 1, 332))
+        got = _libjpeg_planes(data, (top, bottom, left, right))
+        want = yuv420_windows([y], [cb], [cr], (top, bottom, left, right))
+        assert np.array_equal(got[0], want[0][0]) and np.array_equal(got[1], want[1][0])
+    with pytest.raises(jpeg.DecodeError, match="^x.jpg: chroma subsampling 4:4:4; DATA.DECODER "
+                                               "yuv420 needs 4:2:0"):
+        _libjpeg_planes(_photo(rng, 64, 64, subsampling=0), (0, 8, 0, 8))
 
 
 def _yuv420_rgb(data, need_short=None):

@@ -199,9 +199,11 @@ _C.DATA_LOADER.PERSISTENT_WORKERS = True
 _C.DATA_LOADER.TIMEOUT_S = 600.0
 # Where AVA pixels come from: "frames" (PySlowFast's JPEG dirs) or "video" (decode clips).
 _C.AVA.PIXEL_SOURCE = "frames"
-# JPEG decoder for AVA frames: auto (simplejpeg if installed, else pil), simplejpeg, pil, opencv
-# (in the loader workers); yuv420 (4:2:0 JPEGs only: the workers ship the Y, Cb, Cr planes,
-# half the bytes of RGB, converted to RGB on the training device); or nvjpeg, dali (the batch
+# JPEG decoder for AVA frames: auto (libjpeg where it was built, else simplejpeg, else pil),
+# libjpeg (decodes only the crop's window; built by pip install where gcc and libjpeg-turbo's
+# headers are found), simplejpeg, pil, opencv (in the loader workers); yuv420 (4:2:0 JPEGs
+# only: the workers ship the Y, Cb, Cr planes, half the bytes of RGB, converted to RGB on the
+# training device); or nvjpeg, dali (the batch
 # decoded on the training device; workers only read bytes; dali also runs on CPU through its
 # CPU backend).
 _C.DATA.DECODER = "auto"

@@ -95,6 +95,9 @@ class AvaDataset(torch.utils.data.Dataset):
         self.output = clip.output
         self.decoder = jpeg.resolve_decoder(clip.decoder)
         self.rgb_decoder = jpeg.resolve_decoder("auto")  # yuv420's large sources (_load_planes)
+        # yuv420's planes: libjpeg's raw data where it was built (faster, libjpeg's own IDCT),
+        # else libavcodec through PyAV
+        self.plane_reader = "libjpeg" if jpeg.installed("libjpeg") else "pyav"
         if self.decoder in jpeg.BATCH_DECODERS and (pixel_source != "frames"
                                                   or clip.output != "uint8"):
             raise UserError(f"DATA.DECODER {clip.decoder} decodes JPEG frames after collation; "
@@ -267,10 +270,13 @@ class AvaDataset(torch.utils.data.Dataset):
         vidx, sec, boxes = self.keys[idx]
         if self.decoder in jpeg.BATCH_DECODERS:
             return self._load_undecoded(vidx, sec, boxes)
+        windowed = self.output != "float" and self.pixel_source == "frames" and (
+            self.decoder == "libjpeg"
+            or self.decoder in jpeg.PLANE_DECODERS and self.plane_reader == "libjpeg")
+        if windowed:
+            return self._load_window(vidx, sec, boxes)
         if self.decoder in jpeg.PLANE_DECODERS:
             return self._load_planes(vidx, sec, boxes)
-        if self.decoder == "libjpeg" and self.output != "float" and self.pixel_source == "frames":
-            return self._load_window(vidx, sec, boxes)
         draws = {}
 
         def need_short(full_hw):
@@ -303,20 +309,29 @@ class AvaDataset(torch.utils.data.Dataset):
         return sample
 
     def _load_window(self, vidx, sec, boxes):
-        """DATA.DECODER libjpeg: the geometry is drawn from the first frame's header, then each
-        frame's window alone is decoded, straight into the clip that ships (no whole frames, no
-        copies). Frames decoded at a reduced size, or whose window would be resampled here,
-        are decoded whole (into one buffer) and go the way `_ship_rgb` sends them."""
+        """DATA.DECODER libjpeg, and yuv420 where libjpeg was built: the geometry is drawn from
+        the first frame's header, then each frame's window alone is decoded, straight into the
+        arrays that ship (no whole frames, no copies): RGB, or yuv420's planes. Frames decoded
+        at a reduced size (RGB under yuv420 too, as `_load_planes` does), or RGB windows that
+        would be resampled here, are decoded whole and go the way `_ship_rgb` sends them."""
         paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
         try:
             data = [jpeg.read_bytes(p) for p in paths]
             full = jpeg.header_size(data[0], paths[0])
             plan = self._draw(*full)
             win = WindowPlan.of(full, plan)
-            clip = win.decode(data, paths, full)
+            if self.decoder in jpeg.PLANE_DECODERS and win.scale == 8:
+                luma, chroma, top, left = win.decode_yuv420(data, paths, full)
+            else:
+                clip = win.decode(data, paths, full)
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
         sample = self._targets(vidx, sec, boxes, full, plan)
+        if self.decoder in jpeg.PLANE_DECODERS and win.scale == 8:
+            sample["luma"], sample["chroma"] = torch.from_numpy(luma), torch.from_numpy(chroma)
+            sample["geometry"] = torch.from_numpy(
+                replace(win.geometry, top=top, left=left).as_array())
+            return sample
         if win.whole:
             return self._ship_rgb(sample, clip, plan, dct_reduced=win.scale < 8)
         sample["clip"] = torch.from_numpy(clip)
@@ -468,7 +483,8 @@ class WindowPlan:
 
     scale: int
     geometry: T.ClipGeometry
-    window: tuple
+    window: tuple  # (top, bottom, left, right) the output needs
+    decoded_hw: tuple
     whole: bool
 
     @classmethod
@@ -478,18 +494,35 @@ class WindowPlan:
         geo, window = T.ClipGeometry.plan(decoded, *plan)
         top, bottom, left, right = window
         whole = T.resamples_in_worker((bottom - top, right - left), plan[2], scale < 8)
-        return cls(scale, geo, (0, decoded[0], 0, decoded[1]) if whole else window, whole)
+        return cls(scale, geo, window, decoded, whole)
 
     def decode(self, data, paths, full_hw) -> np.ndarray:
-        """uint8 [T, h, w, 3]: each frame's window decoded into one new array; a frame whose
-        header is not the first's size is a sample to skip."""
-        top, bottom, left, right = self.window
+        """uint8 [T, h, w, 3] RGB: each frame's window (the whole frame when `whole`) decoded
+        into one new array."""
+        top, bottom, left, right = (0, self.decoded_hw[0], 0, self.decoded_hw[1]) if self.whole \
+            else self.window
         clip = np.empty((len(data), bottom - top, right - left, 3), np.uint8)
         for k, (d, p) in enumerate(zip(data, paths)):
-            if k and jpeg.header_size(d, p) != tuple(full_hw):
-                raise _Skip(_size_differs(p, full_hw, paths[0]))
+            _check_size(k, d, p, full_hw, paths)
             jpeg.decode_window(d, p, clip[k], top, left, self.scale)
         return clip
+
+    def decode_yuv420(self, data, paths, full_hw):
+        """DATA.DECODER yuv420 at full scale: (luma uint8 [T, h, w], chroma uint8 [T, 2, hc, wc],
+        top, left), the planes' windows as `transforms.yuv420_windows` cuts them."""
+        top, left, ctop, cleft, c_h, c_w = T.yuv420_bounds(self.window)
+        luma = np.empty((len(data), self.window[1] - top, self.window[3] - left), np.uint8)
+        chroma = np.empty((len(data), 2, c_h, c_w), np.uint8)
+        for k, (d, p) in enumerate(zip(data, paths)):
+            _check_size(k, d, p, full_hw, paths)
+            jpeg.decode_yuv420_window(d, p, luma[k], chroma[k], top, left, ctop, cleft)
+        return luma, chroma, top, left
+
+
+def _check_size(k, data, path, full_hw, paths):
+    """A frame (after the first) whose header is not the first's size: a sample to skip."""
+    if k and jpeg.header_size(data, path) != tuple(full_hw):
+        raise _Skip(_size_differs(path, full_hw, paths[0]))
 
 
 def _size_differs(odd: str, size, first: str) -> str:

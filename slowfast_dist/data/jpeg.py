@@ -11,16 +11,17 @@ Batch decoders run after collation, on the training device, on the whole frames 
 `nvjpeg` (torchvision.io.decode_jpeg on the GPU) and `dali` (NVIDIA DALI's image decoder: its
 "mixed" backend on a GPU, which uses the hardware JPEG engines of an A100/H100, and its CPU
 backend, libjpeg-turbo, elsewhere). Workers then only read the bytes and draw the geometry.
-Plane decoder: `yuv420` (libavcodec's mjpeg decoder through PyAV, already a dependency) gives
-the frame's stored planes, full-range Y at full size and Cb, Cr at half size (JPEG 4:2:0, what
-PIL, ffmpeg and cameras write by default), without upsampling or colour conversion: a worker
-then ships 1.5 bytes per pixel instead of 3, and `data/device.py` upsamples the chroma and
-converts to RGB batched on the training device. It costs the worker about what simplejpeg RGB
-costs (benchmarks/loader_throughput.py). The pixels are not libjpeg's: ffmpeg's IDCT differs
-from libjpeg's by 1 on about 2 % of the samples, so after the conversion (rounded to grey levels)
-the RGB is on average 0.2-0.35 grey levels from PIL's, 99th percentile 1, at most 4, with 0.7 %
-of the values more than 1 apart (textured 360p and 1080p frames; tests/test_jpeg.py). Frames
-that are not 4:2:0 (4:4:4, 4:2:2, grey) are refused by name; use `auto` for them.
+Plane decoder: `yuv420` gives the frame's stored planes, full-range Y at full size and Cb, Cr at
+half size (JPEG 4:2:0, what PIL, ffmpeg and cameras write by default), without upsampling or
+colour conversion: a worker then ships 1.5 bytes per pixel instead of 3, and `data/device.py`
+upsamples the chroma and converts to RGB batched on the training device. Where `libjpeg` was
+built the planes are libjpeg's raw data, only the rows down to the window's and only the
+window's columns kept (`decode_yuv420_window`); converted, within one grey level of PIL's RGB.
+Elsewhere they come from libavcodec's mjpeg decoder through PyAV (`decode_yuv420`), whose IDCT
+differs from libjpeg's by 1 on about 2 % of the samples: after the conversion the RGB is on
+average 0.2-0.35 grey levels from PIL's, 99th percentile 1, at most 4, with 0.7 % of the
+values more than 1 apart (textured 360p and 1080p frames; tests/test_jpeg.py). Frames that are
+not 4:2:0 (4:4:4, 4:2:2, grey) are refused by name; use `auto` for them.
 
 Reduced-size decode: when a frame's short side is at least twice the largest short side a
 sample can be resized to, libjpeg scales each 8x8 DCT block while decoding (1/8 steps with
@@ -154,6 +155,13 @@ def check_complete(data: bytes, path: str) -> tuple[int, int]:
     size = header_size(data, path)
     check_end(data, path)
     return size
+
+
+def check_420(data: bytes, path: str) -> None:
+    found = subsampling(data, path)
+    if found != "4:2:0":
+        raise DecodeError(f"{path}: chroma subsampling {found}; DATA.DECODER yuv420 needs 4:2:0 "
+                          "JPEGs (use DATA.DECODER auto)")
 
 
 def check_end(data: bytes, path: str) -> None:
@@ -319,6 +327,24 @@ def decode_window(data: bytes, path: str, out: np.ndarray, top: int, left: int,
         raise DecodeError(f"{path}: {e}") from None
 
 
+def decode_yuv420_window(data: bytes, path: str, luma: np.ndarray, chroma: np.ndarray,
+                         top: int, left: int, ctop: int, cleft: int) -> None:
+    """DATA.DECODER yuv420 where libjpeg was built: the stored planes of a 4:2:0 frame (libjpeg's
+    own IDCT, no upsampling or colour conversion), the luma window from (top, left) into `luma`
+    (uint8 [h, w]) and the Cb, Cr windows from (ctop, cleft), the plane's edge repeated
+    outside it, into `chroma` (uint8 [2, hc, wc]): what `transforms.yuv420_windows` cuts from
+    whole planes."""
+    from slowfast_dist.data import _libjpeg
+
+    check_420(data, path)
+    check_end(data, path)
+    try:
+        _libjpeg.decode_yuv420(data, luma, chroma, top, left, *luma.shape, ctop, cleft,
+                               *chroma.shape[1:])
+    except ValueError as e:
+        raise DecodeError(f"{path}: {e}") from None
+
+
 def _decode_pil(data, size, target):
     import io
 
@@ -352,10 +378,7 @@ def decode_yuv420(data: bytes, path: str, need_short: int | None = None):
     """(Y uint8 [h, w], Cb, Cr uint8 [ceil(h/2), ceil(w/2)], the frame's full (height, width)):
     the stored planes of a 4:2:0 JPEG, as read-only views into the decoded frame."""
     size = header_size(data, path)
-    found = subsampling(data, path)
-    if found != "4:2:0":
-        raise DecodeError(f"{path}: chroma subsampling {found}; DATA.DECODER yuv420 needs 4:2:0 "
-                          "JPEGs (use DATA.DECODER auto)")
+    check_420(data, path)
     # libavcodec decodes a truncated file without an error (grey rows): catch it as the batch
     # decoders' workers do
     check_complete(data, path)

@@ -173,6 +173,16 @@ def resample_frames(frames: np.ndarray, resized_hw, offset, out_hw, flip) -> tor
     return (x.flip(3) if flip else x).permute(0, 2, 3, 1).contiguous()
 
 
+def yuv420_bounds(window):
+    """For the luma window (top, bottom, left, right): the shipped luma window's even top and
+    left, and the chroma window's first row and column (one sample before, so -1 at the
+    frame's edge) and its height and width (`yuv420_windows`)."""
+    top, bottom, left, right = window
+    top, left = top - top % 2, left - left % 2
+    ctop, cleft = top // 2 - 1, left // 2 - 1
+    return top, left, ctop, cleft, (bottom + 1) // 2 + 1 - ctop, (right + 1) // 2 + 1 - cleft
+
+
 def source_coords(offset, count, scale, max_index):
     """Source coordinates of `count` output pixels from `offset` (numpy float64, ascending)."""
     return np.clip((offset + np.arange(count) + 0.5) * scale - 0.5, 0.0, max_index)
@@ -190,10 +200,10 @@ def yuv420_windows(lumas, cbs, crs, window):
     luma window, and every sample uses the same offset, so the device converts a padded batch
     in one go (`data/device.py`, `yuv420_to_rgb`)."""
     top, bottom, left, right = window
-    top, left = top - top % 2, left - left % 2
+    top, left, ctop, cleft, c_h, c_w = yuv420_bounds(window)
     ch, cw = cbs[0].shape
-    rows = np.clip(np.arange(top // 2 - 1, (bottom + 1) // 2 + 1), 0, ch - 1)
-    cols = np.clip(np.arange(left // 2 - 1, (right + 1) // 2 + 1), 0, cw - 1)
+    rows = np.clip(np.arange(ctop, ctop + c_h), 0, ch - 1)
+    cols = np.clip(np.arange(cleft, cleft + c_w), 0, cw - 1)
     luma = np.stack([y[top:bottom, left:right] for y in lumas])
     chroma = np.empty((len(cbs), 2, len(rows), len(cols)), np.uint8)
     inner = slice(1, -1)  # the rows and columns inside the frame: a slice, not a gather

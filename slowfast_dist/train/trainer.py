@@ -554,6 +554,11 @@ def train(cfg, info=None) -> dict:
                 f"process, their batches of {batch} in turn, gradients accumulated, BatchNorm "
                 f"over each {batch}-clip batch")
     run.log(lr_schedule_line(cfg, lr_at))
+    if train_set is not None:  # the decoder `auto` resolved to, here
+        pixels = (f"JPEG frames, DATA.DECODER {train_set.decoder}"
+                  if train_set.pixel_source == "frames" else "videos (PyAV)")
+        run.log(f"data: {len(train_set)} training clips from {pixels}, "
+                f"{cfg.DATA_LOADER.NUM_WORKERS} loader workers per rank")
     s = cfg.SOLVER
     spec = optim.OptimizerSpec.from_cfg(cfg, base_lr)
     optimizer = optim.build_optimizer(run.model, spec)
