@@ -88,6 +88,8 @@ def test_dali_cpu_backend_agrees_with_pil_and_names_a_bad_frame(photo):
 def test_header_size_without_decoding(photo):
     assert jpeg.header_size(photo, "x.jpg") == (180, 320)
     assert jpeg.check_complete(photo, "x.jpg") == (180, 320)
+    sof = photo.index(b"\xff\xc0")  # fill bytes before a marker are allowed
+    assert jpeg.header_size(photo[:sof] + b"\xff\xff" + photo[sof:], "x.jpg") == (180, 320)
 
 
 @pytest.mark.parametrize("decoder", ["libjpeg", "simplejpeg", "opencv", "pil"])
@@ -172,6 +174,22 @@ def test_libjpeg_window_decode_is_bit_identical_to_the_whole_frame(save):
             assert np.array_equal(out, frame[top:top + oh, left:left + ow]), (top, left, oh, ow)
 
 
+def test_libjpeg_window_of_a_progressive_file_without_its_last_scans():
+    """A progressive JPEG whose later scans are missing (the end marker kept) decodes at lower
+    quality; libjpeg's block smoothing of such files differed at a column crop's edge (670
+    pixels of this one, up to 13 grey levels) until it was turned off: the window is again
+    exactly the whole decode's."""
+    needs("libjpeg")
+    data = _photo(np.random.default_rng(11), 120, 200, progressive=True)
+    scans = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    data = data[:scans[3]] + b"\xff\xd9"  # the first 3 scans of 10
+    whole, _ = jpeg.decode(data, "p.jpg", "libjpeg")
+    for left in (8, 40, 77):
+        out = np.empty((120, 200 - left, 3), np.uint8)
+        jpeg.decode_window(data, "p.jpg", out, 0, left)
+        assert np.array_equal(out, whole[:, left:]), left
+
+
 def test_libjpeg_refuses_damaged_scans_and_windows_that_do_not_fit(photo):
     """libjpeg calls damaged entropy-coded data a warning and decodes grey blocks; DATA.DECODER
     libjpeg makes it an error naming the file, so the sample is skipped and counted."""
@@ -184,12 +202,24 @@ def test_libjpeg_refuses_damaged_scans_and_windows_that_do_not_fit(photo):
     cut = photo[: len(photo) * 2 // 3]
     with pytest.raises(jpeg.DecodeError, match="^c.jpg: Premature end of JPEG file"):
         jpeg.decode(cut, "c.jpg", "libjpeg")
+    # junk bytes inside the entropy-coded data: libjpeg skips to the next marker and decodes on
+    # (a warning); refused, as simplejpeg refuses it, also when found at the end marker only
+    good = _photo(np.random.default_rng(3), 64, 96)
+    at = good.index(b"\xff\xda") + 700
+    junk = good[:at] + b"DN\n\x13" + good[at:]
+    with pytest.raises(jpeg.DecodeError, match="^j.jpg: Corrupt JPEG data: .* extraneous bytes"):
+        jpeg.decode(junk, "j.jpg", "libjpeg")
+    with pytest.raises(jpeg.DecodeError):
+        jpeg.decode(junk, "j.jpg", "simplejpeg")
     out = np.empty((20, 30, 3), np.uint8)
     with pytest.raises(jpeg.DecodeError, match="^c.jpg: truncated JPEG"):
         jpeg.decode_window(cut, "c.jpg", out, 0, 0)  # cut below the rows it reads: all the same
     with pytest.raises(jpeg.DecodeError, match="^x.jpg: a 30x20 window at x=0, y=170 is "
                                                "outside the 320x180 frame$"):
         jpeg.decode_window(photo, "x.jpg", out, 170, 0)
+    with pytest.raises(ValueError, match="bad window 70000x20"):
+        from slowfast_dist.data import _libjpeg
+        _libjpeg.decode(photo, out, 0, 0, 20, 70000, 8)  # sizes bounded before multiplying
     with pytest.raises(ValueError, match=r"out must be a writable contiguous buffer of 1800 "
                                          r"bytes \(got 1860\)"):
         from slowfast_dist.data import _libjpeg

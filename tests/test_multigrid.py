@@ -304,7 +304,8 @@ def test_short_cycles_train_with_gradient_accumulation_and_bf16(data, tmp_path, 
     cfg = cfg_for(data, tmp_path, "MULTIGRID.SHORT_CYCLE", "True", "TRAIN.BATCH_SIZE", "1",
                   "TRAIN.GRAD_ACCUM_STEPS", "2", "TRAIN.MIXED_PRECISION", "True",
                   "TRAIN.AMP_DTYPE", "bf16", "SOLVER.MAX_EPOCH", "2", "TRAIN.EVAL_PERIOD", "0",
-                  "DATA.TRAIN_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]")
+                  "DATA.TRAIN_CROP_SIZE", "48", "DATA.TRAIN_JITTER_SCALES", "[48, 56]",
+                  "SLOWFAST.ALPHA", "2")  # bf16 on CPU: see test_trainer_launch.SLOW4
     summary = _train(cfg)
     err = capfd.readouterr().err
     assert "multigrid (short cycle): 2 epochs stretched to 3" in err

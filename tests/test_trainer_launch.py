@@ -247,14 +247,36 @@ def test_inflate_turns_a_2d_kernel_into_a_3d_one_with_the_same_response():
 
 # ---- AMP on CPU --------------------------------------------------------------------------
 
+# 4 slow-pathway frames (SLOWFAST.ALPHA 2): over the toy config's 2, oneDNN's bf16 weight
+# gradient of the 3x1x1 convolutions is often non-finite on CPUs with native bf16 (AMD EPYC
+# here; the trainer warns, test below)
+SLOW4 = ("SLOWFAST.ALPHA", "2")
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_one_amp_epoch_on_cpu_has_a_finite_loss(data, tmp_path, dtype):
     summary = trainer.train(cfg_for(data, tmp_path, "TRAIN.MIXED_PRECISION", "True",
-                                    "TRAIN.AMP_DTYPE", dtype))
+                                    "TRAIN.AMP_DTYPE", dtype, *SLOW4))
     assert summary["last_loss"] is not None and math.isfinite(summary["last_loss"])
     scaler = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path, 0))["scaler_state"]
     # fp16 trains through a GradScaler (its scale is saved for resume); bf16 needs none.
     assert (scaler.get("scale") is not None) == (dtype == "fp16")
+
+
+@pytest.mark.parametrize("alpha,warned", [("4", True), ("2", False)])
+def test_bf16_on_cpu_with_fewer_than_3_slow_frames_is_warned(data, tmp_path, capfd, alpha,
+                                                            warned):
+    """8 frames at SLOWFAST.ALPHA 4: 2 slow-pathway frames, warned at start-up; at 2, 4 frames."""
+    import torch.distributed as dist
+
+    try:
+        trainer.train(cfg_for(data, tmp_path, "TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE",
+                              "bf16", "SLOWFAST.ALPHA", alpha, "DIST.DRY_RUN_WORLD_SIZE", "2"))
+    finally:
+        if dist.is_initialized():  # the dry run's fake group
+            dist.destroy_process_group()
+    err = capfd.readouterr().err
+    assert ("bf16 on CPU with 2 slow-pathway frame(s)" in err) == warned, err[-2000:]
 
 
 # ---- N ranks simulated on fewer processes ----------------------------------------------------

@@ -45,6 +45,8 @@ typedef struct {
     char message[JMSG_LENGTH_MAX];
 } ErrorManager;
 
+static void on_error(j_common_ptr cinfo) __attribute__((noreturn));
+
 static void on_error(j_common_ptr cinfo)
 {
     ErrorManager *err = (ErrorManager *)cinfo->err;
@@ -52,8 +54,9 @@ static void on_error(j_common_ptr cinfo)
     longjmp(err->jump, 1);
 }
 
-/* Warnings that mean the pixels are wrong (libjpeg goes on with grey blocks) end the decode;
- * the others (an unknown JFIF revision, a bad ICC marker) do not touch the pixels. */
+/* Warnings that mean the pixels are wrong (libjpeg goes on with grey blocks, or with the data
+ * after junk bytes) end the decode, as simplejpeg does; the others (an unknown JFIF revision, a
+ * bad ICC marker, bad SOS parameters that the decoder ignores) do not touch the pixels. */
 static void on_message(j_common_ptr cinfo, int level)
 {
     if (level != -1)
@@ -64,7 +67,7 @@ static void on_message(j_common_ptr cinfo, int level)
     case JWRN_ARITH_BAD_CODE:
     case JWRN_JPEG_EOF:
     case JWRN_MUST_RESYNC:
-    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_EXTRANEOUS_DATA:
     case JWRN_BOGUS_PROGRESSION:
         on_error(cinfo);
     default:
@@ -95,7 +98,7 @@ static int run(Job *job, int planes)
 {
     struct jpeg_decompress_struct cinfo;
     ErrorManager err;
-    int ok = 0;
+    volatile int ok = 0; /* read after a longjmp */
 
     cinfo.err = jpeg_std_error(&err.pub);
     err.pub.error_exit = on_error;
@@ -108,6 +111,9 @@ static int run(Job *job, int planes)
     jpeg_mem_src(&cinfo, job->data, (unsigned long)job->size);
     jpeg_read_header(&cinfo, TRUE);
     cinfo.dct_method = JDCT_ISLOW;   /* PIL's and simplejpeg's default: the same pixels */
+    /* Block smoothing (progressive files whose last scans are missing) differs at a column
+     * crop's edge in libjpeg-turbo 2.1: off, a window is always the whole decode's pixels. */
+    cinfo.do_block_smoothing = FALSE;
     if (planes) {
         jpeg_component_info *c = cinfo.comp_info;
         if (cinfo.num_components != 3 || cinfo.jpeg_color_space != JCS_YCbCr ||
@@ -123,14 +129,21 @@ static int run(Job *job, int planes)
         cinfo.scale_denom = 8;
         cinfo.do_fancy_upsampling = TRUE;
     }
-    jpeg_start_decompress(&cinfo);
+    jpeg_calc_output_dimensions(&cinfo); /* before start: a progressive file decodes there */
     job->height = cinfo.output_height;
     job->width = cinfo.output_width;
     if (job->top + job->out_h > job->height || job->left + job->out_w > job->width) {
         job->outside = 1;
         goto done;
     }
-    ok = planes ? yuv420_window(job, &cinfo) : rgb_window(job, &cinfo);
+    jpeg_start_decompress(&cinfo);
+    if (planes ? yuv420_window(job, &cinfo) : rgb_window(job, &cinfo)) {
+        /* a window that reached the last row: read on to the end marker, so that junk before
+         * it is found as simplejpeg finds it */
+        if (cinfo.output_scanline >= cinfo.output_height)
+            jpeg_finish_decompress(&cinfo);
+        ok = 1;
+    }
 done:
     free(job->buffer);
     job->buffer = NULL;
@@ -180,9 +193,9 @@ static int rgb_window(Job *job, j_decompress_ptr cinfo)
     return 1;
 }
 
-static JDIMENSION clamp(long v, JDIMENSION n)
+static JDIMENSION clamp(long long v, JDIMENSION n)
 {
-    return v < 0 ? 0 : (v >= (long)n ? n - 1 : (JDIMENSION)v);
+    return v < 0 ? 0 : (v >= (long long)n ? n - 1 : (JDIMENSION)v);
 }
 
 /* One chroma row of the window: columns cleft.. of `src` (a plane row of `n` samples), the
@@ -191,8 +204,8 @@ static void chroma_row(unsigned char *dst, const unsigned char *src, int cleft, 
                        JDIMENSION n)
 {
     for (JDIMENSION j = 0; j < c_w; j++) {
-        long x = (long)cleft + (long)j;
-        if (x >= 0 && x < (long)n) { /* the inside of the plane: one copy */
+        long long x = (long long)cleft + j;
+        if (x >= 0 && x < (long long)n) { /* the inside of the plane: one copy */
             JDIMENSION run = n - (JDIMENSION)x < c_w - j ? n - (JDIMENSION)x : c_w - j;
             memcpy(dst + j, src + x, run);
             j += run - 1;
@@ -226,7 +239,7 @@ static int yuv420_window(Job *job, j_decompress_ptr cinfo)
     JSAMPARRAY planes[3] = {yrows, cbrows, crrows};
     const JDIMENSION ybottom = job->top + job->out_h;
     const JDIMENSION cfirst = clamp(job->ctop, ch);
-    const JDIMENSION clast = clamp(job->ctop + (long)job->c_h - 1, ch);
+    const JDIMENSION clast = clamp((long long)job->ctop + job->c_h - 1, ch);
     while (cinfo->output_scanline < cinfo->output_height) {
         const JDIMENSION y0 = cinfo->output_scanline, c0 = y0 / 2;
         if (y0 >= ybottom && c0 > clast)
@@ -241,7 +254,7 @@ static int yuv420_window(Job *job, j_decompress_ptr cinfo)
         if (c0 + 8 <= cfirst || c0 > clast)
             continue;
         for (JDIMENSION i = 0; i < job->c_h; i++) {
-            JDIMENSION src = clamp(job->ctop + (long)i, ch);
+            JDIMENSION src = clamp((long long)job->ctop + i, ch);
             if (src < c0 || src >= c0 + 8)
                 continue;
             size_t at = (size_t)i * job->c_w, plane = (size_t)job->c_h * job->c_w;
@@ -252,15 +265,19 @@ static int yuv420_window(Job *job, j_decompress_ptr cinfo)
     return 1;
 }
 
-/* A writable C-contiguous buffer of exactly `size` bytes, else a ValueError naming `what`. */
+/* A buffer of exactly `size` bytes, else a ValueError naming `what` (the "w*" format has
+ * already refused read-only and non-contiguous ones, with a TypeError or BufferError). */
 static int check_out(Py_buffer *buf, Py_ssize_t size, const char *what)
 {
-    if (PyBuffer_IsContiguous(buf, 'C') && !buf->readonly && buf->len == size)
+    if (buf->len == size)
         return 1;
     PyErr_Format(PyExc_ValueError, "%s must be a writable contiguous buffer of %zd bytes "
-                 "(got %zd%s)", what, size, buf->len, buf->readonly ? ", read-only" : "");
+                 "(got %zd)", what, size, buf->len);
     return 0;
 }
+
+/* JPEG's own limit on a side: bounds the sizes before they are multiplied */
+#define MAX_SIDE 65535
 
 /* Runs the job without the GIL; its result or the ValueError. */
 static PyObject *finish(Job *job, int planes)
@@ -289,7 +306,8 @@ static PyObject *decode(PyObject *self, PyObject *args)
                           &scale_num))
         return NULL;
     PyObject *result = NULL;
-    if (top < 0 || left < 0 || out_h < 1 || out_w < 1 || scale_num < 1 || scale_num > 16)
+    if (top < 0 || left < 0 || out_h < 1 || out_w < 1 || out_h > MAX_SIDE ||
+        out_w > MAX_SIDE || scale_num < 1 || scale_num > 16)
         PyErr_Format(PyExc_ValueError, "bad window %dx%d at x=%d, y=%d or scale %d/8",
                      out_w, out_h, left, top, scale_num);
     else if (check_out(&dst, (Py_ssize_t)out_h * out_w * 3, "out")) {
@@ -313,7 +331,8 @@ static PyObject *decode_yuv420(PyObject *self, PyObject *args)
                           &out_w, &ctop, &cleft, &c_h, &c_w))
         return NULL;
     PyObject *result = NULL;
-    if (top < 0 || left < 0 || out_h < 1 || out_w < 1 || c_h < 1 || c_w < 1)
+    if (top < 0 || left < 0 || out_h < 1 || out_w < 1 || c_h < 1 || c_w < 1 ||
+        out_h > MAX_SIDE || out_w > MAX_SIDE || c_h > MAX_SIDE || c_w > MAX_SIDE)
         PyErr_Format(PyExc_ValueError, "bad window %dx%d at x=%d, y=%d (chroma %dx%d)",
                      out_w, out_h, left, top, c_w, c_h);
     else if (check_out(&luma, (Py_ssize_t)out_h * out_w, "luma") &&

@@ -138,6 +138,9 @@ def _frame_header(data: bytes, path: str) -> int:
         if data[i] != 0xFF:
             raise DecodeError(f"{path}: corrupt JPEG header")
         marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before a marker (the standard allows any number)
+            i += 1
+            continue
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue

@@ -162,6 +162,15 @@ class Run:
         if cfg.BN.FREEZE:
             freeze_batchnorm(self.model)
         self.autocast = make_autocast(self.device, cfg.TRAIN.MIXED_PRECISION, cfg.TRAIN.AMP_DTYPE)
+        slow_frames = cfg.DATA.NUM_FRAMES // (cfg.SLOWFAST.ALPHA if cfg.MODEL.ARCH == "slowfast"
+                                              else 1)
+        if (self.device.type == "cpu" and cfg.TRAIN.MIXED_PRECISION
+                and cfg.TRAIN.AMP_DTYPE == "bf16" and slow_frames < 3):
+            # measured with torch 2.13 on an AMD EPYC with AVX512-BF16: oneDNN's bf16 weight
+            # gradient of a 3x1x1 convolution over 2 frames is often inf/NaN
+            self.warn(f"bf16 on CPU with {slow_frames} slow-pathway frame(s) (DATA.NUM_FRAMES / "
+                      "SLOWFAST.ALPHA < 3): CPUs with native bf16 can give non-finite "
+                      "gradients for the temporal 3x1x1 convolutions; use 3 or more, or fp32")
         self.hosts = self._gather_hosts()
         self.multigrid_plan = None  # set by multigrid()
 
