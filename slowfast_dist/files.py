@@ -80,10 +80,16 @@ def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-def user_error_for(err: OSError, path=None) -> UserError | None:
-    """A one-line UserError for an OSError a user fixes (no space, read-only, no permission)."""
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # only a write meets these
+
+
+def user_error_for(err: OSError, path=None, writing: bool | None = True) -> UserError | None:
+    """A one-line UserError for an OSError a user fixes (no space, read-only, no permission).
+    `writing`: the failed operation was a write (True), or may have been a read (None: "cannot
+    write" only for the errors that only a write meets)."""
     if err.errno not in _USER_ERRNOS:
         return None
     where = path or err.filename or "output"
     why = f" ({_WHY[err.errno]})" if err.errno in _WHY else ""
-    return UserError(f"{where}: cannot write: {err.strerror or err}{why}")
+    verb = "cannot write: " if writing or err.errno in _WRITE_ERRNOS else ""
+    return UserError(f"{where}: {verb}{err.strerror or err}{why}")

@@ -51,6 +51,25 @@ def test_a_read_only_output_dir_is_one_line_and_exit_2(capfd):
                    "system\n")
 
 
+def test_an_unreadable_input_is_not_called_a_write(capfd, tmp_path):
+    """launch.guarded does not know whether an OSError came from a read or a write: outside
+    OUTPUT_DIR a permission error names the file without "cannot write"; inside it, or a full
+    disk anywhere, says "cannot write"."""
+    cfg = load_config("configs/demo.yaml", ["OUTPUT_DIR", str(tmp_path / "run")])
+    for path, err_no, said in (
+            ("/data/ava/frame_lists/train.csv", errno.EACCES,
+             "/data/ava/frame_lists/train.csv: Permission denied"),
+            (str(tmp_path / "run" / "log.txt"), errno.EACCES,
+             f"{tmp_path / 'run' / 'log.txt'}: cannot write: Permission denied"),
+            ("/scratch/cache.bin", errno.ENOSPC,
+             "/scratch/cache.bin: cannot write: No space left on device")):
+        def run(cfg, info):
+            raise OSError(err_no, os.strerror(err_no), path)
+
+        assert launch.guarded(run, cfg) == 2
+        assert capfd.readouterr().err == f"slowfast-dist: error: {said}\n"
+
+
 def test_paths_that_cross_a_file_are_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match=r"afile/run/summary.json: cannot write: Not a directory "

@@ -21,6 +21,14 @@ from slowfast_dist.errors import UserError
 from slowfast_dist.train import checkpoint as ckpt
 
 
+def _under(path, folder) -> bool:
+    """Whether `path` is `folder` or inside it (what this run writes), by name only."""
+    if not path or not folder:
+        return False
+    path, folder = os.path.abspath(os.fsdecode(path)), os.path.abspath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
     """Run `fn(cfg)`; a user error ends the run with status 2, said once for the job; a
     non-finite loss with status 3, the last checkpoint kept; a stop signal with status 75 after a
@@ -49,7 +57,7 @@ def guarded(fn, cfg, info=None, report_user_errors: bool = True) -> int:
     except OSError as err:  # a full disk, a read-only OUTPUT_DIR: one line naming the path
         from slowfast_dist.files import user_error_for
 
-        said = user_error_for(err)
+        said = user_error_for(err, writing=_under(err.filename, cfg.OUTPUT_DIR) or None)
         if said is None:
             raise
         say_once(f"slowfast-dist: error: {said}", UserError.exit_code)

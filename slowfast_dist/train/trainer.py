@@ -566,8 +566,9 @@ def train(cfg, info=None) -> dict:
     if train_set is not None:  # the decoder `auto` resolved to, here
         pixels = (f"JPEG frames, DATA.DECODER {train_set.decoder}"
                   if train_set.pixel_source == "frames" else "videos (PyAV)")
-        run.log(f"data: {len(train_set)} training clips from {pixels}, "
-                f"{cfg.DATA_LOADER.NUM_WORKERS} loader workers per rank")
+        workers = cfg.DATA_LOADER.NUM_WORKERS
+        run.log(f"data: {len(train_set)} training clips from {pixels}, {workers} loader "
+                f"worker{'' if workers == 1 else 's'} per rank")
     s = cfg.SOLVER
     spec = optim.OptimizerSpec.from_cfg(cfg, base_lr)
     optimizer = optim.build_optimizer(run.model, spec)
