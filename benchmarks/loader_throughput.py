@@ -248,7 +248,9 @@ def staged_ours(ds, idx):
         # yuv420 decodes sources of twice the drawn scale to RGB (AvaDataset._load_planes)
         planes_kept = ds.decoder == "yuv420" and jpeg.reduced_target(*full, need) is None
         libjpeg_planes = planes_kept and ds.plane_reader == "libjpeg"
-        if need and (ds.decoder == "libjpeg" or libjpeg_planes):  # AvaDataset._load_window
+        windowed = ds.decoder == "libjpeg" or (ds.decoder == "yuv420"
+                                               and ds.plane_reader == "libjpeg")
+        if need and windowed:  # AvaDataset._load_window
             win = WindowPlan.of(full, plan)
             if libjpeg_planes:
                 planes = st("jpeg_decode", win.decode_yuv420, data, paths, full)
