@@ -15,7 +15,7 @@ OUT    ?= gpu_check_out
 GPU_CHECK_ARGS ?=
 GPU_SITE ?= /tmp/slowfast_gpu_site
 
-.PHONY: venv test demo clean gpu-check
+.PHONY: venv test demo clean gpu-check gpu-libjpeg
 
 venv: $(VENV)/.installed
 
@@ -54,8 +54,25 @@ demo: venv $(DEMO_DATA)/annotations/ava_action_list_v2.2.pbtxt
 gpu-check:
 	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: no wheels in $(WHEELS)/ (see README, Checking on a GPU)"; exit 2; }
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl
-	$(GPU_PYTHON) setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "gpu-check: DATA.DECODER libjpeg not built here (no gcc or libjpeg-turbo headers): auto is simplejpeg"
+	@# DATA.DECODER libjpeg: built here if it can be, else the one `make gpu-libjpeg` made
+	$(GPU_PYTHON) setup.py -q build_ext --inplace >/dev/null 2>&1 || cp $(WHEELS)/libjpeg/* slowfast_dist/data/ 2>/dev/null || true
+	@$(GPU_PYTHON) -c "import sys; sys.path[:0] = ['$(GPU_SITE)', '.']; from slowfast_dist.data import jpeg; print('gpu-check: DATA.DECODER auto is', jpeg.resolve_decoder('auto'))"
 	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(OUT) $(GPU_CHECK_ARGS)
+
+# DATA.DECODER libjpeg for a GPU machine that cannot build it (no compiler or no libjpeg-turbo
+# headers there): the C module built here for its Python's version (GPU_PY: a Python of that
+# version here), with this machine's libjpeg-turbo beside it (found through the module's
+# rpath), into $(WHEELS)/libjpeg/.
+GPU_PY ?= python3.12
+gpu-libjpeg:
+	mkdir -p $(WHEELS)/libjpeg
+	PY=$(GPU_PY) && \
+	INC=$$($$PY -c "import sysconfig; print(sysconfig.get_paths()['include'])") && \
+	EXT=$$($$PY -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))") && \
+	gcc -O2 -Wall -shared -fPIC -I$$INC slowfast_dist/data/_libjpeg.c -ljpeg \
+	    -Wl,-rpath,'$$ORIGIN' -o $(WHEELS)/libjpeg/_libjpeg$$EXT
+	cp -L $$(ldd $(WHEELS)/libjpeg/_libjpeg*.so | awk '/libjpeg/ {print $$3}') $(WHEELS)/libjpeg/
+	ls -l $(WHEELS)/libjpeg
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_OUT)
