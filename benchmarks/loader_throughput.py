@@ -22,8 +22,9 @@ Variants:
   only the crop's window of each frame is decoded, into the array that ships;
 - uint8_yuv420: `DATA.DECODER yuv420`, the JPEGs' Y, Cb, Cr planes (libjpeg's raw data, each
   frame's window only, where libjpeg was built; uint8_yuv420_pyav: libavcodec through PyAV, the
-  fallback) shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of twice the
-  drawn scale, as at 1080p, are decoded to RGB as `auto` does and resampled in the worker);
+  fallback) shipped at 1.5 bytes a pixel, converted to RGB by the device transform (frames of
+  twice the drawn scale, as at 1080p, are decoded to RGB and resampled in the worker: by the
+  libjpeg window path for uint8_yuv420, by whole reduced frames for uint8_yuv420_pyav);
 - uint8_video_pyav: `AVA.PIXEL_SOURCE video`, frames decoded from the H.264 file by PyAV;
 - pyslowfast_cv2 (--reference-dir): PySlowFast's `Ava` (cv2 backend, its default) and its
   `detection_collate`, in a child process fed the same (video, second) samples.
@@ -76,7 +77,7 @@ SETTINGS = {"num_frames": 32, "sampling_rate": 2, "jitter_scales": [256, 320], "
             "train": True, "random_flip": True, "alpha": 4, "slowfast": True,
             "mean": [0.45] * 3, "std": [0.225] * 3, "num_classes": 80}
 TODAY = "today_float_pil"
-# name -> (pixel source, decoder, output)
+# name -> (pixel source, decoder, output[, yuv420's plane reader])
 OURS = {TODAY: ("frames", "pil", "float"),
         "uint8_pil": ("frames", "pil", "uint8"),
         "uint8_libjpeg": ("frames", "libjpeg", "uint8"),
@@ -100,7 +101,8 @@ LABELS = {TODAY: "today: float, PIL", "uint8_pil": "uint8, PIL",
           "uint8, yuv420 planes ({})".format("libjpeg" if "uint8_yuv420_pyav" in OURS else "PyAV"),
           "uint8_yuv420_pyav": "uint8, yuv420 planes (PyAV)", "uint8_video_pyav":
           "uint8, video (PyAV)", REFERENCE: "PySlowFast Ava (cv2)"}
-TARGETS = {"per_clip_vs_pyslowfast_360p": 2.0, "per_clip_vs_pyslowfast_360p_yuv420": 2.0, "per_clip_vs_today_360p": 3.0,
+TARGETS = {"per_clip_vs_pyslowfast_360p": 2.0,
+           "per_clip_vs_pyslowfast_360p_yuv420": 2.0, "per_clip_vs_today_360p": 3.0,
            "per_clip_vs_today_1080p": 3.0, "bytes_per_clip_max_mb": 5.0}
 LOADER_WORKERS = 2
 METHOD = " ".join(" ".join(__doc__.split("\n\n")[1:3]).split())
@@ -253,9 +255,9 @@ def staged_ours(ds, idx):
         if need and windowed:  # AvaDataset._load_window
             win = WindowPlan.of(full, plan)
             if libjpeg_planes:
-                planes = st("jpeg_decode", win.decode_yuv420, data, paths, full)
+                planes = st("jpeg_decode", win.decode_yuv420, data, paths)
             else:
-                frames = st("jpeg_decode", win.decode, data, paths, full)
+                frames = st("jpeg_decode", win.decode, data, paths)
         elif planes_kept:
             planes = st("jpeg_decode", lambda: [jpeg.decode_yuv420(d, p, need)[:3]
                                                 for d, p in zip(data, paths)])

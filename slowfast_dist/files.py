@@ -85,8 +85,8 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # only a write meets 
 
 def user_error_for(err: OSError, path=None, writing: bool | None = True) -> UserError | None:
     """A one-line UserError for an OSError a user fixes (no space, read-only, no permission).
-    `writing`: the failed operation was a write (True), or may have been a read (None: "cannot
-    write" only for the errors that only a write meets)."""
+    `writing`: the failed operation was a write (True), or may have been a read (False or None:
+    "cannot write" only for the errors that only a write meets)."""
     if err.errno not in _USER_ERRNOS:
         return None
     where = path or err.filename or "output"

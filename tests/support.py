@@ -145,3 +145,14 @@ def record_figures(test: str, **figures) -> None:
     data[test] = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
+
+
+def needs_libjpeg(decoder: str = "libjpeg") -> None:
+    """Skip, saying why, where DATA.DECODER `decoder` is libjpeg and its C module was not built."""
+    import pytest
+
+    from slowfast_dist.data import jpeg
+
+    if decoder == "libjpeg" and not jpeg.installed("libjpeg"):
+        pytest.skip("DATA.DECODER libjpeg was not built here (pip install -e . builds it where "
+                    "gcc and libjpeg-turbo's headers are found)")

@@ -244,10 +244,9 @@ def test_yuv420_skips_a_sample_with_a_bad_frame_naming_it(tree, tmp_path, capfd,
     come from libjpeg or from libavcodec."""
     import shutil
 
-    from slowfast_dist.data import jpeg
+    from support import needs_libjpeg
 
-    if reader == "libjpeg" and not jpeg.installed("libjpeg"):
-        pytest.skip("DATA.DECODER libjpeg was not built here")
+    needs_libjpeg(reader)
     root = tmp_path / "t"
     shutil.copytree(tree, root)
     ds = _ds(root, "frames", output="uint8", decoder="yuv420")

@@ -12,6 +12,7 @@ from slowfast_dist.data import transforms as T
 from slowfast_dist.data.device import ClipBatchTransform, DeviceLoader
 from slowfast_dist.data.loader import build_loader, collate_detection
 from slowfast_dist.data.synthetic import make_synthetic
+from support import needs_libjpeg
 
 MEAN, STD = (0.45, 0.4, 0.35), (0.225, 0.25, 0.2)
 GREY = 1 / 255 / 0.2  # one grey level in normalised units (the smallest std)
@@ -65,12 +66,6 @@ def assert_same_sample(ref, sample, tf):
         assert torch.equal(ref[key], sample[key]), key
 
 
-def needs_libjpeg(decoder):
-    if decoder == "libjpeg" and not jpeg.installed("libjpeg"):
-        pytest.skip("DATA.DECODER libjpeg was not built here (pip install -e . builds it where "
-                    "gcc and libjpeg-turbo's headers are found)")
-
-
 @pytest.mark.parametrize("source,decoder", [("frames", "pil"), ("frames", "libjpeg"),
                                             ("video", "pil")])
 def test_uint8_path_equals_float_reference_in_training_with_pinned_draws(textured, source,
@@ -106,11 +101,18 @@ def test_uint8_path_equals_float_reference_in_test_and_val_mode(textured, center
 
 
 @pytest.mark.parametrize("mode", ["train", "test", "val", "reduced"])
-def test_libjpeg_decodes_only_the_window_and_ships_the_whole_decoders_sample(textured, mode):
+def test_libjpeg_decodes_only_the_window_and_ships_the_whole_decoders_sample(textured, mode,
+                                                                            monkeypatch):
     """DATA.DECODER libjpeg decodes each frame's window straight into the clip; the sample is
     exactly simplejpeg's (which decodes whole frames and copies the window out), in training,
-    test and val, and for sources of twice the drawn scale (decoded reduced, resampled here)."""
+    test and val, and for sources of twice the drawn scale (decoded reduced, resampled here).
+    Its worker decodes no whole frame: every decode is a window no larger than the shipped
+    clip's (or, resampled here, than the sample's share of the frame plus a margin)."""
     needs_libjpeg("libjpeg")
+    windows, real = [], jpeg.decode_window
+    monkeypatch.setattr(jpeg, "decode_window", lambda d, p, out, *a: windows.append(
+        out.shape[:2]) or real(d, p, out, *a))
+    monkeypatch.setattr(jpeg, "_decode_libjpeg", None)  # the whole-frame decode: not called
     kw = {"train": mode in ("train", "reduced"), "center_crop": mode == "val"}
     whole, window = (dataset(textured, "uint8", decoder=d, **kw) for d in ("simplejpeg",
                                                                             "libjpeg"))
@@ -127,6 +129,10 @@ def test_libjpeg_decodes_only_the_window_and_ships_the_whole_decoders_sample(tex
         kinds.add(resampled_in_worker(b))
         for key in ("clip", "geometry", "boxes", "labels", "ori_boxes", "metadata"):
             assert torch.equal(a[key], b[key]), (i, key)
+        decoded, windows[:] = set(windows), []
+        assert len(decoded) == 1, decoded  # one window for all the clip's frames
+        if not resampled_in_worker(b):
+            assert decoded == {tuple(b["clip"].shape[1:3])}
     # training ships windows as they are and resampled in the worker; reduced ones resampled
     assert kinds == {"train": {True, False}, "reduced": {True}}.get(mode, {False})
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from slowfast_dist.data import jpeg
 from slowfast_dist.errors import UserError
+from support import needs_libjpeg
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,7 @@ def photo():
 def needs(decoder):
     if decoder == "opencv":  # optional: not a dependency of the package
         pytest.importorskip("cv2")
-    if decoder == "libjpeg" and not jpeg.installed("libjpeg"):
-        pytest.skip("DATA.DECODER libjpeg was not built here (pip install -e . builds it where "
-                    "gcc and libjpeg-turbo's headers are found)")
+    needs_libjpeg(decoder)
 
 
 def pil_decode(data):
@@ -101,6 +100,15 @@ def test_bad_files_are_decode_errors_naming_the_file(photo, decoder):
         jpeg.decode(photo[:200], "b.jpg", decoder)
     with pytest.raises(jpeg.DecodeError, match="^c.jpg: truncated JPEG"):
         jpeg.check_complete(photo[: len(photo) // 2], "c.jpg")
+    with pytest.raises(jpeg.DecodeError, match="^c.jpg: truncated JPEG"):  # before its scan
+        jpeg.check_complete(photo[:photo.index(b"\xff\xda")], "c.jpg")
+    # bytes after the end marker (a padded copy) are no truncation; decoders ignore them
+    assert jpeg.check_complete(photo + b"\0\0trailer", "t.jpg") == (180, 320)
+    if decoder in ("libjpeg", "simplejpeg", "pil"):
+        assert jpeg.decode(photo + b"\0\0trailer", "t.jpg", decoder)[0].shape == (180, 320, 3)
+    with pytest.raises(jpeg.DecodeError, match="^z.jpg: the header gives a size of 320x0"):
+        sof = photo.index(b"\xff\xc0")
+        jpeg.header_size(photo[:sof + 5] + b"\0\0" + photo[sof + 7:], "z.jpg")
     with pytest.raises(jpeg.DecodeError, match="^d.jpg: "):
         jpeg.read_bytes("d.jpg")
 

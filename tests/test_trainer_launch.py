@@ -263,20 +263,27 @@ def test_one_amp_epoch_on_cpu_has_a_finite_loss(data, tmp_path, dtype):
     assert (scaler.get("scale") is not None) == (dtype == "fp16")
 
 
-@pytest.mark.parametrize("alpha,warned", [("4", True), ("2", False)])
-def test_bf16_on_cpu_with_fewer_than_3_slow_frames_is_warned(data, tmp_path, capfd, alpha,
-                                                            warned):
-    """8 frames at SLOWFAST.ALPHA 4: 2 slow-pathway frames, warned at start-up; at 2, 4 frames."""
+@pytest.mark.parametrize("extra,said", [
+    (("SLOWFAST.ALPHA", "4"), "2 slow-pathway frame(s) (DATA.NUM_FRAMES / SLOWFAST.ALPHA)"),
+    (("SLOWFAST.ALPHA", "2"), None),
+    (("SLOWFAST.ALPHA", "2", "MULTIGRID.LONG_CYCLE", "True", "TRAIN.BATCH_SIZE", "1"),
+     "1 slow-pathway frame(s) (DATA.NUM_FRAMES / SLOWFAST.ALPHA, at the smallest long-cycle")])
+def test_bf16_on_cpu_with_fewer_than_3_slow_frames_is_warned(data, tmp_path, capfd, extra, said):
+    """8 frames at SLOWFAST.ALPHA 4: 2 slow-pathway frames, warned at start-up; at 2, 4 frames;
+    a multigrid long cycle trains on fewer at its first stages (8 x 0.25 / 2 = 1)."""
     import torch.distributed as dist
 
     try:
         trainer.train(cfg_for(data, tmp_path, "TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE",
-                              "bf16", "SLOWFAST.ALPHA", alpha, "DIST.DRY_RUN_WORLD_SIZE", "2"))
+                              "bf16", *extra, "DIST.DRY_RUN_WORLD_SIZE", "1"))
     finally:
         if dist.is_initialized():  # the dry run's fake group
             dist.destroy_process_group()
     err = capfd.readouterr().err
-    assert ("bf16 on CPU with 2 slow-pathway frame(s)" in err) == warned, err[-2000:]
+    if said:
+        assert f"bf16 on CPU with {said}" in err, err[-2000:]
+    else:
+        assert "bf16 on CPU" not in err, err[-2000:]
 
 
 # ---- N ranks simulated on fewer processes ----------------------------------------------------

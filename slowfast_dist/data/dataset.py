@@ -312,22 +312,27 @@ class AvaDataset(torch.utils.data.Dataset):
         """DATA.DECODER libjpeg, and yuv420 where libjpeg was built: the geometry is drawn from
         the first frame's header, then each frame's window alone is decoded, straight into the
         arrays that ship (no whole frames, no copies): RGB, or yuv420's planes. Frames decoded
-        at a reduced size (RGB under yuv420 too, as `_load_planes` does), or RGB windows that
-        would be resampled here, are decoded whole and go the way `_ship_rgb` sends them."""
+        at a reduced size (RGB under yuv420 too, as `_load_planes` does), and RGB windows that
+        are resampled here, go the way `_ship_rgb` sends them (`WindowPlan.whole`)."""
         paths = [self.frames[vidx][i] for i in self.frame_indices(vidx, sec)]
         try:
             data = [jpeg.read_bytes(p) for p in paths]
             full = jpeg.header_size(data[0], paths[0])
+            odd = next((p for d, p in zip(data[1:], paths[1:])
+                        if jpeg.header_size(d, p) != full), None)
+            if odd is not None:
+                raise _Skip(_size_differs(odd, full, paths[0]))
             plan = self._draw(*full)
             win = WindowPlan.of(full, plan)
-            if self.decoder in jpeg.PLANE_DECODERS and win.scale == 8:
-                luma, chroma, top, left = win.decode_yuv420(data, paths, full)
+            planes = self.decoder in jpeg.PLANE_DECODERS and win.scale == 8
+            if planes:
+                luma, chroma, top, left = win.decode_yuv420(data, paths)
             else:
-                clip = win.decode(data, paths, full)
+                clip = win.decode(data, paths)
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
         sample = self._targets(vidx, sec, boxes, full, plan)
-        if self.decoder in jpeg.PLANE_DECODERS and win.scale == 8:
+        if planes:
             sample["luma"], sample["chroma"] = torch.from_numpy(luma), torch.from_numpy(chroma)
             sample["geometry"] = torch.from_numpy(
                 replace(win.geometry, top=top, left=left).as_array())
@@ -485,7 +490,8 @@ class WindowPlan:
     """What DATA.DECODER libjpeg decodes of each frame of a sample: the scale (k/8; below 8 for
     sources of twice the drawn scale, as `jpeg.reduced_target` says), the window
     [top:bottom, left:right] of the frame at that scale and its geometry; `whole` when the
-    whole frames are decoded instead, for `_ship_rgb` to resample in the worker."""
+    worker resamples the frame (`_ship_rgb`): the window is then decoded into a frame-size
+    array."""
 
     scale: int
     geometry: T.ClipGeometry
@@ -502,45 +508,35 @@ class WindowPlan:
         whole = T.resamples_in_worker((bottom - top, right - left), plan[2], scale < 8)
         return cls(scale, geo, window, decoded, whole)
 
-    def decode(self, data, paths, full_hw) -> np.ndarray:
+    def decode(self, data, paths) -> np.ndarray:
         """uint8 [T, h, w, 3] RGB: each frame's window decoded into one new array; when `whole`,
         a frame-size array (zeros elsewhere) in which only the window, with a margin, is
         decoded: the worker's resample of the whole frame then crops pixels that depend on
-        the window alone (30 % less decoding at 1080p)."""
+        the window alone (23 % less decoding at 1080p)."""
         top, bottom, left, right = self.window
-        if not self.whole:
+        if self.whole:
+            (h, w), m = self.decoded_hw, WINDOW_MARGIN
+            top, bottom, left, right = (max(0, top - m), min(h, bottom + m), max(0, left - m),
+                                        min(w, right + m))
+            clip = np.zeros((len(data), h, w, 3), np.uint8)
+            window = np.empty((bottom - top, right - left, 3), np.uint8)
+        else:
             clip = np.empty((len(data), bottom - top, right - left, 3), np.uint8)
-            for k, (d, p) in enumerate(zip(data, paths)):
-                _check_size(k, d, p, full_hw, paths)
-                jpeg.decode_window(d, p, clip[k], top, left, self.scale)
-            return clip
-        (h, w), m = self.decoded_hw, WINDOW_MARGIN
-        top, left, bottom, right = max(0, top - m), max(0, left - m), min(h, bottom + m), \
-            min(w, right + m)
-        clip = np.zeros((len(data), h, w, 3), np.uint8)
-        window = np.empty((bottom - top, right - left, 3), np.uint8)
         for k, (d, p) in enumerate(zip(data, paths)):
-            _check_size(k, d, p, full_hw, paths)
-            jpeg.decode_window(d, p, window, top, left, self.scale)
-            clip[k, top:bottom, left:right] = window
+            jpeg.decode_window(d, p, window if self.whole else clip[k], top, left, self.scale)
+            if self.whole:
+                clip[k, top:bottom, left:right] = window
         return clip
 
-    def decode_yuv420(self, data, paths, full_hw):
+    def decode_yuv420(self, data, paths):
         """DATA.DECODER yuv420 at full scale: (luma uint8 [T, h, w], chroma uint8 [T, 2, hc, wc],
         top, left), the planes' windows as `transforms.yuv420_windows` cuts them."""
         top, left, ctop, cleft, c_h, c_w = T.yuv420_bounds(self.window)
         luma = np.empty((len(data), self.window[1] - top, self.window[3] - left), np.uint8)
         chroma = np.empty((len(data), 2, c_h, c_w), np.uint8)
         for k, (d, p) in enumerate(zip(data, paths)):
-            _check_size(k, d, p, full_hw, paths)
             jpeg.decode_yuv420_window(d, p, luma[k], chroma[k], top, left, ctop, cleft)
         return luma, chroma, top, left
-
-
-def _check_size(k, data, path, full_hw, paths):
-    """A frame (after the first) whose header is not the first's size: a sample to skip."""
-    if k and jpeg.header_size(data, path) != tuple(full_hw):
-        raise _Skip(_size_differs(path, full_hw, paths[0]))
 
 
 def _size_differs(odd: str, size, first: str) -> str:

@@ -72,7 +72,8 @@ def resolve_decoder(name: str) -> str:
     return name
 
 
-_MODULES = {"libjpeg": "slowfast_dist.data._libjpeg", "simplejpeg": "simplejpeg", "pil": "PIL", "opencv": "cv2", "yuv420": "av",
+_MODULES = {"libjpeg": "slowfast_dist.data._libjpeg", "simplejpeg": "simplejpeg", "pil": "PIL",
+            "opencv": "cv2", "yuv420": "av",
             "nvjpeg": "torchvision.io", "dali": "nvidia.dali.fn"}
 
 
@@ -108,7 +109,10 @@ def read_bytes(path: str) -> bytes:
 def header_size(data: bytes, path: str) -> tuple[int, int]:
     """(height, width) from the JPEG header, without decoding."""
     i = _frame_header(data, path)
-    return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+    h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+    if not (h and w):  # (a height of 0 defers it to a DNL marker: no frame extraction does that)
+        raise DecodeError(f"{path}: the header gives a size of {w}x{h}")
+    return h, w
 
 
 _SUBSAMPLING = {(2, 2): "4:2:0", (2, 1): "4:2:2", (1, 1): "4:4:4", (1, 2): "4:4:0",
@@ -168,8 +172,11 @@ def check_420(data: bytes, path: str) -> None:
 
 
 def check_end(data: bytes, path: str) -> None:
-    """A JPEG cut short (a copy that did not finish) has no end-of-image marker."""
-    if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
+    """A JPEG cut short (a copy that did not finish) has no end-of-image marker after its last
+    scan (entropy-coded data holds neither marker; bytes after the end marker are allowed, as
+    decoders allow them, and an embedded thumbnail's end marker comes before the scans)."""
+    sos = data.rfind(b"\xff\xda")
+    if sos < 0 or data.rfind(b"\xff\xd9") < sos:
         raise DecodeError(f"{path}: truncated JPEG (no end-of-image marker)")
 
 
@@ -305,10 +312,12 @@ def scaled_size(size, scale: int) -> tuple[int, int]:
 
 
 def _decode_libjpeg(data, size, target):
+    from slowfast_dist.data import _libjpeg
+
     scale = libjpeg_scale(size, target)
     h, w = scaled_size(size, scale)
     img = np.empty((h, w, 3), np.uint8)
-    decode_window(data, "", img, 0, 0, scale)
+    _libjpeg.decode(data, img, 0, 0, h, w, scale)  # a ValueError: named by decode()
     return img
 
 
@@ -317,16 +326,18 @@ def decode_window(data: bytes, path: str, out: np.ndarray, top: int, left: int,
     """DATA.DECODER libjpeg: rows `top`.. and columns `left`.. of the frame decoded at scale/8,
     as many as `out` (uint8 [h, w, 3], C-contiguous) holds, written into `out`. A file cut
     short is an error even when the rows below the window, which are not read, are the ones
-    missing: as under the other decoders."""
+    missing: as under the other decoders. (Damaged data below the window is not seen.)"""
     from slowfast_dist.data import _libjpeg
 
-    if path:
-        check_end(data, path)
+    check_end(data, path)
+    _named(path, _libjpeg.decode, data, out, top, left, out.shape[0], out.shape[1], scale)
+
+
+def _named(path, fn, *args):
+    """`fn(*args)`, its ValueError (libjpeg's message) a DecodeError naming the file."""
     try:
-        _libjpeg.decode(data, out, top, left, out.shape[0], out.shape[1], scale)
+        return fn(*args)
     except ValueError as e:
-        if not path:
-            raise
         raise DecodeError(f"{path}: {e}") from None
 
 
@@ -341,11 +352,8 @@ def decode_yuv420_window(data: bytes, path: str, luma: np.ndarray, chroma: np.nd
 
     check_420(data, path)
     check_end(data, path)
-    try:
-        _libjpeg.decode_yuv420(data, luma, chroma, top, left, *luma.shape, ctop, cleft,
-                               *chroma.shape[1:])
-    except ValueError as e:
-        raise DecodeError(f"{path}: {e}") from None
+    _named(path, _libjpeg.decode_yuv420, data, luma, chroma, top, left, *luma.shape, ctop,
+           cleft, *chroma.shape[1:])
 
 
 def _decode_pil(data, size, target):

@@ -162,15 +162,9 @@ class Run:
         if cfg.BN.FREEZE:
             freeze_batchnorm(self.model)
         self.autocast = make_autocast(self.device, cfg.TRAIN.MIXED_PRECISION, cfg.TRAIN.AMP_DTYPE)
-        slow_frames = cfg.DATA.NUM_FRAMES // (cfg.SLOWFAST.ALPHA if cfg.MODEL.ARCH == "slowfast"
-                                              else 1)
-        if (self.device.type == "cpu" and cfg.TRAIN.MIXED_PRECISION
-                and cfg.TRAIN.AMP_DTYPE == "bf16" and slow_frames < 3):
-            # measured with torch 2.13 on an AMD EPYC with AVX512-BF16: oneDNN's bf16 weight
-            # gradient of a 3x1x1 convolution over 2 frames is often inf/NaN
-            self.warn(f"bf16 on CPU with {slow_frames} slow-pathway frame(s) (DATA.NUM_FRAMES / "
-                      "SLOWFAST.ALPHA < 3): CPUs with native bf16 can give non-finite "
-                      "gradients for the temporal 3x1x1 convolutions; use 3 or more, or fp32")
+        if self.device.type == "cpu" and cfg.TRAIN.MIXED_PRECISION and \
+                cfg.TRAIN.AMP_DTYPE == "bf16":
+            self._warn_few_frames_bf16(cfg)
         self.hosts = self._gather_hosts()
         self.multigrid_plan = None  # set by multigrid()
 
@@ -183,6 +177,22 @@ class Run:
     def log(self, msg: str) -> None:
         """INFO: shown for rank 0 (every rank with SLOWFAST_DIST_LOG_ALL_RANKS=1)."""
         self.logger.info(msg)
+
+    def _warn_few_frames_bf16(self, cfg) -> None:
+        """Measured with torch 2.13 on an AMD EPYC with AVX512-BF16: oneDNN's bf16 weight
+        gradient of a 3x1x1 convolution over fewer than 3 frames is often inf or NaN."""
+        slowfast = cfg.MODEL.ARCH == "slowfast"
+        frames = cfg.DATA.NUM_FRAMES
+        if cfg.MULTIGRID.LONG_CYCLE:  # its stages train on fewer frames
+            frames = int(frames * min(t for t, _ in cfg.MULTIGRID.LONG_CYCLE_FACTORS))
+        slow = frames // (cfg.SLOWFAST.ALPHA if slowfast else 1)
+        if slow < 3:
+            where = "slow-pathway frame(s)" if slowfast else "frame(s)"
+            self.warn(f"bf16 on CPU with {slow} {where} (DATA.NUM_FRAMES"
+                      f"{' / SLOWFAST.ALPHA' if slowfast else ''}"
+                      f"{', at the smallest long-cycle stage' if cfg.MULTIGRID.LONG_CYCLE else ''}"
+                      "): CPUs with native bf16 can give non-finite gradients for the temporal "
+                      "3x1x1 convolutions; use 3 or more, or fp32")
 
     def warn(self, msg: str) -> None:
         """A warning every rank would give alike (from the config or the files): said once."""
@@ -566,6 +576,8 @@ def train(cfg, info=None) -> dict:
     if train_set is not None:  # the decoder `auto` resolved to, here
         pixels = (f"JPEG frames, DATA.DECODER {train_set.decoder}"
                   if train_set.pixel_source == "frames" else "videos (PyAV)")
+        if train_set.pixel_source == "frames" and train_set.decoder == "yuv420":
+            pixels += f" (planes read by {train_set.plane_reader})"
         workers = cfg.DATA_LOADER.NUM_WORKERS
         run.log(f"data: {len(train_set)} training clips from {pixels}, {workers} loader "
                 f"worker{'' if workers == 1 else 's'} per rank")
