@@ -175,6 +175,8 @@ def check_end(data: bytes, path: str) -> None:
     """A JPEG cut short (a copy that did not finish) has no end-of-image marker after its last
     scan (entropy-coded data holds neither marker; bytes after the end marker are allowed, as
     decoders allow them, and an embedded thumbnail's end marker comes before the scans)."""
+    if data.endswith(b"\xff\xd9"):  # the usual case, without scanning the file
+        return
     sos = data.rfind(b"\xff\xda")
     if sos < 0 or data.rfind(b"\xff\xd9") < sos:
         raise DecodeError(f"{path}: truncated JPEG (no end-of-image marker)")
