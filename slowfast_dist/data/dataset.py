@@ -230,10 +230,7 @@ class AvaDataset(torch.utils.data.Dataset):
             frames = [decode(d, p, need_short=need) for d, p in zip(data, paths)]
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
-        odd = next((p for f, p in zip(frames, paths)
-                    if f[0].shape != frames[0][0].shape or f[-1] != full), None)
-        if odd is not None:
-            raise _Skip(_size_differs(odd, full, paths[0]))
+        _same_size([(f[0].shape, f[-1]) for f in frames], paths, full)
         return frames, full
 
     def _draw(self, h, w):
@@ -318,10 +315,8 @@ class AvaDataset(torch.utils.data.Dataset):
         try:
             data = [jpeg.read_bytes(p) for p in paths]
             full = jpeg.header_size(data[0], paths[0])
-            odd = next((p for d, p in zip(data[1:], paths[1:])
-                        if jpeg.header_size(d, p) != full), None)
-            if odd is not None:
-                raise _Skip(_size_differs(odd, full, paths[0]))
+            _same_size([full] + [jpeg.header_size(d, p) for d, p in zip(data[1:], paths[1:])],
+                       paths, full)
             plan = self._draw(*full)
             win = WindowPlan.of(full, plan)
             planes = self.decoder in jpeg.PLANE_DECODERS and win.scale == 8
@@ -353,10 +348,8 @@ class AvaDataset(torch.utils.data.Dataset):
             sizes = [jpeg.check_complete(d, p) for d, p in zip(data, paths)]
         except jpeg.DecodeError as e:
             raise _Skip(str(e)) from None
-        odd = next((p for size, p in zip(sizes, paths) if size != sizes[0]), None)
-        if odd is not None:
-            raise _Skip(_size_differs(odd, sizes[0], paths[0]))
         full = sizes[0]
+        _same_size(sizes, paths, full)
         resized, offset, out_hw, flip = self._draw(*full)
         geo, _ = T.ClipGeometry.plan(full, resized, offset, out_hw, flip)
         return {"jpegs": torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8),
@@ -539,9 +532,13 @@ class WindowPlan:
         return luma, chroma, top, left
 
 
-def _size_differs(odd: str, size, first: str) -> str:
-    return (f"{odd}: not the size of the clip's first frame ({size[1]}x{size[0]}, "
-            f"{os.path.basename(first)}): frames of one clip differ in size")
+def _same_size(keys, paths, size) -> None:
+    """Skip the sample, naming the first frame whose `keys` entry (its size, as the caller
+    reads it) is not the first frame's, whose (height, width) is `size`."""
+    odd = next((p for key, p in zip(keys, paths) if key != keys[0]), None)
+    if odd is not None:
+        raise _Skip(f"{odd}: not the size of the clip's first frame ({size[1]}x{size[0]}, "
+                    f"{os.path.basename(paths[0])}): frames of one clip differ in size")
 
 
 def _check_yuv420(frames):
